@@ -1,0 +1,3 @@
+"""natflow: attribute AWS NAT Gateway bytes to Kubernetes workloads from VPC Flow Logs."""
+
+__version__ = "0.1.0"
