@@ -1,0 +1,1 @@
+"""The join: reduced NAT Gateway rows x the time-indexed IP map -> bytes per workload, node or address."""

@@ -1,0 +1,215 @@
+"""The result document (the ``-o json`` contract) and the warnings derived from a run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from natflow.attribution.engine import AttributionResult
+from natflow.attribution.pricing import BYTES_PER_GB, cost
+from natflow.cluster.state import ClusterState
+from natflow.diagnostics import Diagnostics
+from natflow.flowlogs.fields import RECOMMENDED_FORMAT
+from natflow.flowlogs.reduce import Reduction
+from natflow.timeutil import format_time
+
+SNAT_FIX = "kubectl set env daemonset -n kube-system aws-node AWS_VPC_K8S_CNI_EXTERNALSNAT=true"
+SNAT_ADDON_FIX = (
+    "aws eks update-addon --cluster-name CLUSTER --addon-name vpc-cni --resolve-conflicts PRESERVE "
+    """--configuration-values '{"env":{"AWS_VPC_K8S_CNI_EXTERNALSNAT":"true"}}'"""
+)
+SNAT_PRECONDITION = (
+    "only when the nodes are in private subnets whose route tables send 0.0.0.0/0 to a NAT Gateway "
+    "(with external SNAT, pods in public subnets lose internet access)"
+)
+
+# field -> what is lost without it
+_FORMAT_NEEDS = {
+    "bytes": "no byte counts: every row reads 0 bytes",
+    "packets": "no packet counts",
+    "interface-id": "NAT Gateway records are found by their private IPs only",
+    "pkt-dstaddr": "no destinations for outbound bytes (topDestinations stays empty)",
+    "pkt-srcaddr": "no sources for inbound bytes (topDestinations stays empty)",
+    "start": "record times come from the CloudWatch event or the S3 object key (5-minute resolution)",
+    "action": "REJECT records cannot be told apart and are counted",
+    "log-status": "NODATA/SKIPDATA records cannot be counted",
+}
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class RunContext:
+    """What a run read, for stats and warnings (the CLI and the operator fill it alike)."""
+
+    files_read: int = 0
+    files_skipped: int = 0
+    price_per_gb: float = 0.045
+    price_source: str = ""
+
+
+def derive_warnings(
+    result: AttributionResult, reduction: Reduction, state: ClusterState, diagnostics: Diagnostics
+) -> None:
+    """Add the warnings a person must see: SNAT hiding pods, format gaps, data loss, splits."""
+    total = sum(g.total_bytes for g in result.gateways.values())
+    exposure = result.snat
+    if exposure.total_bytes:
+        nodes = sorted(exposure.bytes_by_node.items(), key=lambda item: (-item[1], item[0]))
+        pods = sorted({p for keys in exposure.pods_by_node.values() for p in keys})
+        share = exposure.total_bytes / total if total else 0.0
+        shown = ", ".join(name for name, _ in nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+        diagnostics.warn(
+            "NodeSNATHidesPodIPs",
+            f"node-level SNAT (AWS_VPC_K8S_CNI_EXTERNALSNAT=false) hides pod IPs: "
+            f"{human_bytes(exposure.total_bytes)} ({share:.1%}) of NAT Gateway bytes left {len(nodes)} node(s) "
+            f"({shown}) as the node IP, from {len(pods)} pod(s) that ran there. Fix: `{SNAT_FIX}` or, for the "
+            f"EKS add-on, `{SNAT_ADDON_FIX}`; {SNAT_PRECONDITION}.",
+            bytes=exposure.total_bytes,
+            share=round(share, 4),
+            nodes=[{"node": name, "bytes": count} for name, count in nodes],
+            pods=pods,
+            fix=SNAT_FIX,
+            addonFix=SNAT_ADDON_FIX,
+            precondition=SNAT_PRECONDITION,
+        )
+    if not state.snat.known:
+        diagnostics.warn(
+            "CNIUnknown",
+            "no aws-node DaemonSet in kube-system: the CNI and its SNAT setting are unknown; "
+            "node-IP bytes are reported with source 'node'",
+        )
+    for fields, origin in sorted(reduction.formats.items()):
+        missing = [name for name in _FORMAT_NEEDS if name not in fields]
+        if "start" in missing and "end" in fields:
+            missing.remove("start")
+        if missing:
+            diagnostics.warn(
+                "FormatLacksFields",
+                f"{origin} lacks {', '.join(missing)}: "
+                + "; ".join(_FORMAT_NEEDS[name] for name in missing)
+                + f". Recommended flow-log format: {RECOMMENDED_FORMAT}",
+                missing=missing,
+                recommendedFormat=RECOMMENDED_FORMAT,
+            )
+    stats = reduction.stats
+    if stats.malformed_records:
+        diagnostics.warn(
+            "MalformedRecords",
+            f"{stats.malformed_records} malformed record(s) skipped, e.g. " + "; ".join(stats.malformed_examples),
+            count=stats.malformed_records,
+            examples=list(stats.malformed_examples),
+        )
+    if stats.skip_data_records:
+        diagnostics.warn(
+            "SkippedData",
+            f"{stats.skip_data_records} SKIPDATA record(s): AWS could not capture some flows in those "
+            "intervals, so these totals are a lower bound",
+            count=stats.skip_data_records,
+        )
+    if result.split_rows:
+        diagnostics.warn(
+            "RecordsSplitAcrossHolders",
+            f"{result.split_rows} reduced row(s) ({human_bytes(result.split_bytes)}) spanned a change of the "
+            "address's holder and were split between holders by seconds of overlap",
+            rows=result.split_rows,
+            bytes=result.split_bytes,
+        )
+    estimated = sorted(p.key for p in state.estimated_ends())
+    if estimated:
+        diagnostics.warn(
+            "PodEndTimeEstimated",
+            f"{len(estimated)} pod(s) were deleted with no deletion or finish time; their IPs are taken as "
+            f"released at their last status change: {', '.join(estimated[:10])}",
+            pods=estimated,
+        )
+    if state.ipmap.lease_conflicts:
+        diagnostics.warn(
+            "OverlappingLeases",
+            f"{state.ipmap.lease_conflicts} pod lease(s) lay wholly inside another pod's lease of the same IP "
+            "and were ignored",
+        )
+
+
+def build_document(
+    result: AttributionResult,
+    reduction: Reduction,
+    window: tuple[int | None, int | None],
+    diagnostics: Diagnostics,
+    context: RunContext,
+    extra_stats: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    price = result.price_per_gb
+    start = window[0] if window[0] is not None else reduction.first_time
+    end = window[1] if window[1] is not None else (reduction.last_time + 1 if reduction.last_time is not None else None)
+    stats = reduction.stats
+    return {
+        "window": {
+            "start": format_time(start) if start is not None else None,
+            "end": format_time(end) if end is not None else None,
+        },
+        "natGateways": [
+            {
+                "natGatewayId": g.nat_gateway_id,
+                "bytesOut": g.bytes_out,
+                "bytesIn": g.bytes_in,
+                "packetsOut": g.packets_out,
+                "packetsIn": g.packets_in,
+                "estimatedCostUSD": cost(g.total_bytes, price),
+                "attributedBytes": g.attributed_bytes,
+                "coverage": g.coverage,
+            }
+            for g in sorted(result.gateways.values(), key=lambda g: g.nat_gateway_id)
+        ],
+        "attributions": [
+            {
+                "natGatewayId": row.nat_gateway_id,
+                "namespace": row.namespace,
+                "workloadKind": row.workload_kind,
+                "workloadName": row.workload_name,
+                "source": row.source,
+                "bytesOut": row.bytes_out,
+                "bytesIn": row.bytes_in,
+                "packetsOut": row.packets_out,
+                "packetsIn": row.packets_in,
+                "estimatedCostUSD": cost(row.total_bytes, price),
+                "pods": sorted(row.pods),
+                "topDestinations": [{"destination": d, "bytes": b} for d, b in row.top_destinations()],
+                **({"splitBytes": row.split_bytes} if row.split_bytes else {}),
+                **({"addressOwner": row.address_owner.as_dict()} if row.address_owner else {}),
+            }
+            for row in result.rows
+        ],
+        "warnings": [item.as_dict() for item in diagnostics.items],
+        "stats": {
+            "filesRead": context.files_read,
+            "filesSkipped": context.files_skipped,
+            "recordsRead": stats.records_read,
+            "recordsCounted": stats.records_counted,
+            "malformedRecords": stats.malformed_records,
+            "noDataRecords": stats.no_data_records,
+            "skipDataRecords": stats.skip_data_records,
+            "rejectedRecords": stats.rejected_records,
+            "rejectedBytes": stats.rejected_bytes,
+            "otherInterfaceRecords": stats.other_interface_records,
+            "outsideWindowRecords": stats.outside_window_records,
+            "internetLegRecords": stats.internet_leg_records,
+            "internetLegBytes": stats.internet_leg_bytes,
+            "unclassifiedNatRecords": stats.unclassified_nat_records,
+            "unclassifiedNatBytes": stats.unclassified_nat_bytes,
+            "reducedRows": len(reduction.rows),
+            "splitRows": result.split_rows,
+            "splitBytes": result.split_bytes,
+            "pricePerGB": price,
+            "priceSource": context.price_source,
+            "bytesPerGB": BYTES_PER_GB,
+            **(extra_stats or {}),
+        },
+    }

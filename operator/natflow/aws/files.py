@@ -1,0 +1,81 @@
+"""Load AWS CLI JSON outputs, recognised by their top-level key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from natflow.aws.inventory import FlowLog, Inventory, NatGateway, NetworkInterface, Vpc
+from natflow.diagnostics import Diagnostics
+from natflow.jsonstream import JsonStreamError, iter_values
+
+_MODELS: dict[str, tuple[type[BaseModel], Callable[[Inventory, list[Any]], None]]] = {
+    "NatGateways": (NatGateway, Inventory.add_nat_gateways),
+    "Vpcs": (Vpc, Inventory.add_vpcs),
+    "NetworkInterfaces": (NetworkInterface, Inventory.add_interfaces),
+    "FlowLogs": (FlowLog, Inventory.add_flow_logs),
+}
+
+
+def _files(paths: list[str]) -> list[str]:
+    found: list[str] = []
+    for given in paths:
+        root = Path(given)
+        if root.is_dir():
+            for current, dirs, files in os.walk(root):
+                dirs.sort()
+                found.extend(os.path.join(current, n) for n in sorted(files) if not n.startswith("."))
+        elif root.is_file():
+            found.append(str(root))
+        else:
+            raise FileNotFoundError(f"{given}: no such file or directory")
+    return found
+
+
+def load_inventory(paths: list[str], diagnostics: Diagnostics) -> tuple[Inventory, int]:
+    """Read describe-nat-gateways / describe-vpcs / describe-network-interfaces / describe-flow-logs."""
+    inventory = Inventory()
+    files_read = 0
+    for path in _files(paths):
+        files_read += 1
+        recognised = False
+        try:
+            with open(path, encoding="utf-8") as handle:
+                for value in iter_values(handle):  # paginated output may hold several pages
+                    if not isinstance(value, dict):
+                        continue
+                    for key, (model, add) in _MODELS.items():
+                        items = value.get(key)
+                        if not isinstance(items, list):
+                            continue
+                        recognised = True
+                        parsed = []
+                        for index, item in enumerate(items):
+                            try:
+                                parsed.append(model.model_validate(item))
+                            except ValidationError as error:
+                                first = error.errors()[0]
+                                where = ".".join(str(p) for p in first["loc"])
+                                diagnostics.warn(
+                                    "AwsObjectSkipped",
+                                    f"{path}: {key}[{index}]: {where}: {first['msg']}",
+                                    file=path,
+                                )
+                        add(inventory, parsed)
+        except (JsonStreamError, UnicodeDecodeError) as error:
+            diagnostics.warn("AwsFileUnreadable", f"{path}: not AWS CLI JSON ({error})", file=path)
+            continue
+        except OSError as error:
+            diagnostics.warn("AwsFileUnreadable", f"{path}: {error.strerror or error}", file=path)
+            continue
+        if not recognised:
+            diagnostics.warn(
+                "AwsFileUnrecognised",
+                f"{path}: no NatGateways, Vpcs, NetworkInterfaces or FlowLogs key; file ignored",
+                file=path,
+            )
+    return inventory, files_read

@@ -1,0 +1,136 @@
+"""Load a cluster dump: ``kubectl get -o json`` files (objects or Lists of mixed kinds) and watch
+streams (``--output-watch-events``), merged by object uid, newest resourceVersion winning."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from natflow.cluster.objects import ObjectError, describe, member
+from natflow.cluster.state import ClusterState
+from natflow.diagnostics import Diagnostics
+from natflow.jsonstream import JsonStreamError, iter_values
+
+READ_KINDS = ("Pod", "Node", "ReplicaSet", "Job", "DaemonSet")
+AWS_NODE = ("kube-system", "aws-node")
+
+
+@dataclass
+class DumpStats:
+    files_read: int = 0
+    objects_read: int = 0
+    objects_used: int = 0
+    objects_skipped: int = 0
+    other_kinds: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Seen:
+    obj: Mapping[str, Any]
+    version: tuple[int, str]
+    deleted: bool
+
+
+def _version(obj: Mapping[str, Any]) -> tuple[int, str]:
+    text = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return (int(text), text) if text.isdigit() else (-1, text)
+
+
+def _objects(value: Any, list_kind: str | None = None) -> Iterator[tuple[Mapping[str, Any], bool]]:
+    """Objects in one JSON value, each with whether a DELETED watch event carried it."""
+    if not isinstance(value, dict):
+        raise ObjectError(f"expected a JSON object, found {type(value).__name__}")
+    if "type" in value and isinstance(value.get("object"), dict) and "kind" not in value:
+        obj = value["object"]
+        yield obj, value["type"] == "DELETED"
+        return
+    kind = value.get("kind")
+    if isinstance(value.get("items"), list) and (kind == "List" or (isinstance(kind, str) and kind.endswith("List"))):
+        item_kind = kind[: -len("List")] if kind != "List" else None
+        for item in value["items"]:
+            if isinstance(item, dict) and "kind" not in item and item_kind:
+                item = {**item, "kind": item_kind}
+            yield from _objects(item, kind)
+        return
+    if not kind:
+        where = f" in a {list_kind}" if list_kind else ""
+        raise ObjectError(f"{describe(value)}{where}: no kind (not a Kubernetes object)")
+    yield value, False
+
+
+def _files(paths: list[str]) -> Iterator[str]:
+    for given in paths:
+        root = Path(given)
+        if root.is_dir():
+            for current, dirs, files in os.walk(root):
+                dirs.sort()
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield os.path.join(current, name)
+        elif root.is_file():
+            yield str(root)
+        else:
+            raise FileNotFoundError(f"{given}: no such file or directory")
+
+
+def load_cluster(paths: list[str], diagnostics: Diagnostics) -> tuple[ClusterState, DumpStats]:
+    """Read every file, merge objects, and build the cluster state (time-indexed IP map included)."""
+    stats = DumpStats()
+    newest: dict[tuple[str, str], _Seen] = {}
+    for path in _files(paths):
+        stats.files_read += 1
+        try:
+            with open(path, encoding="utf-8") as handle:
+                for index, value in enumerate(iter_values(handle), start=1):
+                    try:
+                        for obj, deleted in _objects(value):
+                            stats.objects_read += 1
+                            kind = str(obj.get("kind"))
+                            if kind not in READ_KINDS:
+                                stats.other_kinds[kind] = stats.other_kinds.get(kind, 0) + 1
+                                continue
+                            meta = member(obj, "metadata")
+                            identity = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+                            seen = _Seen(obj, _version(obj), deleted)
+                            old = newest.get((kind, identity))
+                            if old is None or seen.version >= old.version:
+                                seen.deleted = seen.deleted or (old is not None and old.deleted)
+                                newest[(kind, identity)] = seen
+                            elif deleted:
+                                old.deleted = True
+                    except ObjectError as error:
+                        stats.objects_skipped += 1
+                        diagnostics.warn("ClusterObjectSkipped", f"{path} value {index}: {error}", file=path)
+        except (JsonStreamError, UnicodeDecodeError) as error:
+            diagnostics.warn(
+                "ClusterFileUnreadable",
+                f"{path}: not kubectl JSON ({error}); objects before the problem are kept",
+                file=path,
+            )
+        except OSError as error:
+            diagnostics.warn("ClusterFileUnreadable", f"{path}: {error.strerror or error}", file=path)
+
+    state = ClusterState()
+    # Owners first so that workloads resolve; nodes before pods is not needed (the map is lazy).
+    order = {kind: rank for rank, kind in enumerate(("ReplicaSet", "Job", "Node", "Pod", "DaemonSet"))}
+    aws_node_found = False
+    for (kind, _), seen in sorted(newest.items(), key=lambda item: order[item[0][0]]):
+        obj = seen.obj
+        try:
+            if kind == "DaemonSet":
+                meta = member(obj, "metadata")
+                if (meta.get("namespace"), meta.get("name")) == AWS_NODE and not seen.deleted:
+                    state.set_snat(0, obj)
+                    aws_node_found = True
+                continue
+            state.apply(obj, deleted=seen.deleted)
+            stats.objects_used += 1
+        except ObjectError as error:
+            stats.objects_skipped += 1
+            diagnostics.warn("ClusterObjectSkipped", str(error))
+    if not aws_node_found:
+        state.set_snat(0, None)
+    return state, stats

@@ -1,0 +1,151 @@
+"""Everything natflow knows about the cluster, fed object by object (dump files or watch events)."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from natflow.cluster.ipmap import IpMap, NodeAddress
+from natflow.cluster.objects import (
+    NodeRecord,
+    OwnerRef,
+    PodRecord,
+    SnatSetting,
+    node_record,
+    owner_of,
+    pod_record,
+    snat_setting,
+)
+from natflow.cluster.owners import Workload, workload_of
+
+OWNER_KINDS = ("ReplicaSet", "Job")
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceAddresses:
+    """What AWS says one ENI of an instance carries (from describe-network-interfaces)."""
+
+    interface_id: str
+    primary_interface: bool  # device index 0: its primary IP is the node IP that SNAT uses
+    primary_ip: str | None
+    secondary_ips: tuple[str, ...]
+    prefixes: tuple[str, ...]
+
+
+class SnatHistory:
+    """The aws-node SNAT setting over time; None means no aws-node DaemonSet (CNI unknown)."""
+
+    def __init__(self) -> None:
+        self._since: list[int] = []
+        self._settings: list[SnatSetting | None] = []
+
+    def set(self, since: int, setting: SnatSetting | None) -> None:
+        index = bisect.bisect_left(self._since, since)
+        if index < len(self._since) and self._since[index] == since:
+            self._settings[index] = setting
+        else:
+            self._since.insert(index, since)
+            self._settings.insert(index, setting)
+
+    def at(self, when: int) -> SnatSetting | None:
+        index = bisect.bisect_right(self._since, when) - 1
+        return self._settings[index] if index >= 0 else None
+
+    def changes(self) -> list[tuple[int, SnatSetting | None]]:
+        return list(zip(self._since, self._settings, strict=True))
+
+    @property
+    def known(self) -> bool:
+        return any(setting is not None for setting in self._settings)
+
+
+class ClusterState:
+    def __init__(self) -> None:
+        self.ipmap = IpMap()
+        self.pods: dict[str, PodRecord] = {}
+        self.host_network_pods: dict[str, PodRecord] = {}
+        self.nodes: dict[str, NodeRecord] = {}
+        self.owners: dict[tuple[str, str, str], OwnerRef | None] = {}
+        self.snat = SnatHistory()
+        self._pods_by_node: dict[str, set[str]] = {}
+        self._interfaces_by_instance: dict[str, list[InterfaceAddresses]] = {}
+        self._workloads: dict[str, Workload] = {}
+
+    # -- objects ----------------------------------------------------------------------------------
+    def apply(self, obj: Mapping[str, Any], deleted: bool = False) -> None:
+        """Apply one Kubernetes object of any kind natflow reads; raises ObjectError when unusable."""
+        kind = obj.get("kind")
+        if kind == "Pod":
+            record = pod_record(obj, deleted=deleted)
+            if record is not None:
+                self.put_pod(record)
+        elif kind == "Node":
+            self.put_node(node_record(obj, deleted=deleted))
+        elif kind in OWNER_KINDS:
+            key, owner = owner_of(obj)
+            self.owners[key] = owner
+            self._workloads.clear()
+
+    def put_pod(self, pod: PodRecord) -> None:
+        old = self.pods.pop(pod.uid, None) or self.host_network_pods.pop(pod.uid, None)
+        if old is not None:
+            self._pods_by_node.get(old.node, set()).discard(pod.uid)
+        (self.host_network_pods if pod.host_network else self.pods)[pod.uid] = pod
+        self._pods_by_node.setdefault(pod.node, set()).add(pod.uid)
+        self.ipmap.put_pod(pod)
+        self._workloads.pop(pod.uid, None)
+
+    def put_node(self, node: NodeRecord) -> None:
+        self.nodes[node.name] = node
+        self._refresh_node(node.name)
+
+    def set_interfaces(self, by_instance: Mapping[str, list[InterfaceAddresses]]) -> None:
+        """The ENIs of each instance; node addresses are rebuilt for nodes whose instance is known."""
+        self._interfaces_by_instance = dict(by_instance)
+        for name in self.nodes:
+            self._refresh_node(name)
+
+    def _refresh_node(self, name: str) -> None:
+        node = self.nodes[name]
+        owned: dict[str, NodeAddress] = {}
+        for interface in self._interfaces_by_instance.get(node.instance_id or "", []):
+            if interface.primary_ip:
+                owned[interface.primary_ip] = NodeAddress(name, interface.interface_id, interface.primary_interface)
+            for address in (*interface.secondary_ips, *interface.prefixes):
+                owned.setdefault(address, NodeAddress(name, interface.interface_id, False))
+        for address in node.internal_ips:
+            known = owned.get(address)
+            owned[address] = NodeAddress(name, known.interface_id if known else None, True)
+        self.ipmap.put_node_addresses(name, owned.items(), node.start, node.end)
+
+    # -- questions --------------------------------------------------------------------------------
+    def owner_lookup(self, namespace: str, kind: str, name: str) -> tuple[bool, OwnerRef | None]:
+        key = (namespace, kind, name)
+        if key in self.owners:
+            return True, self.owners[key]
+        return False, None
+
+    def workload(self, pod: PodRecord) -> Workload:
+        found = self._workloads.get(pod.uid)
+        if found is None:
+            found = self._workloads[pod.uid] = workload_of(pod, self.owner_lookup)
+        return found
+
+    def pods_on_node(self, node: str, start: int, end: int) -> list[PodRecord]:
+        """Pods (hostNetwork ones too) that were on `node` at some time in [start, end)."""
+        found = []
+        for uid in self._pods_by_node.get(node, ()):
+            pod = self.pods.get(uid) or self.host_network_pods.get(uid)
+            if pod is not None and pod.start < end and (pod.end is None or pod.end > start):
+                found.append(pod)
+        return sorted(found, key=lambda p: p.key)
+
+    def set_snat(self, since: int, obj: Mapping[str, Any] | None) -> SnatSetting | None:
+        setting = snat_setting(obj) if obj is not None else None
+        self.snat.set(since, setting)
+        return setting
+
+    def estimated_ends(self) -> Iterable[PodRecord]:
+        return (p for p in (*self.pods.values(), *self.host_network_pods.values()) if p.end_is_estimate)

@@ -1,0 +1,289 @@
+"""Read flow-log files (S3 text, S3 Parquet, CloudWatch Logs exports) into a `Reduction`.
+
+This is the straightforward, record-at-a-time path: it is the reference that faster readers
+must match. Each reader streams: memory does not grow with the size of a file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from natflow.diagnostics import Diagnostics
+from natflow.flowlogs.fields import FormatError, LogFormat, canonical_name, default_format, header_format
+from natflow.flowlogs.reduce import Reduction
+from natflow.flowlogs.sources import FileKind, FlowLogFile
+from natflow.jsonstream import JsonStreamError, iter_member_elements
+from natflow.timeutil import flow_seconds
+
+
+@dataclass
+class FormatChoices:
+    """Where a record's format can come from, in order of precedence (see `text_format`)."""
+
+    override: LogFormat | None = None
+    by_flow_log_id: Mapping[str, LogFormat] = field(default_factory=dict)
+    cloudwatch: list[LogFormat] = field(default_factory=list)
+    s3: list[LogFormat] = field(default_factory=list)
+
+    def text_format(self, file: FlowLogFile, header: LogFormat | None) -> LogFormat:
+        """``--log-format`` > the file's header > describe-flow-logs LogFormat > AWS default."""
+        if self.override is not None:
+            return self.override
+        if header is not None:
+            return header
+        if file.flow_log_id and file.flow_log_id in self.by_flow_log_id:
+            return self.by_flow_log_id[file.flow_log_id]
+        if len(self.s3) == 1:
+            return self.s3[0]
+        return default_format()
+
+    def cloudwatch_formats(self) -> list[LogFormat]:
+        """Candidates for headerless CloudWatch messages, best first."""
+        if self.override is not None:
+            return [self.override]
+        return [*self.cloudwatch, default_format()]
+
+
+class _Layout:
+    """Positions of the used fields in a split record; absent fields point at an appended '-'."""
+
+    def __init__(self, fmt: LogFormat) -> None:
+        self.format = fmt
+        self.width = len(fmt.fields)
+
+        def at(name: str) -> int:
+            index = fmt.index(name)
+            return self.width if index is None else index
+
+        self.eni = fmt.index("interface-id")
+        self.src, self.dst = at("srcaddr"), at("dstaddr")
+        self.pkt_src, self.pkt_dst = at("pkt-srcaddr"), at("pkt-dstaddr")
+        self.src_service, self.dst_service = at("pkt-src-aws-service"), at("pkt-dst-aws-service")
+        self.packets, self.bytes = at("packets"), at("bytes")
+        self.start, self.end = at("start"), at("end")
+        self.action, self.status = at("action"), at("log-status")
+
+
+def _number(text: str) -> int | None:
+    """Digits to int, '-' (missing) to 0, anything else None."""
+    if text.isdigit():
+        return int(text)
+    if text == "-":
+        return 0
+    return None
+
+
+def _optional(text: str) -> str | None:
+    return None if text == "-" else text
+
+
+def _add_parts(
+    parts: list[str],
+    layout: _Layout,
+    reduction: Reduction,
+    where: Any,
+    fallback_time: tuple[int, int] | None,
+) -> None:
+    """Validate one split record and add it; `where` is formatted only when there is a problem."""
+    stats = reduction.stats
+    stats.records_read += 1
+    if len(parts) != layout.width:
+        stats.malformed(str(where), f"{len(parts)} fields, the format has {layout.width}")
+        return
+    parts.append("-")
+    status = parts[layout.status]
+    if status == "NODATA":
+        stats.no_data_records += 1
+        return
+    if status == "SKIPDATA":
+        stats.skip_data_records += 1
+        return
+    eni = parts[layout.eni] if layout.eni is not None else None
+    if eni is not None and eni not in reduction.topology.natgw_by_eni:
+        stats.other_interface_records += 1
+        return
+    packets = _number(parts[layout.packets])
+    nbytes = _number(parts[layout.bytes])
+    if packets is None or nbytes is None:
+        stats.malformed(str(where), "packets/bytes is not a number")
+        return
+    start_text, end_text = parts[layout.start], parts[layout.end]
+    if start_text != "-" or end_text != "-":
+        start, end = _number(start_text), _number(end_text)
+        if start is None or end is None:
+            stats.malformed(str(where), "start/end is not a number")
+            return
+        start = flow_seconds(start) if start_text != "-" else flow_seconds(end)
+        end = flow_seconds(end) if end_text != "-" else start
+    elif fallback_time is not None:
+        start, end = fallback_time
+    else:
+        stats.malformed(str(where), "no start/end and no time from the event or the object key")
+        return
+    reduction.add(
+        eni,
+        parts[layout.src],
+        parts[layout.dst],
+        _optional(parts[layout.pkt_src]),
+        _optional(parts[layout.pkt_dst]),
+        _optional(parts[layout.src_service]),
+        _optional(parts[layout.dst_service]),
+        packets,
+        nbytes,
+        start,
+        end,
+        _optional(parts[layout.action]),
+    )
+
+
+class _Where:
+    """file:line, formatted only when a message needs it."""
+
+    __slots__ = ("line", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.line = 0
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def _open_text(path: str) -> IO[str]:
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    raw = gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")  # noqa: SIM115
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
+
+
+_DAMAGE = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
+
+
+def read_text(file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics) -> None:
+    """An S3 text object: optional header line, then one record per line."""
+    where = _Where(file.path)
+    try:
+        with _open_text(file.path) as handle:
+            first = handle.readline()
+            where.line = 1
+            header = header_format(first, f"{file.path} header")
+            fmt = choices.text_format(file, header)
+            if header is not None and choices.override is not None and header.fields != fmt.fields:
+                diagnostics.warn(
+                    "LogFormatOverridesHeader",
+                    f"{file.path}: --log-format differs from the file's header; using --log-format",
+                )
+            layout = _Layout(fmt)
+            reduction.formats.setdefault(fmt.fields, fmt.origin)
+            if header is None and first.strip():
+                _add_parts(first.split(), layout, reduction, where, file.key_time)
+            for where.line, line in enumerate(handle, start=2):
+                parts = line.split()
+                if parts:
+                    _add_parts(parts, layout, reduction, where, file.key_time)
+    except FormatError as error:
+        diagnostics.warn("UnreadableFlowLog", str(error), file=file.path)
+    except _DAMAGE as error:
+        diagnostics.warn(
+            "DamagedFlowLog",
+            f"{file.path}: truncated or corrupt after line {where.line} ({error}); "
+            f"records read before the damage are kept",
+            file=file.path,
+        )
+
+
+def read_parquet(file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics) -> None:
+    """An S3 Parquet object: underscore column names, nulls for missing values."""
+    import pyarrow.parquet as pq
+
+    where = _Where(file.path)
+    try:
+        parquet = pq.ParquetFile(file.path)
+        columns = {canonical_name(name): name for name in parquet.schema_arrow.names}
+        fmt = LogFormat(tuple(columns), f"{file.path} columns")
+        layout = _Layout(fmt)
+        reduction.formats.setdefault(fmt.fields, fmt.origin)
+        for batch in parquet.iter_batches(batch_size=65536, columns=list(columns.values())):
+            as_text = [_column_text(batch.column(i).to_pylist()) for i in range(batch.num_columns)]
+            for row in zip(*as_text, strict=True):
+                where.line += 1
+                _add_parts(list(row), layout, reduction, where, file.key_time)
+    except Exception as error:  # pyarrow raises many types for damaged files; report and go on
+        diagnostics.warn(
+            "DamagedFlowLog",
+            f"{file.path}: unreadable Parquet after row {where.line} ({type(error).__name__}: {error}); "
+            f"rows read before the damage are kept",
+            file=file.path,
+        )
+
+
+def _column_text(values: list[Any]) -> list[str]:
+    """Parquet values as the text a record line would have, so one validator serves both."""
+    return ["-" if value is None or value == "None" else str(value) for value in values]
+
+
+def read_cloudwatch(
+    file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics
+) -> None:
+    """``aws logs filter-log-events`` / ``get-log-events`` JSON: ``events[].message`` has no header."""
+    candidates = [_Layout(f) for f in choices.cloudwatch_formats()]
+    by_width: dict[int, _Layout] = {}
+    for layout in candidates:
+        by_width.setdefault(layout.width, layout)
+    where = _Where(file.path)
+    try:
+        with open(file.path, encoding="utf-8", errors="replace") as handle:
+            for kind, item in iter_member_elements(handle, "events"):
+                if kind != "element":
+                    continue
+                where.line += 1
+                if not isinstance(item, dict) or not isinstance(item.get("message"), str):
+                    reduction.stats.records_read += 1
+                    reduction.stats.malformed(f"{file.path} event {where.line}", "event without a message")
+                    continue
+                parts = item["message"].split()
+                layout = by_width.get(len(parts), candidates[0])
+                reduction.formats.setdefault(layout.format.fields, layout.format.origin)
+                timestamp = item.get("timestamp")
+                fallback = None
+                if isinstance(timestamp, int) and not isinstance(timestamp, bool):
+                    fallback = (timestamp // 1000, timestamp // 1000)
+                _add_parts(parts, layout, reduction, _EventWhere(file.path, where.line), fallback)
+    except JsonStreamError as error:
+        diagnostics.warn(
+            "DamagedFlowLog",
+            f"{file.path}: {error} after event {where.line}; events read before it are kept",
+            file=file.path,
+        )
+    except (OSError, UnicodeError) as error:
+        diagnostics.warn("DamagedFlowLog", f"{file.path}: {error}", file=file.path)
+
+
+class _EventWhere:
+    __slots__ = ("index", "path")
+
+    def __init__(self, path: str, index: int) -> None:
+        self.path = path
+        self.index = index
+
+    def __str__(self) -> str:
+        return f"{self.path} event {self.index}"
+
+
+READERS = {FileKind.TEXT: read_text, FileKind.PARQUET: read_parquet, FileKind.CLOUDWATCH: read_cloudwatch}
+
+
+def read_all(
+    files: Iterable[FlowLogFile], choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics
+) -> int:
+    """Read every file into `reduction`; returns how many files were read."""
+    count = 0
+    for file in files:
+        READERS[file.kind](file, choices, reduction, diagnostics)
+        count += 1
+    return count
