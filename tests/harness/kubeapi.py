@@ -123,7 +123,7 @@ class _ManagedProcess:
     log_path: Path
 
 
-@dataclass
+@dataclass(eq=False)
 class KubeAPI:
     """Context manager running etcd, kube-apiserver and optionally kube-controller-manager.
 
@@ -151,6 +151,7 @@ class KubeAPI:
     _tokens: dict[str, str] = field(init=False, default_factory=dict)
     _processes: list[_ManagedProcess] = field(init=False, default_factory=list)
     _etcd_data_dir: Path | None = field(init=False, default=None)
+    _controller_manager_argv: list[str] = field(init=False, default_factory=list)
     _ssl_context: ssl.SSLContext = field(init=False, default_factory=ssl.create_default_context)
 
     def __enter__(self) -> Self:
@@ -195,9 +196,7 @@ class KubeAPI:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [
-                {"name": "natflow-test", "cluster": {"server": self.url, "insecure-skip-tls-verify": True}}
-            ],
+            "clusters": [{"name": "natflow-test", "cluster": {"server": self.url, "insecure-skip-tls-verify": True}}],
             "users": [{"name": user, "user": {"token": self._tokens[user]}}],
             "contexts": [{"name": user, "context": {"cluster": "natflow-test", "user": user}}],
             "current-context": user,
@@ -208,6 +207,20 @@ class KubeAPI:
     def user_kubeconfig(self, user: str = NATFLOW_USER) -> Path:
         """A kubeconfig in the work dir for `user` (default: the operator's `natflow` user)."""
         return self.write_kubeconfig(self.work_dir / f"kubeconfig-{user.replace(':', '-')}", user=user)
+
+    def restart_controller_manager(self) -> None:
+        """Restart kube-controller-manager, e.g. right after installing CRDs.
+
+        The garbage collector re-reads API discovery only every 30 s (fixed in 1.20), so a dependent
+        of a just-created CRD type may wait that long to be collected; a fresh controller-manager
+        watches every type that exists when it starts.
+        """
+        if not self._controller_manager_argv:
+            raise KubeAPIError("this KubeAPI runs no kube-controller-manager")
+        for process in [p for p in self._processes if p.name == "kube-controller-manager"]:
+            _stop_process(process.popen)
+            self._processes.remove(process)
+        self._start_controller_manager()
 
     def log_path(self, process_name: str) -> Path:
         """Log file of `etcd`, `kube-apiserver` or `kube-controller-manager`."""
@@ -276,7 +289,10 @@ class KubeAPI:
 
         if self.with_controller_manager:
             phase_started = time.monotonic()
-            self._start_controller_manager(binaries.kube_controller_manager, service_account_key)
+            self._controller_manager_argv = self._controller_manager_argv_for(
+                binaries.kube_controller_manager, service_account_key
+            )
+            self._start_controller_manager()
             self._mark_phase("kube_controller_manager", phase_started)
 
     def _mark_phase(self, phase: str, started: float) -> None:
@@ -389,7 +405,7 @@ class KubeAPI:
 
         self._wait(apiserver_ready, "kube-apiserver /readyz", "kube-apiserver")
 
-    def _start_controller_manager(self, kube_controller_manager: Path, service_account_key: Path) -> None:
+    def _controller_manager_argv_for(self, kube_controller_manager: Path, service_account_key: Path) -> list[str]:
         kubeconfig = self.write_kubeconfig(
             self.work_dir / "kubeconfig-controller-manager", user=CONTROLLER_MANAGER_USER
         )
@@ -409,7 +425,10 @@ class KubeAPI:
         serving_cert = self.work_dir / "apiserver-certs" / "apiserver.crt"
         if serving_cert.is_file():
             argv.append(f"--root-ca-file={serving_cert}")
-        self._spawn("kube-controller-manager", argv)
+        return argv
+
+    def _start_controller_manager(self) -> None:
+        self._spawn("kube-controller-manager", self._controller_manager_argv)
 
         if "serviceaccount" not in self.controllers:
             return
@@ -431,7 +450,8 @@ class KubeAPI:
         # so no stray etcd/apiserver keeps ports and CPU. (preexec_fn is unsafe with threads.)
         setpriv = shutil.which("setpriv")
         prefix = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
-        with log_path.open("wb") as log_file:
+        # Append: a restarted controller-manager keeps its earlier log.
+        with log_path.open("ab") as log_file:
             popen = subprocess.Popen(
                 prefix + argv,
                 stdin=subprocess.DEVNULL,

@@ -7,9 +7,11 @@ first, and a silently skipped integration suite would look green while proving n
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import kubernetes
 import pytest
+
 from tests.harness.kubeapi import KubeAPI, KubeAPIError
 from tests.harness.motoserver import MotoServer
 
@@ -40,11 +42,22 @@ def moto_server() -> Iterator[MotoServer]:
         yield server
 
 
+def _api_client(kubeconfig: Path) -> kubernetes.client.ApiClient:
+    api_client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig)
+    )
+    return api_client
+
+
 @pytest.fixture
 def kube_client(kubeapi: KubeAPI) -> Iterator[kubernetes.client.ApiClient]:
     """An ApiClient authenticated as the admin (system:masters)."""
-    api_client = kubernetes.config.new_client_from_config(config_file=str(kubeapi.kubeconfig))
-    try:
+    with _api_client(kubeapi.kubeconfig) as api_client:
         yield api_client
-    finally:
-        api_client.close()
+
+
+@pytest.fixture
+def natflow_kube_client(kubeapi: KubeAPI) -> Iterator[kubernetes.client.ApiClient]:
+    """An ApiClient authenticated as user `natflow` (no groups): it can do only what RBAC grants."""
+    with _api_client(kubeapi.user_kubeconfig()) as api_client:
+        yield api_client

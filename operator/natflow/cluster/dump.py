@@ -32,6 +32,7 @@ class _Seen:
     obj: Mapping[str, Any]
     version: tuple[int, str]
     deleted: bool
+    where: str  # file and value index, for messages
 
 
 def _version(obj: Mapping[str, Any]) -> tuple[int, str]:
@@ -94,7 +95,7 @@ def load_cluster(paths: list[str], diagnostics: Diagnostics) -> tuple[ClusterSta
                                 continue
                             meta = member(obj, "metadata")
                             identity = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
-                            seen = _Seen(obj, _version(obj), deleted)
+                            seen = _Seen(obj, _version(obj), deleted, f"{path} value {index}")
                             old = newest.get((kind, identity))
                             if old is None or seen.version >= old.version:
                                 seen.deleted = seen.deleted or (old is not None and old.deleted)
@@ -130,7 +131,7 @@ def load_cluster(paths: list[str], diagnostics: Diagnostics) -> tuple[ClusterSta
             stats.objects_used += 1
         except ObjectError as error:
             stats.objects_skipped += 1
-            diagnostics.warn("ClusterObjectSkipped", str(error))
+            diagnostics.warn("ClusterObjectSkipped", f"{seen.where}: {error}")
     if not aws_node_found:
         state.set_snat(0, None)
     return state, stats
