@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -227,37 +227,46 @@ def _column_text(values: list[Any]) -> list[str]:
     return ["-" if value is None or value == "None" else str(value) for value in values]
 
 
-def read_cloudwatch(
-    file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics
-) -> None:
-    """``aws logs filter-log-events`` / ``get-log-events`` JSON: ``events[].message`` has no header."""
+def add_events(events: Iterable[Any], source: str, choices: FormatChoices, reduction: Reduction) -> None:
+    """CloudWatch Logs events (``message`` without header, ``timestamp`` in ms) from a file or the API."""
     candidates = [_Layout(f) for f in choices.cloudwatch_formats()]
     by_width: dict[int, _Layout] = {}
     for layout in candidates:
         by_width.setdefault(layout.width, layout)
-    where = _Where(file.path)
+    for index, item in enumerate(events, start=1):
+        if not isinstance(item, dict) or not isinstance(item.get("message"), str):
+            reduction.stats.records_read += 1
+            reduction.stats.malformed(f"{source} event {index}", "event without a message")
+            continue
+        parts = item["message"].split()
+        layout = by_width.get(len(parts), candidates[0])
+        reduction.formats.setdefault(layout.format.fields, layout.format.origin)
+        timestamp = item.get("timestamp")
+        fallback = None
+        if isinstance(timestamp, int) and not isinstance(timestamp, bool):
+            fallback = (timestamp // 1000, timestamp // 1000)
+        _add_parts(parts, layout, reduction, _EventWhere(source, index), fallback)
+
+
+def read_cloudwatch(
+    file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics
+) -> None:
+    """``aws logs filter-log-events`` / ``get-log-events`` JSON: ``events[].message`` has no header."""
+    counted = [0]
+
+    def events(handle: IO[str]) -> Iterator[Any]:
+        for kind, item in iter_member_elements(handle, "events"):
+            if kind == "element":
+                counted[0] += 1
+                yield item
+
     try:
         with open(file.path, encoding="utf-8", errors="replace") as handle:
-            for kind, item in iter_member_elements(handle, "events"):
-                if kind != "element":
-                    continue
-                where.line += 1
-                if not isinstance(item, dict) or not isinstance(item.get("message"), str):
-                    reduction.stats.records_read += 1
-                    reduction.stats.malformed(f"{file.path} event {where.line}", "event without a message")
-                    continue
-                parts = item["message"].split()
-                layout = by_width.get(len(parts), candidates[0])
-                reduction.formats.setdefault(layout.format.fields, layout.format.origin)
-                timestamp = item.get("timestamp")
-                fallback = None
-                if isinstance(timestamp, int) and not isinstance(timestamp, bool):
-                    fallback = (timestamp // 1000, timestamp // 1000)
-                _add_parts(parts, layout, reduction, _EventWhere(file.path, where.line), fallback)
+            add_events(events(handle), file.path, choices, reduction)
     except JsonStreamError as error:
         diagnostics.warn(
             "DamagedFlowLog",
-            f"{file.path}: {error} after event {where.line}; events read before it are kept",
+            f"{file.path}: {error} after event {counted[0]}; events read before it are kept",
             file=file.path,
         )
     except (OSError, UnicodeError) as error:

@@ -1,0 +1,133 @@
+"""Read a window of flow logs from where AWS delivers them (S3 or CloudWatch Logs) into a Reduction.
+
+Only the key prefixes of the window's days (or hours) are listed, only objects whose name time can
+hold records that start in the window are fetched, and each object is streamed through the same
+readers as the offline command, from a temporary file, so memory does not grow with the window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from natflow.aws.inventory import FlowLog
+from natflow.diagnostics import Diagnostics
+from natflow.flowlogs.readers import READERS, FormatChoices, add_events
+from natflow.flowlogs.reduce import Reduction
+from natflow.flowlogs.sources import describe, kind_by_suffix
+
+# A record's start may precede its object's name time by up to the aggregation interval (10 min)
+# plus delivery batching (5 min); objects named up to this long after the window can hold it.
+OBJECT_SLACK_SECONDS = 20 * 60
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def from_destination(cls, destination: str) -> S3Location:
+        """``arn:aws:s3:::bucket/optional/prefix`` -> bucket and prefix."""
+        rest = destination.split(":::", 1)[-1]
+        bucket, _, prefix = rest.partition("/")
+        return cls(bucket, prefix.strip("/"))
+
+
+def s3_prefixes(
+    flow_log: FlowLog, account_id: str, region: str, start: int, end: int
+) -> Iterator[str]:
+    """Key prefixes that hold objects for [start, end) in the flow log's layout."""
+    location = S3Location.from_destination(flow_log.LogDestination or "")
+    options = flow_log.DestinationOptions
+    hive = bool(options and options.HiveCompatiblePartitions)
+    hourly = bool(options and options.PerHourPartition)
+    base = f"{location.prefix}/" if location.prefix else ""
+    if hive:
+        base += f"AWSLogs/aws-account-id={account_id}/aws-service=vpcflowlogs/aws-region={region}/"
+    else:
+        base += f"AWSLogs/{account_id}/vpcflowlogs/{region}/"
+    step = timedelta(hours=1) if hourly else timedelta(days=1)
+    cursor = datetime.fromtimestamp(start, UTC).replace(minute=0, second=0, microsecond=0)
+    if not hourly:
+        cursor = cursor.replace(hour=0)
+    stop = datetime.fromtimestamp(end + OBJECT_SLACK_SECONDS, UTC)
+    while cursor < stop:
+        if hive:
+            part = f"year={cursor:%Y}/month={cursor:%m}/day={cursor:%d}/"
+            part += f"hour={cursor:%H}/" if hourly else ""
+        else:
+            part = f"{cursor:%Y/%m/%d}/" + (f"{cursor:%H}/" if hourly else "")
+        yield base + part
+        cursor += step
+
+
+def read_s3_window(
+    s3: Any,
+    flow_log: FlowLog,
+    account_id: str,
+    region: str,
+    window: tuple[int, int],
+    choices: FormatChoices,
+    reduction: Reduction,
+    diagnostics: Diagnostics,
+) -> int:
+    """Fetch and reduce the objects of one flow log for the window; returns objects read."""
+    location = S3Location.from_destination(flow_log.LogDestination or "")
+    start, end = window
+    read = 0
+    paginator = s3.get_paginator("list_objects_v2")
+    for prefix in s3_prefixes(flow_log, account_id, region, start, end):
+        for page in paginator.paginate(Bucket=location.bucket, Prefix=prefix):
+            for entry in page.get("Contents", []):
+                key = str(entry["Key"])
+                kind = kind_by_suffix(key)
+                if kind is None or f"_{flow_log.FlowLogId}_" not in os.path.basename(key):
+                    continue
+                described = describe(key, kind)
+                if described.key_time is not None:
+                    first, last = described.key_time
+                    if last < start or first > end + OBJECT_SLACK_SECONDS:
+                        continue
+                suffix = ".log.parquet" if key.endswith(".parquet") else ".log.gz"
+                with tempfile.NamedTemporaryFile(suffix=suffix) as local:
+                    s3.download_fileobj(location.bucket, key, local)
+                    local.flush()
+                    # Keep the key's time and flow-log id: the temporary name has neither.
+                    local_file = dataclasses.replace(described, path=local.name)
+                    READERS[kind](local_file, choices, reduction, diagnostics)
+                read += 1
+    return read
+
+
+def read_cloudwatch_window(
+    logs: Any,
+    log_group: str,
+    eni_ids: list[str],
+    window: tuple[int, int],
+    choices: FormatChoices,
+    reduction: Reduction,
+) -> int:
+    """``filter_log_events`` on each NAT ENI's log streams for the window; returns events read."""
+    start, end = window
+    count = 0
+    paginator = logs.get_paginator("filter_log_events")
+    for eni in eni_ids:
+        pages = paginator.paginate(
+            logGroupName=log_group, logStreamNamePrefix=eni, startTime=start * 1000, endTime=end * 1000 - 1
+        )
+
+        def events(pages: Any = pages) -> Iterator[dict[str, Any]]:
+            nonlocal count
+            for page in pages:
+                for event in page.get("events", []):
+                    count += 1
+                    yield event
+
+        add_events(events(), f"CloudWatch Logs {log_group}/{eni}", choices, reduction)
+    return count
