@@ -1,0 +1,1 @@
+"""FlowReport -> FlowAttribution: the operator's pure side (spec, windows, periods, idempotent merges)."""
