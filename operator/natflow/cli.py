@@ -38,19 +38,35 @@ def _parser() -> argparse.ArgumentParser:
         help="attribute NAT Gateway bytes to workloads from files",
         description="Attribute NAT Gateway bytes in VPC Flow Logs to Kubernetes workloads, offline.",
     )
-    attribute.add_argument("--cluster", nargs="+", required=True, metavar="PATH",
-                           help="kubectl get -o json outputs and watch streams (files or directories)")
-    attribute.add_argument("--aws", nargs="+", required=True, metavar="PATH",
-                           help="describe-nat-gateways/-vpcs/-network-interfaces/-flow-logs JSON outputs")
-    attribute.add_argument("--flow-logs", nargs="+", required=True, metavar="PATH",
-                           help="S3 objects (.log.gz, .log, .log.parquet) and CloudWatch Logs exports (.json)")
+    attribute.add_argument(
+        "--cluster",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="kubectl get -o json outputs and watch streams (files or directories)",
+    )
+    attribute.add_argument(
+        "--aws",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="describe-nat-gateways/-vpcs/-network-interfaces/-flow-logs JSON outputs",
+    )
+    attribute.add_argument(
+        "--flow-logs",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="S3 objects (.log.gz, .log, .log.parquet) and CloudWatch Logs exports (.json)",
+    )
     attribute.add_argument("--start", help="keep records whose start is at or after this ISO 8601 time")
     attribute.add_argument("--end", help="keep records whose start is before this ISO 8601 time")
     attribute.add_argument("--log-format", metavar="FMT", help="flow-log format, e.g. '${version} ${account-id} ...'")
     attribute.add_argument("--group-by", choices=GROUP_BY_CHOICES, default="workload")
-    attribute.add_argument("--price-per-gb", type=float, metavar="X",
-                           help="USD per GB (2^30 bytes) processed; default: the region's price")
-    attribute.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")  # fmt: skip
+    attribute.add_argument(
+        "--price-per-gb", type=float, metavar="X", help="USD per GB (2^30 bytes) processed; default: the region's price"
+    )
+    attribute.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     return parser
 
 
@@ -124,8 +140,9 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
     )
     result = attributor.attribute(reduction)
     derive_warnings(result, reduction, state, diagnostics)
-    context = RunContext(files_read=files_read, files_skipped=len(passed_over), price_per_gb=price,
-                         price_source=price_source)  # fmt: skip
+    context = RunContext(
+        files_read=files_read, files_skipped=len(passed_over), price_per_gb=price, price_source=price_source
+    )
     extra = {
         "clusterFilesRead": dump_stats.files_read,
         "clusterObjectsRead": dump_stats.objects_read,
@@ -141,11 +158,18 @@ def render_table(document: dict[str, Any]) -> str:
     lines: list[tuple[str, ...]] = [header]
     for row in rows:
         workload = f"{row['workloadKind']}/{row['workloadName']}"
-        lines.append((
-            row["natGatewayId"], row["namespace"] or "-", workload, row["source"],
-            human_bytes(row["bytesOut"]), human_bytes(row["bytesIn"]), f"${row['estimatedCostUSD']:.4f}",
-            str(len(row["pods"])),
-        ))  # fmt: skip
+        lines.append(
+            (
+                row["natGatewayId"],
+                row["namespace"] or "-",
+                workload,
+                row["source"],
+                human_bytes(row["bytesOut"]),
+                human_bytes(row["bytesIn"]),
+                f"${row['estimatedCostUSD']:.4f}",
+                str(len(row["pods"])),
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines]
     window = document["window"]
@@ -195,8 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # never a traceback for the user; NATFLOW_DEBUG=1 shows it
         if os.environ.get("NATFLOW_DEBUG"):
             raise
-        print(f"natflow: internal error: {type(error).__name__}: {error} (NATFLOW_DEBUG=1 shows the traceback)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"natflow: internal error: {type(error).__name__}: {error} (NATFLOW_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -63,9 +63,7 @@ class _Buffer:
                 # An incomplete value near the buffer's end needs more text; anything else is bad JSON.
                 if self.fill():
                     continue
-                raise JsonStreamError(
-                    f"invalid JSON at character {self.consumed + error.pos}: {error.msg}"
-                ) from None
+                raise JsonStreamError(f"invalid JSON at character {self.consumed + error.pos}: {error.msg}") from None
             # A number at the very end of the buffer may continue in the next chunk.
             if end == len(self.text) and not self.eof and self.fill():
                 continue

@@ -55,10 +55,22 @@ class Store:
         owner = pod.owner
         self._db.execute(
             "INSERT OR REPLACE INTO pods VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (pod.uid, pod.namespace, pod.name, pod.node, json.dumps(pod.ips), int(pod.host_network), pod.start,
-             pod.end, int(pod.end_is_estimate), owner.kind if owner else None, owner.name if owner else None,
-             pod.template_hash, int(pod.branch_eni)),
-        )  # fmt: skip
+            (
+                pod.uid,
+                pod.namespace,
+                pod.name,
+                pod.node,
+                json.dumps(pod.ips),
+                int(pod.host_network),
+                pod.start,
+                pod.end,
+                int(pod.end_is_estimate),
+                owner.kind if owner else None,
+                owner.name if owner else None,
+                pod.template_hash,
+                int(pod.branch_eni),
+            ),
+        )
 
     def save_node(self, node: NodeRecord) -> None:
         self._db.execute(
@@ -75,8 +87,13 @@ class Store:
     def save_snat(self, since: int, setting: SnatSetting | None) -> None:
         encoded = None
         if setting is not None:
-            encoded = json.dumps({"externalSnat": setting.external_snat, "exclude": list(setting.exclude_cidrs),
-                                  "podSgMode": setting.pod_sg_mode})  # fmt: skip
+            encoded = json.dumps(
+                {
+                    "externalSnat": setting.external_snat,
+                    "exclude": list(setting.exclude_cidrs),
+                    "podSgMode": setting.pod_sg_mode,
+                }
+            )
         self._db.execute("INSERT OR REPLACE INTO snat VALUES (?,?)", (since, encoded))
 
     def prune(self, before: int) -> int:
@@ -101,11 +118,36 @@ class Store:
             state.put_node(NodeRecord(uid, name, tuple(json.loads(ips)), instance_id, start, end))
         count = 0
         for row in self._db.execute("SELECT * FROM pods"):
-            (uid, namespace, name, node, ips, host, start, end, estimate, owner_kind, owner_name, template_hash,
-             branch) = row  # fmt: skip
-            state.put_pod(PodRecord(
-                uid, namespace, name, node, tuple(json.loads(ips)), bool(host), start, end, bool(estimate),
-                OwnerRef(owner_kind, owner_name) if owner_kind else None, template_hash, bool(branch),
-            ))  # fmt: skip
+            (
+                uid,
+                namespace,
+                name,
+                node,
+                ips,
+                host,
+                start,
+                end,
+                estimate,
+                owner_kind,
+                owner_name,
+                template_hash,
+                branch,
+            ) = row
+            state.put_pod(
+                PodRecord(
+                    uid,
+                    namespace,
+                    name,
+                    node,
+                    tuple(json.loads(ips)),
+                    bool(host),
+                    start,
+                    end,
+                    bool(estimate),
+                    OwnerRef(owner_kind, owner_name) if owner_kind else None,
+                    template_hash,
+                    bool(branch),
+                )
+            )
             count += 1
         return count

@@ -29,8 +29,11 @@ REGION, ACCOUNT = "us-east-1", "123456789012"
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": REGION}.items():  # fmt: skip
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
@@ -44,10 +47,20 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket="flows")
         s3.create_bucket(Bucket="other")
-        ec2.create_flow_logs(ResourceIds=[vpc], ResourceType="VPC", TrafficType="ALL", LogDestinationType="s3",
-                             LogDestination="arn:aws:s3:::flows")  # moto reads a prefix as part of the bucket  # fmt: skip
-        ec2.create_flow_logs(ResourceIds=[other_vpc], ResourceType="VPC", TrafficType="ALL",
-                             LogDestinationType="s3", LogDestination="arn:aws:s3:::other")  # fmt: skip
+        ec2.create_flow_logs(
+            ResourceIds=[vpc],
+            ResourceType="VPC",
+            TrafficType="ALL",
+            LogDestinationType="s3",
+            LogDestination="arn:aws:s3:::flows",
+        )  # moto reads a prefix as part of the bucket
+        ec2.create_flow_logs(
+            ResourceIds=[other_vpc],
+            ResourceType="VPC",
+            TrafficType="ALL",
+            LogDestinationType="s3",
+            LogDestination="arn:aws:s3:::other",
+        )
         yield {"ec2": ec2, "s3": s3, "vpc": vpc, "nat": nat, "logs": boto3.client("logs", region_name=REGION)}
 
 
@@ -69,8 +82,13 @@ def test_s3_prefixes_follow_the_layout() -> None:
         f"p/AWSLogs/{ACCOUNT}/vpcflowlogs/{REGION}/2026/11/21/",
         f"p/AWSLogs/{ACCOUNT}/vpcflowlogs/{REGION}/2026/11/22/",  # objects named after midnight
     ]
-    hive = FlowLog.model_validate({"FlowLogId": "fl-1", "LogDestination": "arn:aws:s3:::b",
-                                   "DestinationOptions": {"HiveCompatiblePartitions": True, "PerHourPartition": True}})  # fmt: skip
+    hive = FlowLog.model_validate(
+        {
+            "FlowLogId": "fl-1",
+            "LogDestination": "arn:aws:s3:::b",
+            "DestinationOptions": {"HiveCompatiblePartitions": True, "PerHourPartition": True},
+        }
+    )
     assert next(s3_prefixes(hive, ACCOUNT, REGION, start, end)) == (
         f"AWSLogs/aws-account-id={ACCOUNT}/aws-service=vpcflowlogs/aws-region={REGION}/year=2026/month=11/day=21/hour=23/"
     )
@@ -112,8 +130,9 @@ def test_cloudwatch_events_of_the_nat_eni_streams(aws: dict[str, Any]) -> None:
     logs.create_log_stream(logGroupName="flows", logStreamName=f"{eni}-all")
     start = parse_time("2026-11-21T10:00:00Z")
     message = f"2 {ACCOUNT} {eni} 10.0.1.5 {nat_ip} 1 443 6 1 300 {start} {start + 59} ACCEPT OK"
-    logs.put_log_events(logGroupName="flows", logStreamName=f"{eni}-all",
-                        logEvents=[{"timestamp": start * 1000, "message": message}])  # fmt: skip
+    logs.put_log_events(
+        logGroupName="flows", logStreamName=f"{eni}-all", logEvents=[{"timestamp": start * 1000, "message": message}]
+    )
     reduction = Reduction(topology)
     count = read_cloudwatch_window(logs, "flows", [eni], (start, start + 900), FormatChoices(), reduction)
     assert count == 1 and sum(v[0] for v in reduction.rows.values()) == 300

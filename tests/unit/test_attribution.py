@@ -20,7 +20,9 @@ NAT_ENI, NAT_IP = "eni-nat", "10.0.0.220"
 T0 = parse_time("2026-11-21T10:20:00Z")
 
 
-def pod(name: str, ip: str, start: str, *, host: bool = False, end: str | None = None, node: str = "n1") -> dict[str, Any]:
+def pod(
+    name: str, ip: str, start: str, *, host: bool = False, end: str | None = None, node: str = "n1"
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": "shop", "uid": name, "creationTimestamp": start}
     status: dict[str, Any] = {"podIP": ip, "startTime": start, "phase": "Running"}
     if end:
@@ -31,11 +33,14 @@ def pod(name: str, ip: str, start: str, *, host: bool = False, end: str | None =
 
 def cluster(snat: str | None, exclude: str = "") -> ClusterState:
     state = ClusterState()
-    state.apply({
-        "kind": "Node", "metadata": {"name": "n1", "uid": "n1", "creationTimestamp": "2026-11-21T00:00:00Z"},
-        "spec": {"providerID": "aws:///us-east-1a/i-1"},
-        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.10"}]},
-    })  # fmt: skip
+    state.apply(
+        {
+            "kind": "Node",
+            "metadata": {"name": "n1", "uid": "n1", "creationTimestamp": "2026-11-21T00:00:00Z"},
+            "spec": {"providerID": "aws:///us-east-1a/i-1"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.10"}]},
+        }
+    )
     state.set_interfaces({"i-1": [InterfaceAddresses("eni-a", True, "10.0.0.10", ("10.0.0.11",), ("10.0.2.16/28",))]})
     state.apply(pod("api", "10.0.1.5", "2026-11-21T09:00:00Z", end="2026-11-21T10:20:30Z"))
     state.apply(pod("worker", "10.0.1.5", "2026-11-21T10:20:30Z"))
@@ -45,8 +50,14 @@ def cluster(snat: str | None, exclude: str = "") -> ClusterState:
         env = [{"name": "AWS_VPC_K8S_CNI_EXTERNALSNAT", "value": snat}]
         if exclude:
             env.append({"name": "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "value": exclude})
-        state.set_snat(0, {"kind": "DaemonSet", "metadata": {"name": "aws-node", "namespace": "kube-system"},
-                           "spec": {"template": {"spec": {"containers": [{"name": "aws-node", "env": env}]}}}})  # fmt: skip
+        state.set_snat(
+            0,
+            {
+                "kind": "DaemonSet",
+                "metadata": {"name": "aws-node", "namespace": "kube-system"},
+                "spec": {"template": {"spec": {"containers": [{"name": "aws-node", "env": env}]}}},
+            },
+        )
     else:
         state.set_snat(0, None)
     return state
@@ -70,7 +81,9 @@ def document(state: ClusterState, reduction: Reduction) -> dict[str, Any]:
 
 
 def rows(doc: dict[str, Any]) -> dict[tuple[str, str, str], tuple[int, int]]:
-    return {(r["workloadKind"], r["workloadName"], r["source"]): (r["bytesOut"], r["bytesIn"]) for r in doc["attributions"]}
+    return {
+        (r["workloadKind"], r["workloadName"], r["source"]): (r["bytesOut"], r["bytesIn"]) for r in doc["attributions"]
+    }
 
 
 def assert_totals_add_up(doc: dict[str, Any]) -> None:
@@ -84,11 +97,13 @@ def assert_totals_add_up(doc: dict[str, Any]) -> None:
 
 
 def test_snat_on_node_ip_bytes_are_node_snat_and_warned() -> None:
-    reduction = reduce([
-        ("10.0.0.10", NAT_IP, "52.1.1.1", 3000, T0, T0 + 59),
-        (NAT_IP, "10.0.0.10", "52.1.1.1", 9000, T0, T0 + 59),
-        ("10.0.2.20", NAT_IP, "52.1.1.1", 100, T0, T0 + 59),
-    ])  # fmt: skip
+    reduction = reduce(
+        [
+            ("10.0.0.10", NAT_IP, "52.1.1.1", 3000, T0, T0 + 59),
+            (NAT_IP, "10.0.0.10", "52.1.1.1", 9000, T0, T0 + 59),
+            ("10.0.2.20", NAT_IP, "52.1.1.1", 100, T0, T0 + 59),
+        ]
+    )
     doc = document(cluster("false"), reduction)
     assert rows(doc) == {("Node", "n1", "nodeSNAT"): (3000, 9000), ("Pod", "app", "pod"): (100, 0)}
     node_row = next(r for r in doc["attributions"] if r["source"] == "nodeSNAT")
@@ -124,11 +139,16 @@ def test_ip_reuse_inside_one_row_is_split_by_overlap_exactly() -> None:
 
 
 def test_secondary_addresses_go_to_the_node_and_strangers_are_unattributed() -> None:
-    doc = document(cluster("true"), reduce([
-        ("10.0.0.11", NAT_IP, None, 10, T0, T0),
-        ("10.0.2.30", NAT_IP, None, 20, T0, T0),
-        ("10.0.9.9", NAT_IP, None, 30, T0, T0),
-    ]))  # fmt: skip
+    doc = document(
+        cluster("true"),
+        reduce(
+            [
+                ("10.0.0.11", NAT_IP, None, 10, T0, T0),
+                ("10.0.2.30", NAT_IP, None, 20, T0, T0),
+                ("10.0.9.9", NAT_IP, None, 30, T0, T0),
+            ]
+        ),
+    )
     assert rows(doc) == {
         ("Node", "n1", "node"): (30, 0),
         ("IP", "10.0.9.9", "unattributed"): (30, 0),
@@ -141,12 +161,20 @@ def test_secondary_addresses_go_to_the_node_and_strangers_are_unattributed() -> 
 
 
 def test_top_destinations_and_cost() -> None:
-    doc = document(cluster("true"), reduce([
-        ("10.0.2.20", NAT_IP, "52.1.1.1", 1 << 30, T0, T0),
-        ("10.0.2.20", NAT_IP, "52.2.2.2", 5, T0, T0),
-    ]))  # fmt: skip
+    doc = document(
+        cluster("true"),
+        reduce(
+            [
+                ("10.0.2.20", NAT_IP, "52.1.1.1", 1 << 30, T0, T0),
+                ("10.0.2.20", NAT_IP, "52.2.2.2", 5, T0, T0),
+            ]
+        ),
+    )
     (row,) = doc["attributions"]
-    assert row["topDestinations"] == [{"destination": "52.1.1.1", "bytes": 1 << 30}, {"destination": "52.2.2.2", "bytes": 5}]
+    assert row["topDestinations"] == [
+        {"destination": "52.1.1.1", "bytes": 1 << 30},
+        {"destination": "52.2.2.2", "bytes": 5},
+    ]
     assert row["estimatedCostUSD"] == round((1 + 5 / (1 << 30)) * 0.045, 6)
 
 

@@ -9,8 +9,15 @@ import pytest
 
 from natflow.cli import main
 
-NAT = {"NatGateways": [{"NatGatewayId": "nat-1", "VpcId": "vpc-1",
-                        "NatGatewayAddresses": [{"NetworkInterfaceId": "eni-nat", "PrivateIp": "10.0.0.220"}]}]}  # fmt: skip
+NAT = {
+    "NatGateways": [
+        {
+            "NatGatewayId": "nat-1",
+            "VpcId": "vpc-1",
+            "NatGatewayAddresses": [{"NetworkInterfaceId": "eni-nat", "PrivateIp": "10.0.0.220"}],
+        }
+    ]
+}
 VPC = {"Vpcs": [{"VpcId": "vpc-1", "CidrBlock": "10.0.0.0/16"}]}
 FLOW = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n"
 FLOW += "2 1 eni-nat 10.0.1.5 10.0.0.220 1 443 6 1 100 1795256400 1795256459 ACCEPT OK\n"
@@ -27,8 +34,16 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
 
 
 def call(inputs: dict[str, Path], *extra: str) -> list[str]:
-    return ["attribute", "--cluster", str(inputs["cluster"]), "--aws", str(inputs["aws"]),
-            "--flow-logs", str(inputs["flows"]), *extra]  # fmt: skip
+    return [
+        "attribute",
+        "--cluster",
+        str(inputs["cluster"]),
+        "--aws",
+        str(inputs["aws"]),
+        "--flow-logs",
+        str(inputs["flows"]),
+        *extra,
+    ]
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -65,7 +80,9 @@ def test_no_nat_gateways(inputs: dict[str, Path], capsys: pytest.CaptureFixture[
     assert "no NAT Gateways found" in one_error_line(capsys)
 
 
-def test_unreadable_inputs_are_warnings_naming_the_file(inputs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_inputs_are_warnings_naming_the_file(
+    inputs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     inputs["cluster"].write_text('{"kind": "List", "items": [{"kind": "Pod", "metadata": {}}]} {broken')
     (inputs["aws"] / "junk.json").write_text("[1, 2]")
     assert main(call(inputs, "-o", "json")) == 0

@@ -15,19 +15,24 @@ def make_pod(**status: Any) -> dict[str, Any]:
     return {
         "kind": "Pod",
         "metadata": {
-            "name": "web-7d9f-abcde", "namespace": "shop", "uid": "uid-1",
-            "creationTimestamp": "2026-11-20T10:00:00Z", "labels": {"pod-template-hash": "7d9f"},
+            "name": "web-7d9f-abcde",
+            "namespace": "shop",
+            "uid": "uid-1",
+            "creationTimestamp": "2026-11-20T10:00:00Z",
+            "labels": {"pod-template-hash": "7d9f"},
             "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d9f", "controller": True}],
         },
         "spec": {"nodeName": "n1"},
         "status": {"podIP": "10.0.1.5", **status},
-    }  # fmt: skip
+    }
 
 
 def test_ip_start_prefers_the_network_ready_condition() -> None:
     obj = make_pod(
         startTime="2026-11-20T10:00:05Z",
-        conditions=[{"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": "2026-11-20T10:00:03Z"}],
+        conditions=[
+            {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": "2026-11-20T10:00:03Z"}
+        ],
     )
     record = pod_record(obj)
     assert record is not None and record.start == parse_time("2026-11-20T10:00:03Z") and record.end is None
@@ -106,7 +111,9 @@ def test_snat_setting_defaults_and_exclusions() -> None:
         aws_node([{"name": "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "value": "10.1.0.0/16, bogus,fd00::/8"}])
     )
     assert excluded.exclude_cidrs == ("10.1.0.0/16",)
-    from_config = snat_setting(aws_node([{"name": "AWS_VPC_K8S_CNI_EXTERNALSNAT", "valueFrom": {"configMapKeyRef": {}}}]))
+    from_config = snat_setting(
+        aws_node([{"name": "AWS_VPC_K8S_CNI_EXTERNALSNAT", "valueFrom": {"configMapKeyRef": {}}}])
+    )
     assert from_config.node_snat is None
     with pytest.raises(ObjectError, match="no container named aws-node"):
         snat_setting({"kind": "DaemonSet", "metadata": {"name": "aws-node"}, "spec": {}})

@@ -29,7 +29,9 @@ KEY_NAME = "123456789012_vpcflowlogs_us-east-1_fl-1234abcd_20261121T1020Z_fe1234
 
 # The AWS documentation's NAT Gateway example (format: instance-id interface-id srcaddr dstaddr
 # pkt-srcaddr pkt-dstaddr), with packets/bytes/start/end added so that there are bytes to count.
-NAT_FORMAT = "instance-id interface-id srcaddr dstaddr pkt-srcaddr pkt-dstaddr packets bytes start end action log-status"
+NAT_FORMAT = (
+    "instance-id interface-id srcaddr dstaddr pkt-srcaddr pkt-dstaddr packets bytes start end action log-status"
+)
 NAT_RECORDS = [
     f"- {NAT_ENI} 10.0.1.5 10.0.0.220 10.0.1.5 203.0.113.5 10 1000 1763720400 1763720459 ACCEPT OK",
     f"- {NAT_ENI} 10.0.0.220 203.0.113.5 10.0.0.220 203.0.113.5 10 1000 1763720400 1763720459 ACCEPT OK",
@@ -96,7 +98,9 @@ def test_malformed_lines_are_counted_with_file_and_line_and_reading_goes_on(tmp_
         NAT_RECORDS[0],
         "this line is junk",
         NAT_RECORDS[0].replace(" 1000 ", " 1k "),
-        NAT_RECORDS[3].replace(" 10.0.1.5 10.0.0.220", "  10.0.1.5   10.0.0.220").replace("10.0.0.220 10.0.1.5 203", "10.0.0.220 10.0.1.5  203"),
+        NAT_RECORDS[3]
+        .replace(" 10.0.1.5 10.0.0.220", "  10.0.1.5   10.0.0.220")
+        .replace("10.0.0.220 10.0.1.5 203", "10.0.0.220 10.0.1.5  203"),
     ]
     path = write_gz(tmp_path / f"{KEY_NAME}.log.gz", lines)
     reduction, _ = run([path])
@@ -127,7 +131,10 @@ def test_key_time_in_every_layout() -> None:
     assert key_time(hourly) == (parse_time("2026-11-21T07:00:00Z"), parse_time("2026-11-21T07:59:59Z"))
     daily = "AWSLogs/1/vpcflowlogs/us-east-1/2026/11/21/x.log.gz"
     assert key_time(daily) == (parse_time("2026-11-21T00:00:00Z"), parse_time("2026-11-21T23:59:59Z"))
-    assert key_time(f"a/b/{KEY_NAME}.log.gz") == (parse_time("2026-11-21T10:20:00Z"), parse_time("2026-11-21T10:24:59Z"))
+    assert key_time(f"a/b/{KEY_NAME}.log.gz") == (
+        parse_time("2026-11-21T10:20:00Z"),
+        parse_time("2026-11-21T10:24:59Z"),
+    )
 
 
 def test_log_format_option_overrides_the_header(tmp_path: Path) -> None:
@@ -178,8 +185,16 @@ def test_parquet_objects_read_like_text(tmp_path: Path) -> None:
 def test_cloudwatch_export_uses_event_timestamps_and_describe_format(tmp_path: Path) -> None:
     fmt = "interface-id srcaddr dstaddr pkt-srcaddr pkt-dstaddr packets bytes action"
     events = [
-        {"logStreamName": f"{NAT_ENI}-all", "timestamp": 1763720400000, "message": f"{NAT_ENI} 10.0.1.5 10.0.0.220 10.0.1.5 203.0.113.5 1 100 ACCEPT"},
-        {"logStreamName": f"{NAT_ENI}-all", "timestamp": 1763720460000, "message": f"{NAT_ENI} 10.0.0.220 10.0.1.5 203.0.113.5 10.0.1.5 2 700 ACCEPT"},
+        {
+            "logStreamName": f"{NAT_ENI}-all",
+            "timestamp": 1763720400000,
+            "message": f"{NAT_ENI} 10.0.1.5 10.0.0.220 10.0.1.5 203.0.113.5 1 100 ACCEPT",
+        },
+        {
+            "logStreamName": f"{NAT_ENI}-all",
+            "timestamp": 1763720460000,
+            "message": f"{NAT_ENI} 10.0.0.220 10.0.1.5 203.0.113.5 10.0.1.5 2 700 ACCEPT",
+        },
         {"logStreamName": f"{NAT_ENI}-all", "timestamp": 1763720460000},
     ]
     path = tmp_path / "page1.json"
@@ -203,7 +218,11 @@ def test_window_keeps_records_whose_start_is_inside(tmp_path: Path) -> None:
 
 def test_records_without_interface_id_are_found_by_nat_private_ip(tmp_path: Path) -> None:
     fmt = "srcaddr dstaddr packets bytes start end action"
-    lines = [fmt, "10.0.1.5 10.0.0.220 1 100 1763720400 1763720459 ACCEPT", "10.0.1.5 198.51.100.1 1 100 1763720400 1763720459 ACCEPT"]
+    lines = [
+        fmt,
+        "10.0.1.5 10.0.0.220 1 100 1763720400 1763720459 ACCEPT",
+        "10.0.1.5 198.51.100.1 1 100 1763720400 1763720459 ACCEPT",
+    ]
     reduction, _ = run([write_gz(tmp_path / f"{KEY_NAME}.log.gz", lines)])
     assert by_direction(reduction) == {("10.0.1.5", OUT): 100}
     assert reduction.stats.other_interface_records == 1

@@ -16,9 +16,19 @@ from natflow.cluster.ipmap import IpMap, NodeAddress
 from natflow.cluster.objects import PodRecord
 
 BASE = PodRecord(
-    uid="u", namespace="ns", name="p", node="n1", ips=("10.0.1.5",), host_network=False, start=0, end=None,
-    end_is_estimate=False, owner=None, template_hash=None, branch_eni=False,
-)  # fmt: skip
+    uid="u",
+    namespace="ns",
+    name="p",
+    node="n1",
+    ips=("10.0.1.5",),
+    host_network=False,
+    start=0,
+    end=None,
+    end_is_estimate=False,
+    owner=None,
+    template_hash=None,
+    branch_eni=False,
+)
 
 
 def pod(uid: str, start: int, end: int | None, ip: str = "10.0.1.5", **changes: object) -> PodRecord:

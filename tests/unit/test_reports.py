@@ -27,16 +27,26 @@ def test_defaults_and_one_line_errors() -> None:
 def test_due_windows_wait_for_delivery_and_continue_where_they_stopped() -> None:
     now = parse_time("2026-11-21T10:47:00Z")
     # first run: the last complete window whose logs should have arrived (delay 15m)
-    assert due_windows(None, 900, 900, now) == [(parse_time("2026-11-21T10:15:00Z"), parse_time("2026-11-21T10:30:00Z"))]
+    assert due_windows(None, 900, 900, now) == [
+        (parse_time("2026-11-21T10:15:00Z"), parse_time("2026-11-21T10:30:00Z"))
+    ]
     later = due_windows(parse_time("2026-11-21T09:45:00Z"), 900, 900, now)
-    assert [w[0] for w in later] == [parse_time(t) for t in ("2026-11-21T09:45:00Z", "2026-11-21T10:00:00Z", "2026-11-21T10:15:00Z")]
+    assert [w[0] for w in later] == [
+        parse_time(t) for t in ("2026-11-21T09:45:00Z", "2026-11-21T10:00:00Z", "2026-11-21T10:15:00Z")
+    ]
     assert due_windows(parse_time("2026-11-21T10:30:00Z"), 900, 900, now) == []
 
 
 def test_periods_are_utc() -> None:
     when = parse_time("2026-12-31T23:59:59Z")
-    assert period_of(when, "Daily") == ("2026-12-31", parse_time("2026-12-31T00:00:00Z"), parse_time("2027-01-01T00:00:00Z"))
-    assert period_of(when, "Monthly")[0] == "2026-12" and period_of(when, "Monthly")[2] == parse_time("2027-01-01T00:00:00Z")
+    assert period_of(when, "Daily") == (
+        "2026-12-31",
+        parse_time("2026-12-31T00:00:00Z"),
+        parse_time("2027-01-01T00:00:00Z"),
+    )
+    assert period_of(when, "Monthly")[0] == "2026-12" and period_of(when, "Monthly")[2] == parse_time(
+        "2027-01-01T00:00:00Z"
+    )
     assert period_of(when, "Hourly")[0] == "2026-12-31T23"
 
 

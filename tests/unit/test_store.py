@@ -11,8 +11,23 @@ from natflow.store import Store
 
 def test_round_trip_and_prune(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "state.sqlite"))
-    gone = PodRecord("u1", "shop", "job-1", "n1", ("10.0.1.5",), False, 100, 200, False, OwnerRef("Job", "j"), None, False)
-    live = PodRecord("u2", "shop", "web-1", "n1", ("10.0.1.5",), False, 300, None, False, OwnerRef("ReplicaSet", "web-7d"), "7d", True)
+    gone = PodRecord(
+        "u1", "shop", "job-1", "n1", ("10.0.1.5",), False, 100, 200, False, OwnerRef("Job", "j"), None, False
+    )
+    live = PodRecord(
+        "u2",
+        "shop",
+        "web-1",
+        "n1",
+        ("10.0.1.5",),
+        False,
+        300,
+        None,
+        False,
+        OwnerRef("ReplicaSet", "web-7d"),
+        "7d",
+        True,
+    )
     with store.batch():
         store.save_pod(gone)
         store.save_pod(live)

@@ -166,9 +166,7 @@ class Attributor:
                 parts = [(segments[0], nbytes, packets)]
             else:
                 weights = [s.seconds for s in segments]
-                parts = list(
-                    zip(segments, allocate(nbytes, weights), allocate(packets, weights), strict=True)
-                )
+                parts = list(zip(segments, allocate(nbytes, weights), allocate(packets, weights), strict=True))
                 split_rows += 1
                 split_bytes += nbytes
             destination = service or peer

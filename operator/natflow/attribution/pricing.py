@@ -12,13 +12,27 @@ BYTES_PER_GB = 1 << 30
 DEFAULT_REGION = "us-east-1"
 
 PRICE_PER_GB_BY_REGION: dict[str, float] = {
-    "us-east-1": 0.045, "us-east-2": 0.045, "us-west-1": 0.048, "us-west-2": 0.045,
-    "ca-central-1": 0.05, "eu-west-1": 0.048, "eu-west-2": 0.05, "eu-west-3": 0.05,
-    "eu-central-1": 0.052, "eu-north-1": 0.046, "eu-south-1": 0.049, "ap-south-1": 0.056,
-    "ap-southeast-1": 0.059, "ap-southeast-2": 0.059, "ap-northeast-1": 0.062,
-    "ap-northeast-2": 0.059, "ap-northeast-3": 0.062, "sa-east-1": 0.093, "me-south-1": 0.055,
+    "us-east-1": 0.045,
+    "us-east-2": 0.045,
+    "us-west-1": 0.048,
+    "us-west-2": 0.045,
+    "ca-central-1": 0.05,
+    "eu-west-1": 0.048,
+    "eu-west-2": 0.05,
+    "eu-west-3": 0.05,
+    "eu-central-1": 0.052,
+    "eu-north-1": 0.046,
+    "eu-south-1": 0.049,
+    "ap-south-1": 0.056,
+    "ap-southeast-1": 0.059,
+    "ap-southeast-2": 0.059,
+    "ap-northeast-1": 0.062,
+    "ap-northeast-2": 0.059,
+    "ap-northeast-3": 0.062,
+    "sa-east-1": 0.093,
+    "me-south-1": 0.055,
     "af-south-1": 0.06,
-}  # fmt: skip
+}
 
 
 def price_per_gb(region: str | None) -> tuple[float, str]:

@@ -48,9 +48,7 @@ def discover_inventory(ec2: Any, vpc_id: str, nat_gateway_ids: list[str] | None 
         {i.SubnetId for i in inventory.interfaces.values() if i.NetworkInterfaceId in nat_enis and i.SubnetId}
     )
     resources = [vpc_id, *subnets, *nat_enis]
-    flow_logs = _pages(
-        ec2, "describe_flow_logs", "FlowLogs", Filters=[{"Name": "resource-id", "Values": resources}]
-    )
+    flow_logs = _pages(ec2, "describe_flow_logs", "FlowLogs", Filters=[{"Name": "resource-id", "Values": resources}])
     inventory.add_flow_logs(FlowLog.model_validate(f) for f in flow_logs)
     return inventory
 
@@ -67,6 +65,7 @@ def covering_flow_logs(inventory: Inventory, eni_id: str) -> list[FlowLog]:
     return [
         f
         for f in inventory.flow_logs.values()
-        if f.ResourceId in scopes and (f.TrafficType or "ALL") in ("ALL", "ACCEPT")
+        if f.ResourceId in scopes
+        and (f.TrafficType or "ALL") in ("ALL", "ACCEPT")
         and (f.FlowLogStatus or "ACTIVE") == "ACTIVE"
     ]

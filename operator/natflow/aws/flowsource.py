@@ -39,9 +39,7 @@ class S3Location:
         return cls(bucket, prefix.strip("/"))
 
 
-def s3_prefixes(
-    flow_log: FlowLog, account_id: str, region: str, start: int, end: int
-) -> Iterator[str]:
+def s3_prefixes(flow_log: FlowLog, account_id: str, region: str, start: int, end: int) -> Iterator[str]:
     """Key prefixes that hold objects for [start, end) in the flow log's layout."""
     location = S3Location.from_destination(flow_log.LogDestination or "")
     options = flow_log.DestinationOptions

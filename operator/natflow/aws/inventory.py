@@ -105,6 +105,7 @@ class NetworkInterface(_Model):
     Ipv6Addresses: list[Ipv6Address] = Field(default_factory=list)
     Attachment: InterfaceAttachment | None = None
     RequesterId: str | None = None
+    OwnerId: str | None = None
 
     def addresses(self) -> list[str]:
         found = [self.PrivateIpAddress] if self.PrivateIpAddress else []

@@ -11,27 +11,77 @@ from dataclasses import dataclass
 
 # name -> version that introduced it. Integer-typed fields are listed in INTEGER_FIELDS.
 FIELD_VERSIONS: dict[str, int] = {
-    "version": 2, "account-id": 2, "interface-id": 2, "srcaddr": 2, "dstaddr": 2, "srcport": 2,
-    "dstport": 2, "protocol": 2, "packets": 2, "bytes": 2, "start": 2, "end": 2, "action": 2,
+    "version": 2,
+    "account-id": 2,
+    "interface-id": 2,
+    "srcaddr": 2,
+    "dstaddr": 2,
+    "srcport": 2,
+    "dstport": 2,
+    "protocol": 2,
+    "packets": 2,
+    "bytes": 2,
+    "start": 2,
+    "end": 2,
+    "action": 2,
     "log-status": 2,
-    "vpc-id": 3, "subnet-id": 3, "instance-id": 3, "tcp-flags": 3, "type": 3, "pkt-srcaddr": 3,
+    "vpc-id": 3,
+    "subnet-id": 3,
+    "instance-id": 3,
+    "tcp-flags": 3,
+    "type": 3,
+    "pkt-srcaddr": 3,
     "pkt-dstaddr": 3,
-    "region": 4, "az-id": 4, "sublocation-type": 4, "sublocation-id": 4,
-    "pkt-src-aws-service": 5, "pkt-dst-aws-service": 5, "flow-direction": 5, "traffic-path": 5,
-    "ecs-cluster-arn": 7, "ecs-cluster-name": 7, "ecs-container-instance-arn": 7,
-    "ecs-container-instance-id": 7, "ecs-container-id": 7, "ecs-second-container-id": 7,
-    "ecs-service-name": 7, "ecs-task-definition-arn": 7, "ecs-task-arn": 7, "ecs-task-id": 7,
+    "region": 4,
+    "az-id": 4,
+    "sublocation-type": 4,
+    "sublocation-id": 4,
+    "pkt-src-aws-service": 5,
+    "pkt-dst-aws-service": 5,
+    "flow-direction": 5,
+    "traffic-path": 5,
+    "ecs-cluster-arn": 7,
+    "ecs-cluster-name": 7,
+    "ecs-container-instance-arn": 7,
+    "ecs-container-instance-id": 7,
+    "ecs-container-id": 7,
+    "ecs-second-container-id": 7,
+    "ecs-service-name": 7,
+    "ecs-task-definition-arn": 7,
+    "ecs-task-arn": 7,
+    "ecs-task-id": 7,
     "reject-reason": 8,
-    "resource-id": 9, "encryption-status": 10,
-    "interface-type": 11, "next-hop-interface-id": 11, "next-hop-subnet-id": 11, "next-hop-az-id": 11,
-    "next-hop-vpc-id": 11, "next-hop-interface-type": 11, "instance-tag": 11, "instance-tag-2": 11,
-    "interface-tag": 11, "interface-tag-2": 11, "asg-tag": 11, "asg-tag-2": 11,
-}  # fmt: skip
+    "resource-id": 9,
+    "encryption-status": 10,
+    "interface-type": 11,
+    "next-hop-interface-id": 11,
+    "next-hop-subnet-id": 11,
+    "next-hop-az-id": 11,
+    "next-hop-vpc-id": 11,
+    "next-hop-interface-type": 11,
+    "instance-tag": 11,
+    "instance-tag-2": 11,
+    "interface-tag": 11,
+    "interface-tag-2": 11,
+    "asg-tag": 11,
+    "asg-tag-2": 11,
+}
 
 INTEGER_FIELDS = frozenset(
-    {"version", "srcport", "dstport", "protocol", "packets", "bytes", "start", "end", "tcp-flags",
-     "traffic-path", "encryption-status"}
-)  # fmt: skip
+    {
+        "version",
+        "srcport",
+        "dstport",
+        "protocol",
+        "packets",
+        "bytes",
+        "start",
+        "end",
+        "tcp-flags",
+        "traffic-path",
+        "encryption-status",
+    }
+)
 
 DEFAULT_FORMAT = (
     "${version} ${account-id} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} "
@@ -40,9 +90,20 @@ DEFAULT_FORMAT = (
 
 # The fields attribution reads; everything else is parsed only for validation and stats.
 USED_FIELDS = (
-    "interface-id", "srcaddr", "dstaddr", "pkt-srcaddr", "pkt-dstaddr", "pkt-src-aws-service",
-    "pkt-dst-aws-service", "packets", "bytes", "start", "end", "action", "log-status",
-)  # fmt: skip
+    "interface-id",
+    "srcaddr",
+    "dstaddr",
+    "pkt-srcaddr",
+    "pkt-dstaddr",
+    "pkt-src-aws-service",
+    "pkt-dst-aws-service",
+    "packets",
+    "bytes",
+    "start",
+    "end",
+    "action",
+    "log-status",
+)
 
 # The custom format natflow recommends when a flow log lacks what attribution needs.
 RECOMMENDED_FORMAT = (

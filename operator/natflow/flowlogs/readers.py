@@ -248,9 +248,7 @@ def add_events(events: Iterable[Any], source: str, choices: FormatChoices, reduc
         _add_parts(parts, layout, reduction, _EventWhere(source, index), fallback)
 
 
-def read_cloudwatch(
-    file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics
-) -> None:
+def read_cloudwatch(file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics) -> None:
     """``aws logs filter-log-events`` / ``get-log-events`` JSON: ``events[].message`` has no header."""
     counted = [0]
 

@@ -35,9 +35,7 @@ _NAME_TIME = re.compile(r"_(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})Z(?:_|\.)")
 _FLOW_LOG_ID = re.compile(r"_(fl-[0-9a-zA-Z]+)_")
 _NAME_REGION = re.compile(r"_vpcflowlogs_([a-z]{2}(?:-[a-z]+)+-\d+)_")
 _PATH_REGION = re.compile(r"(?:^|/)(?:aws-region=)?([a-z]{2}(?:-[a-z]+)+-\d)(?:/|$)")
-_PATH_DATE = re.compile(
-    r"(?:^|/)(?:year=)?(\d{4})/(?:month=)?(\d{2})/(?:day=)?(\d{2})(?:/(?:hour=)?(\d{2}))?(?:/|$)"
-)
+_PATH_DATE = re.compile(r"(?:^|/)(?:year=)?(\d{4})/(?:month=)?(\d{2})/(?:day=)?(\d{2})(?:/(?:hour=)?(\d{2}))?(?:/|$)")
 _TEXT_SUFFIXES = (".log.gz", ".log", ".gz", ".txt")
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
