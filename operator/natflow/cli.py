@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
         "--price-per-gb", type=float, metavar="X", help="USD per GB (2^30 bytes) processed; default: the region's price"
     )
     attribute.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+
+    run = commands.add_parser("run", help="run the operator (kopf) in the cluster")
+    run.add_argument("--once", action="store_true", help="run one report pass over --window and exit")
+    run.add_argument("--window", metavar="START/END", help="with --once: the window to process (ISO 8601)")
     return parser
 
 
@@ -198,6 +202,13 @@ def render_table(document: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "run":
+            from natflow.run import run_operator
+
+            try:
+                return run_operator(args.once, args.window)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
         document = attribute(args)
         if args.output == "json":
             print(json.dumps(document, indent=2))

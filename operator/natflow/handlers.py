@@ -1,0 +1,90 @@
+"""All kopf handlers, thin: event -> Runtime (pure domain underneath) -> patch.
+
+Pods, Nodes, ReplicaSets, Jobs and the aws-node DaemonSet are only watched (`@kopf.on.event`):
+natflow never writes annotations, finalizers or status to objects it does not own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from natflow.kube import KubeWriter
+from natflow.reports.spec import SpecError, read_spec
+from natflow.runtime import OperatorConfig, Runtime
+
+
+def _api() -> client.ApiClient:
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+@kopf.on.startup()
+def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="natflow.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="natflow.io")
+    settings.posting.enabled = False  # natflow posts its own, rate-limited Events
+    settings.watching.server_timeout = 600
+    api = _api()
+    runtime = Runtime(OperatorConfig.from_env(), KubeWriter(api))
+    # Raw JSON: the client's model deserialisation costs seconds for a large cluster.
+    listed: Any = client.CoreV1Api(api).list_pod_for_all_namespaces(_preload_content=False)
+    uids = [p["metadata"]["uid"] for p in json.loads(listed.data)["items"]]
+    ended = runtime.reconcile(uids, int(time.time()))
+    logger.info(f"store: {runtime.loaded} leases loaded, {runtime.pruned} pruned, {ended} ended while down")
+    memo.runtime = runtime
+
+
+def _event(event: kopf.RawEvent, memo: kopf.Memo, kind: str) -> None:
+    obj = dict(event["object"])
+    obj.setdefault("kind", kind)
+    memo.runtime.on_object(obj, deleted=event.get("type") == "DELETED")
+
+
+@kopf.on.event("", "v1", "pods")
+def pod_event(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _event(event, memo, "Pod")
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_event(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _event(event, memo, "Node")
+
+
+@kopf.on.event("apps", "v1", "replicasets")
+def replicaset_event(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _event(event, memo, "ReplicaSet")
+
+
+@kopf.on.event("batch", "v1", "jobs")
+def job_event(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _event(event, memo, "Job")
+
+
+@kopf.on.event("apps", "v1", "daemonsets", field="metadata.name", value="aws-node")
+def aws_node_event(*, event: kopf.RawEvent, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if namespace != "kube-system":
+        return
+    gone = event.get("type") == "DELETED"
+    memo.runtime.on_aws_node(None if gone else dict(event["object"]), int(time.time()))
+
+
+@kopf.on.create("natflow.io", "v1alpha1", "flowreports")
+@kopf.on.update("natflow.io", "v1alpha1", "flowreports", field="spec")
+def report_changed(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        read_spec(body.get("spec"), body.metadata.name)
+    except SpecError:
+        memo.runtime.run_report(dict(body))  # writes the InvalidSpec condition
+
+
+@kopf.timer("natflow.io", "v1alpha1", "flowreports", interval=60, initial_delay=5, idle=None)
+def report_timer(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.runtime.run_report(dict(body))

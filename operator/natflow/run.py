@@ -1,0 +1,68 @@
+"""``natflow run``: the operator under kopf, or one report pass (``--once``) for debugging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from natflow.timeutil import parse_time
+
+LIVENESS = "http://0.0.0.0:8080/healthz"
+
+
+def parse_window(text: str) -> tuple[int, int]:
+    """``START/END`` (ISO 8601) -> Unix seconds; ValueError with the text on failure."""
+    start_text, separator, end_text = text.partition("/")
+    if not separator:
+        raise ValueError(f"--window: expected START/END, got {text!r}")
+    start, end = parse_time(start_text), parse_time(end_text)
+    if end <= start:
+        raise ValueError(f"--window: END must be after START in {text!r}")
+    return start, end
+
+
+def run_once(window: tuple[int, int]) -> list[dict[str, Any]]:
+    """List the cluster, process every FlowReport over `window`, return the statuses written."""
+    from kubernetes import client
+
+    from natflow.handlers import _api
+    from natflow.kube import KubeWriter
+    from natflow.runtime import OperatorConfig, Runtime
+
+    api = _api()
+    runtime = Runtime(OperatorConfig.from_env(), KubeWriter(api))
+    core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
+    listings = (
+        ("Node", core.list_node),
+        ("Pod", core.list_pod_for_all_namespaces),
+        ("ReplicaSet", apps.list_replica_set_for_all_namespaces),
+        ("Job", batch.list_job_for_all_namespaces),
+    )
+    for kind, lister in listings:
+        response: Any = lister(_preload_content=False)
+        for item in json.loads(response.data)["items"]:
+            runtime.on_object({**item, "kind": kind}, deleted=False)
+    daemonsets: Any = apps.list_namespaced_daemon_set(
+        "kube-system", field_selector="metadata.name=aws-node", _preload_content=False
+    )
+    found = json.loads(daemonsets.data)["items"]
+    runtime.on_aws_node(found[0] if found else None, window[0])
+    return [runtime.run_report(report, window) for report in runtime.writer.list_reports()]
+
+
+def run_operator(once: bool, window_text: str | None) -> int:
+    logging.basicConfig(level=os.environ.get("NATFLOW_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
+    if once:
+        if not window_text:
+            raise ValueError("--once needs --window START/END")
+        statuses = run_once(parse_window(window_text))
+        print(json.dumps(statuses, indent=2))
+        return 0
+    import kopf
+
+    import natflow.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.run(standalone=True, clusterwide=True, liveness_endpoint=LIVENESS)
+    return 0

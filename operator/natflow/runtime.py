@@ -1,0 +1,115 @@
+"""What the running operator holds: the cluster state, its store, the controller; built once at start."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from natflow.cluster.objects import ObjectError, node_record, owner_of, pod_record, snat_setting
+from natflow.cluster.state import OWNER_KINDS, ClusterState
+from natflow.controller import AwsClients, Controller
+from natflow.kube import KubeWriter
+from natflow.store import Store
+
+log = logging.getLogger("natflow")
+DEFAULT_RETENTION_SECONDS = 48 * 3600
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespace: str
+    store_path: str
+    retention_seconds: int
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        return cls(
+            namespace=os.environ.get("NATFLOW_NAMESPACE", "natflow-system"),
+            store_path=os.environ.get("NATFLOW_STORE", "/var/lib/natflow/state.sqlite"),
+            retention_seconds=int(os.environ.get("NATFLOW_RETENTION_SECONDS", DEFAULT_RETENTION_SECONDS)),
+        )
+
+
+class Runtime:
+    """Feeds watch events into the state and the store under one lock; runs reports under the same lock."""
+
+    def __init__(self, config: OperatorConfig, writer: KubeWriter, aws: AwsClients | None = None) -> None:
+        self.config = config
+        self.lock = threading.RLock()
+        self.state = ClusterState()
+        directory = os.path.dirname(config.store_path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self.store = Store(config.store_path)
+        self.loaded = self.store.load(self.state)
+        self.pruned = self.store.prune(int(time.time()) - config.retention_seconds)
+        self.writer = writer
+        self._aws = aws
+        self._controller: Controller | None = None
+
+    @property
+    def controller(self) -> Controller:
+        if self._controller is None:
+            self._controller = Controller(
+                self.state, self._aws or AwsClients.create(), self.writer, self.config.namespace
+            )
+        return self._controller
+
+    def on_object(self, obj: Mapping[str, Any], deleted: bool) -> None:
+        """A Pod, Node, ReplicaSet or Job from a watch event (or a list)."""
+        kind = obj.get("kind")
+        try:
+            with self.lock:
+                if kind == "Pod":
+                    record = pod_record(obj, deleted=deleted)
+                    if record is not None:
+                        self.state.put_pod(record)
+                        self.store.save_pod(record)
+                elif kind == "Node":
+                    node = node_record(obj, deleted=deleted)
+                    self.state.put_node(node)
+                    self.store.save_node(node)
+                elif kind in OWNER_KINDS:
+                    key, owner = owner_of(obj)
+                    self.state.owners[key] = owner
+                    self.store.save_owner(key, owner)
+        except ObjectError as error:
+            log.warning("skipped: %s", error)
+
+    def on_aws_node(self, obj: Mapping[str, Any] | None, now: int) -> None:
+        """The aws-node DaemonSet changed (or is gone): record when the SNAT setting changed."""
+        try:
+            setting = snat_setting(obj) if obj is not None else None
+        except ObjectError as error:
+            log.warning("aws-node: %s", error)
+            return
+        with self.lock:
+            changes = self.state.snat.changes()
+            if changes and changes[-1][1] == setting:
+                return
+            since = now if changes else 0  # the first setting seen holds for all earlier history
+            self.state.snat.set(since, setting)
+            self.store.save_snat(since, setting)
+            log.info("aws-node SNAT setting since %s: %s", since, setting)
+
+    def reconcile(self, live_pod_uids: Iterable[str], now: int) -> int:
+        """Pods the store thinks still hold an IP but the fresh list lacks went away while we were down."""
+        live = set(live_pod_uids)
+        ended = 0
+        with self.lock, self.store.batch():
+            for pod in list(self.state.pods.values()) + list(self.state.host_network_pods.values()):
+                if pod.end is None and pod.uid not in live:
+                    gone = replace(pod, end=now, end_is_estimate=True)
+                    self.state.put_pod(gone)
+                    self.store.save_pod(gone)
+                    ended += 1
+        return ended
+
+    def run_report(self, report: dict[str, Any], window: tuple[int, int] | None = None) -> dict[str, Any]:
+        with self.lock:
+            return self.controller.run_report(report, window)
