@@ -213,7 +213,9 @@ class Attributor:
             row = rows[key] = Attribution(gateway_id, namespace, kind, name, source, address_owner=owner)
         if segment.pod is not None:
             row.pods.add(segment.pod.key)
-        elif node_name is not None:
+        elif node_name is not None and segment.node is not None and segment.node.primary:
+            # Candidates only for the node IP: hostNetwork and SNATed pods send from it, never from
+            # a secondary address or prefix.
             span = row.node_spans.get(node_name)
             if span is None:
                 row.node_spans[node_name] = [segment.start, segment.end]

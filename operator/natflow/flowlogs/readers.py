@@ -97,11 +97,8 @@ def _add_parts(
         return
     parts.append("-")
     status = parts[layout.status]
-    if status == "NODATA":
-        stats.no_data_records += 1
-        return
-    if status == "SKIPDATA":
-        stats.skip_data_records += 1
+    if status == "NODATA" or status == "SKIPDATA":
+        _count_status(status, parts[layout.start], reduction, fallback_time)
         return
     eni = parts[layout.eni] if layout.eni is not None else None
     if eni is not None and eni not in reduction.topology.natgw_by_eni:
@@ -141,6 +138,22 @@ def _add_parts(
     )
 
 
+def _count_status(
+    status: str, start_text: str, reduction: Reduction, fallback_time: tuple[int, int] | None
+) -> None:
+    """Count a NODATA/SKIPDATA record, unless its start lies outside the window."""
+    window = reduction.window
+    if window is not None:
+        start = flow_seconds(int(start_text)) if start_text.isdigit() else (fallback_time or (None,))[0]
+        if start is not None and not (window[0] <= start < window[1]):
+            reduction.stats.outside_window_records += 1
+            return
+    if status == "NODATA":
+        reduction.stats.no_data_records += 1
+    else:
+        reduction.stats.skip_data_records += 1
+
+
 class _Where:
     """file:line, formatted only when a message needs it."""
 
@@ -164,28 +177,52 @@ def _open_text(path: str) -> IO[str]:
 _DAMAGE = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
 
 
+def _begin_text(
+    file: FlowLogFile,
+    first: str,
+    choices: FormatChoices,
+    reduction: Reduction,
+    diagnostics: Diagnostics,
+    where: _Where,
+) -> _Layout:
+    """The layout of a text object from its first line (a header or a record, which is then added)."""
+    where.line = 1
+    header = header_format(first, f"{file.path} header")
+    fmt = choices.text_format(file, header)
+    if header is not None and choices.override is not None and header.fields != fmt.fields:
+        diagnostics.warn(
+            "LogFormatOverridesHeader",
+            f"{file.path}: --log-format differs from the file's header; using --log-format",
+        )
+    layout = _Layout(fmt)
+    reduction.formats.setdefault(fmt.fields, fmt.origin)
+    if header is None and first.strip():
+        _add_parts(first.split(), layout, reduction, where, file.key_time)
+    return layout
+
+
+def _add_lines(
+    lines: Iterable[str],
+    first_number: int,
+    layout: _Layout,
+    reduction: Reduction,
+    where: _Where,
+    fallback_time: tuple[int, int] | None,
+) -> None:
+    """Split and add record lines; blank lines are skipped, not counted."""
+    for where.line, line in enumerate(lines, start=first_number):
+        parts = line.split()
+        if parts:
+            _add_parts(parts, layout, reduction, where, fallback_time)
+
+
 def read_text(file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics) -> None:
     """An S3 text object: optional header line, then one record per line."""
     where = _Where(file.path)
     try:
         with _open_text(file.path) as handle:
-            first = handle.readline()
-            where.line = 1
-            header = header_format(first, f"{file.path} header")
-            fmt = choices.text_format(file, header)
-            if header is not None and choices.override is not None and header.fields != fmt.fields:
-                diagnostics.warn(
-                    "LogFormatOverridesHeader",
-                    f"{file.path}: --log-format differs from the file's header; using --log-format",
-                )
-            layout = _Layout(fmt)
-            reduction.formats.setdefault(fmt.fields, fmt.origin)
-            if header is None and first.strip():
-                _add_parts(first.split(), layout, reduction, where, file.key_time)
-            for where.line, line in enumerate(handle, start=2):
-                parts = line.split()
-                if parts:
-                    _add_parts(parts, layout, reduction, where, file.key_time)
+            layout = _begin_text(file, handle.readline(), choices, reduction, diagnostics, where)
+            _add_lines(handle, 2, layout, reduction, where, file.key_time)
     except FormatError as error:
         diagnostics.warn("UnreadableFlowLog", str(error), file=file.path)
     except _DAMAGE as error:
@@ -209,10 +246,8 @@ def read_parquet(file: FlowLogFile, choices: FormatChoices, reduction: Reduction
         layout = _Layout(fmt)
         reduction.formats.setdefault(fmt.fields, fmt.origin)
         for batch in parquet.iter_batches(batch_size=65536, columns=list(columns.values())):
-            as_text = [_column_text(batch.column(i).to_pylist()) for i in range(batch.num_columns)]
-            for row in zip(*as_text, strict=True):
-                where.line += 1
-                _add_parts(list(row), layout, reduction, where, file.key_time)
+            values = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            _add_rows(values, layout, reduction, where, file.key_time)
     except Exception as error:  # pyarrow raises many types for damaged files; report and go on
         diagnostics.warn(
             "DamagedFlowLog",
@@ -220,6 +255,20 @@ def read_parquet(file: FlowLogFile, choices: FormatChoices, reduction: Reduction
             f"rows read before the damage are kept",
             file=file.path,
         )
+
+
+def _add_rows(
+    columns: list[list[Any]],
+    layout: _Layout,
+    reduction: Reduction,
+    where: _Where,
+    fallback_time: tuple[int, int] | None,
+) -> None:
+    """Add rows given column by column (Parquet values); `where.line` counts them."""
+    as_text = [_column_text(values) for values in columns]
+    for row in zip(*as_text, strict=True):
+        where.line += 1
+        _add_parts(list(row), layout, reduction, where, fallback_time)
 
 
 def _column_text(values: list[Any]) -> list[str]:

@@ -183,7 +183,8 @@ class Reduction:
         self.stats.merge(other.stats)
         for fields, origin in other.formats.items():
             self.formats.setdefault(fields, origin)
-        for time in (other.first_time, other.last_time):
-            if time is not None:
-                self.first_time = time if self.first_time is None else min(self.first_time, time)
-                self.last_time = time if self.last_time is None else max(self.last_time, time)
+        # As `add` keeps them: the earliest start and the latest end (an end may precede its start).
+        if other.first_time is not None:
+            self.first_time = other.first_time if self.first_time is None else min(self.first_time, other.first_time)
+        if other.last_time is not None:
+            self.last_time = other.last_time if self.last_time is None else max(self.last_time, other.last_time)

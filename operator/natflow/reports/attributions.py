@@ -72,7 +72,7 @@ def merged_spec(
     spec: dict[str, Any] = {
         "report": report,
         "natGatewayId": row.nat_gateway_id,
-        "workload": {"kind": row.workload_kind, "name": row.workload_name, "namespace": row.namespace},
+        "workload": {"kind": row.workload_kind, "name": row.workload_name},
         "source": row.source,
         "period": {"name": name, "start": format_time(start), "end": format_time(end)},
         "bytesOut": bytes_out,
@@ -84,6 +84,8 @@ def merged_spec(
         "topDestinations": [{"destination": d, "bytes": b} for d, b in top],
         "windows": _add_window(windows, *window),
     }
+    if row.namespace:
+        spec["workload"]["namespace"] = row.namespace
     if row.address_owner is not None:
         spec["addressOwner"] = row.address_owner.as_dict()
     return spec
