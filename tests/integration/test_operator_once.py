@@ -10,7 +10,6 @@ does not rely on either.)
 
 from __future__ import annotations
 
-import gzip
 import os
 import subprocess
 import sys
@@ -19,225 +18,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import kubernetes
 import pytest
-import yaml
 
 from natflow.timeutil import format_time
 from tests.harness.kubeapi import KubeAPI
 from tests.harness.motoserver import MotoServer
+from tests.integration.world import (
+    GROUP,
+    VERSION,
+    apply_crds,
+    apply_rbac,
+    aws_world,
+    create_cluster_objects,
+    put_flow_logs,
+)
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-REGION, ACCOUNT = "us-east-1", "123456789012"
-GROUP, VERSION = "natflow.io", "v1alpha1"
 NATFLOW = str(Path(sys.executable).with_name("natflow"))
-
-
-def apply_crds(api: kubernetes.client.ApiClient) -> None:
-    ext = kubernetes.client.ApiextensionsV1Api(api)
-    for path in sorted((ROOT / "crds").glob("flow*.yaml")):
-        body = yaml.safe_load(path.read_text())
-        try:
-            ext.create_custom_resource_definition(body)
-        except kubernetes.client.exceptions.ApiException as error:
-            if error.status != 409:
-                raise
-        name = body["metadata"]["name"]
-        for _ in range(100):
-            conditions = ext.read_custom_resource_definition(name).status.conditions or []
-            if any(c.type == "Established" and c.status == "True" for c in conditions):
-                break
-            time.sleep(0.1)
-
-
-def apply_rbac(api: kubernetes.client.ApiClient) -> None:
-    """natflow's ClusterRole from manifests/, bound to the test user `natflow`."""
-    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
-    for doc in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text()):
-        if doc and doc["kind"] == "ClusterRole":
-            try:
-                rbac.create_cluster_role(doc)
-            except kubernetes.client.exceptions.ApiException as error:
-                if error.status != 409:
-                    raise
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "natflow-test-user"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "natflow"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "natflow"}],
-    }
-    try:
-        rbac.create_cluster_role_binding(binding)
-    except kubernetes.client.exceptions.ApiException as error:
-        if error.status != 409:
-            raise
-
-
-def ensure_namespace(core: kubernetes.client.CoreV1Api, name: str) -> None:
-    try:
-        core.create_namespace({"metadata": {"name": name}})
-    except kubernetes.client.exceptions.ApiException as error:
-        if error.status != 409:
-            raise
-
-
-def aws_world(moto: MotoServer) -> dict[str, Any]:
-    """A VPC with a NAT Gateway, one node instance and an S3 flow log, in moto."""
-    moto.reset()
-    kwargs = {
-        "region_name": REGION,
-        "endpoint_url": moto.endpoint_url,
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
-    ec2, s3 = boto3.client("ec2", **kwargs), boto3.client("s3", **kwargs)
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/20")["Subnet"]["SubnetId"]
-    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
-    nat = ec2.create_nat_gateway(SubnetId=subnet, AllocationId=allocation)["NatGateway"]
-    address = nat["NatGatewayAddresses"][0]
-    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, SubnetId=subnet)["Instances"][0]
-    s3.create_bucket(Bucket="flows")
-    flow_log = ec2.create_flow_logs(
-        ResourceIds=[vpc],
-        ResourceType="VPC",
-        TrafficType="ALL",
-        LogDestinationType="s3",
-        LogDestination="arn:aws:s3:::flows",
-    )["FlowLogIds"][0]
-    return {
-        "s3": s3,
-        "nat": nat["NatGatewayId"],
-        "eni": address["NetworkInterfaceId"],
-        "nat_ip": address["PrivateIp"],
-        "instance": instance["InstanceId"],
-        "node_ip": instance["PrivateIpAddress"],
-        "flow_log": flow_log,
-    }
-
-
-def put_flow_logs(world: dict[str, Any], window: tuple[int, int], records: list[tuple[str, str, str, int]]) -> None:
-    """records: (srcaddr, dstaddr, peer, bytes) on the NAT ENI, starting a minute into the window."""
-    header = (
-        "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end "
-        "action log-status pkt-srcaddr pkt-dstaddr"
-    )
-    start = window[0] + 60
-    lines = [header]
-    for src, dst, peer, nbytes in records:
-        pkt_src, pkt_dst = (src, peer) if dst == world["nat_ip"] else (peer, dst)
-        lines.append(
-            f"2 {ACCOUNT} {world['eni']} {src} {dst} 1 443 6 3 {nbytes} {start} {start + 59} ACCEPT OK {pkt_src} {pkt_dst}"
-        )
-    stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(start))
-    day = time.strftime("%Y/%m/%d", time.gmtime(start))
-    key = f"AWSLogs/{ACCOUNT}/vpcflowlogs/{REGION}/{day}/{ACCOUNT}_vpcflowlogs_{REGION}_{world['flow_log']}_{stamp}_0a1b2c3d.log.gz"
-    world["s3"].put_object(Bucket="flows", Key=key, Body=gzip.compress(("\n".join(lines) + "\n").encode()))
-
-
-def create_cluster_objects(api: kubernetes.client.ApiClient, world: dict[str, Any], since: int) -> None:
-    core, apps = kubernetes.client.CoreV1Api(api), kubernetes.client.AppsV1Api(api)
-    ensure_namespace(core, "shop")
-    ensure_namespace(core, "natflow-system")
-    core.create_node(
-        {"metadata": {"name": "ip-node-1"}, "spec": {"providerID": f"aws:///{REGION}a/{world['instance']}"}}
-    )
-    core.patch_node_status(
-        "ip-node-1", {"status": {"addresses": [{"type": "InternalIP", "address": world["node_ip"]}]}}
-    )
-    container = [{"name": "c", "image": "busybox"}]
-    deployment = apps.create_namespaced_deployment(
-        "shop",
-        {
-            "metadata": {"name": "web"},
-            "spec": {
-                "replicas": 0,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": container}},
-            },
-        },
-    )
-    replicaset = apps.create_namespaced_replica_set(
-        "shop",
-        {
-            "metadata": {
-                "name": "web-7d9f",
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "Deployment",
-                        "name": "web",
-                        "uid": deployment.metadata.uid,
-                        "controller": True,
-                    }
-                ],
-            },
-            "spec": {
-                "replicas": 0,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": container}},
-            },
-        },
-    )
-    pod = core.create_namespaced_pod(
-        "shop",
-        {
-            "metadata": {
-                "name": "web-7d9f-abcde",
-                "labels": {"app": "web", "pod-template-hash": "7d9f"},
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "ReplicaSet",
-                        "name": "web-7d9f",
-                        "uid": replicaset.metadata.uid,
-                        "controller": True,
-                    }
-                ],
-            },
-            "spec": {"nodeName": "ip-node-1", "containers": container},
-        },
-    )
-    started = format_time(since)
-    core.patch_namespaced_pod_status(
-        pod.metadata.name,
-        "shop",
-        {
-            "status": {
-                "phase": "Running",
-                "podIP": "10.0.1.5",
-                "podIPs": [{"ip": "10.0.1.5"}],
-                "hostIP": world["node_ip"],
-                "startTime": started,
-                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started}],
-            }
-        },
-    )
-    apps.create_namespaced_daemon_set(
-        "kube-system",
-        {
-            "metadata": {"name": "aws-node"},
-            "spec": {
-                "selector": {"matchLabels": {"k8s-app": "aws-node"}},
-                "template": {
-                    "metadata": {"labels": {"k8s-app": "aws-node"}},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "aws-node",
-                                "image": "amazon-k8s-cni",
-                                "env": [{"name": "AWS_VPC_K8S_CNI_EXTERNALSNAT", "value": "true"}],
-                            }
-                        ]
-                    },
-                },
-            },
-        },
-    )
 
 
 @pytest.fixture(scope="module")

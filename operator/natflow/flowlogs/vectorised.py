@@ -135,9 +135,7 @@ def _read_one(
 # -- S3 text ---------------------------------------------------------------------------------------
 
 
-def _read_text(
-    file: FlowLogFile, choices: FormatChoices, part: Reduction, diagnostics: Diagnostics
-) -> _FrameReducer:
+def _read_text(file: FlowLogFile, choices: FormatChoices, part: Reduction, diagnostics: Diagnostics) -> _FrameReducer:
     where = _Where(file.path)
     chunks = _line_chunks(_decompressed(file.path))
     first = next(chunks, b"")
@@ -313,45 +311,42 @@ class _FrameReducer:
 
     def add(self, frame: pl.DataFrame) -> bool:
         """Reduce `frame`; False (and nothing added) when it must go through the reference path."""
-        frame = frame.with_columns(pl.lit("-").alias(f) for f in self.absent)
+        lazy = frame.lazy().with_columns(pl.lit("-").alias(f) for f in self.absent)
         status = pl.col("log-status")
         data = (status != "NODATA") & (status != "SKIPDATA")
         on_nat = pl.col("interface-id").is_in(self.nat_enis) if self.has_eni else pl.lit(True)
-        head = frame.select(
+        counts = lazy.select(
             no_data=(status == "NODATA").sum(),
             skip_data=(status == "SKIPDATA").sum(),
             other=(data & ~on_nat).sum(),
-        ).row(0, named=True)
-        records = self._records(frame.filter(data & on_nat))
-        if records is None:
-            return False
-        stats = ReductionStats(
-            records_read=frame.height,
-            no_data_records=head["no_data"],
-            skip_data_records=head["skip_data"],
-            other_interface_records=head["other"],
         )
-        if not self.has_eni:  # Reduction.add: a NAT private IP on either side names the ENI
-            eni = pl.col("srcaddr").replace_strict(self.eni_by_nat_ip, default=None, return_dtype=pl.String)
-            records = records.with_columns(
-                eni=pl.coalesce(eni, pl.col("dstaddr").replace_strict(self.eni_by_nat_ip, default=None))
-            )
-            stats.other_interface_records += records["eni"].null_count()
-            records = records.filter(pl.col("eni").is_not_null())
-        if self.window is not None:
-            low, high = self.window
-            inside_window = (pl.col("start") >= low) & (pl.col("start") < high)
-            stats.outside_window_records = records.height - records.filter(inside_window).height
-            records = records.filter(inside_window)
-        rejected = pl.col("action") == "REJECT"
-        stats.rejected_records, stats.rejected_bytes = _count_and_bytes(records.filter(rejected))
-        self._add_legs(records.filter(~rejected), stats)
-        self.stats.merge(stats)
+        head, records = pl.collect_all([counts, self._records(lazy.filter(data & on_nat))])
+        if not self._bulk_ready(records):
+            return False
+        if self.has_eni:
+            records = records.with_columns(eni=pl.col("interface-id"))
+        else:  # Reduction.add: a NAT private IP on either side names the ENI
+            src_eni = pl.col("srcaddr").replace_strict(self.eni_by_nat_ip, default=None, return_dtype=pl.String)
+            dst_eni = pl.col("dstaddr").replace_strict(self.eni_by_nat_ip, default=None, return_dtype=pl.String)
+            records = records.with_columns(eni=pl.coalesce(src_eni, dst_eni))
+        records = self._normalised(records)
+        src, dst = pl.col("srcaddr"), pl.col("dstaddr")
+        src_nat, dst_nat = src.is_in(self.nat_ips), dst.is_in(self.nat_ips)
+        outbound, inbound = dst_nat & ~src_nat, src_nat & ~dst_nat  # the sides a client leg can have
+        inside = self._inside(
+            pl.concat([records.filter(outbound)["srcaddr"], records.filter(inbound)["dstaddr"]]).unique()
+        )
+        self._add_legs(records.lazy(), outbound & src.is_in(inside), inbound & dst.is_in(inside), src_nat | dst_nat)
+        self.stats.records_read += frame.height
+        self.stats.no_data_records += head["no_data"].item()
+        self.stats.skip_data_records += head["skip_data"].item()
+        self.stats.other_interface_records += head["other"].item()
         return True
 
-    def _records(self, candidates: pl.DataFrame) -> pl.DataFrame | None:
-        """Numbers and times parsed, as `_add_parts` reads them; None when any record is malformed."""
-        numbers = {name: _number(name, candidates.schema[name]) for name in _NUMBER_FIELDS}
+    def _records(self, candidates: pl.LazyFrame) -> pl.LazyFrame:
+        """Numbers and times as `_add_parts` reads them, with a `malformed` flag."""
+        schema = candidates.collect_schema()
+        numbers = {name: _number(name, schema[name]) for name in _NUMBER_FIELDS}
         (start, start_missing, start_ok), (end, end_missing, end_ok) = numbers["start"], numbers["end"]
         no_time = start_missing & end_missing
         malformed = ~(numbers["packets"][2] & numbers["bytes"][2]) | (~no_time & ~(start_ok & end_ok))
@@ -361,8 +356,8 @@ class _FrameReducer:
         else:
             first, last = pl.lit(self.fallback_time[0]), pl.lit(self.fallback_time[1])
         start_seconds, end_seconds = _flow_seconds(start), _flow_seconds(end)
-        records = candidates.select(
-            "interface-id" if self.has_eni else pl.lit(None, pl.String).alias("interface-id"),
+        return candidates.select(
+            *(["interface-id"] if self.has_eni else []),
             "srcaddr",
             "dstaddr",
             "pkt-srcaddr",
@@ -375,77 +370,104 @@ class _FrameReducer:
             start=pl.when(no_time).then(first).when(start_missing).then(end_seconds).otherwise(start_seconds),
             end=pl.when(no_time).then(last).when(end_missing).then(start_seconds).otherwise(end_seconds),
             malformed=malformed,
-        ).rename({"interface-id": "eni"})
+        )
+
+    @staticmethod
+    def _bulk_ready(records: pl.DataFrame) -> bool:
+        """No malformed record, and no 64-bit sum that could overflow where Python ints would not."""
         if records["malformed"].any():
-            return None
-        # Python ints do not overflow; 64-bit sums of this many records could.
+            return False
         for name in ("bytes", "packets"):
             largest = records[name].max()
             if isinstance(largest, int) and largest * records.height >= _INT64_LIMIT:
-                return None
-        return records.drop("malformed")
+                return False
+        return True
 
-    def _add_legs(self, records: pl.DataFrame, stats: ReductionStats) -> None:
-        """Reduction.add from the REJECT test on: client legs become rows, the rest counters."""
+    @staticmethod
+    def _normalised(records: pl.DataFrame) -> pl.DataFrame:
+        """IPv6 addresses in their canonical text, as Reduction.add compares them (rare: done in Python)."""
         for name in ("srcaddr", "dstaddr"):
             ipv6 = records.filter(pl.col(name).str.contains(":", literal=True))[name].unique().to_list()
             if ipv6:
                 records = records.with_columns(pl.col(name).replace({a: normalize_address(a) for a in ipv6}))
-        src, dst = pl.col("srcaddr"), pl.col("dstaddr")
-        records = records.with_columns(src_nat=src.is_in(self.nat_ips), dst_nat=dst.is_in(self.nat_ips))
-        src_nat, dst_nat = pl.col("src_nat"), pl.col("dst_nat")
-        outbound, inbound = dst_nat & ~src_nat, src_nat & ~dst_nat
-        candidates = pl.concat([records.filter(outbound)["srcaddr"], records.filter(inbound)["dstaddr"]]).unique()
-        inside = pl.Series([a for a in candidates.to_list() if self._inside(a)], dtype=pl.String).implode()
-        records = records.with_columns(
-            direction=pl.when(outbound & src.is_in(inside)).then(OUT).when(inbound & dst.is_in(inside)).then(IN)
-        )
+        return records
+
+    def _add_legs(self, records: pl.LazyFrame, out: pl.Expr, into: pl.Expr, nat_leg: pl.Expr) -> None:
+        """Reduction.add from the window test on: client legs become rows, the rest counters."""
+        found = pl.col("eni").is_not_null()
+        start = pl.col("start")
+        kept = found & ((start >= self.window[0]) & (start < self.window[1]) if self.window else pl.lit(True))
+        accepted = kept & (pl.col("action") != "REJECT").fill_null(True)
+        legs = records.with_columns(direction=pl.when(accepted & out).then(OUT).when(accepted & into).then(IN))
         counted = pl.col("direction").is_not_null()
-        stats.internet_leg_records, stats.internet_leg_bytes = _count_and_bytes(
-            records.filter(~counted & (src_nat | dst_nat))
+        nbytes = pl.col("bytes")
+        counts = legs.select(
+            not_found=(~found).sum(),
+            outside_window=(found & ~kept).sum(),
+            rejected=(kept & ~accepted).sum(),
+            rejected_bytes=nbytes.filter(kept & ~accepted).sum(),
+            internet=(accepted & ~counted & nat_leg).sum(),
+            internet_bytes=nbytes.filter(accepted & ~counted & nat_leg).sum(),
+            unclassified=(accepted & ~nat_leg).sum(),
+            unclassified_bytes=nbytes.filter(accepted & ~nat_leg).sum(),
+            counted=counted.sum(),
+            first=pl.col("start").filter(counted).min(),
+            last=pl.col("end").filter(counted).max(),
         )
-        stats.unclassified_nat_records, stats.unclassified_nat_bytes = _count_and_bytes(
-            records.filter(~counted & ~src_nat & ~dst_nat)
+        going_out = pl.col("direction") == OUT
+        peer = pl.when(going_out).then(pl.col("pkt-dstaddr")).otherwise(pl.col("pkt-srcaddr"))
+        far_end = pl.when(going_out).then(pl.col("dstaddr")).otherwise(pl.col("srcaddr"))
+        service = pl.when(going_out).then(pl.col("pkt-dst-aws-service")).otherwise(pl.col("pkt-src-aws-service"))
+        rows = (
+            legs.filter(counted)
+            .select(
+                "eni",
+                address=pl.when(going_out).then(pl.col("srcaddr")).otherwise(pl.col("dstaddr")),
+                direction="direction",
+                minute=pl.col("start") // 60,
+                # `peer or ""`: '-' and the leg's own other end read as no peer
+                peer=pl.when((peer == "-") | (peer == far_end)).then(pl.lit("")).otherwise(peer),
+                service=pl.when(service == "-").then(pl.lit("")).otherwise(service),
+                bytes="bytes",
+                packets="packets",
+                first="start",
+                last="end",
+                records=pl.lit(1, pl.Int64),
+            )
+            .group_by(_GROUP_KEY)
+            .agg(_SUMS)
         )
-        legs = records.filter(counted)
-        if legs.is_empty():
+        totals, grouped = pl.collect_all([counts, rows])
+        found_counts = totals.row(0, named=True)
+        stats = self.stats
+        stats.other_interface_records += found_counts["not_found"]
+        stats.outside_window_records += found_counts["outside_window"]
+        stats.rejected_records += found_counts["rejected"]
+        stats.rejected_bytes += found_counts["rejected_bytes"]
+        stats.internet_leg_records += found_counts["internet"]
+        stats.internet_leg_bytes += found_counts["internet_bytes"]
+        stats.unclassified_nat_records += found_counts["unclassified"]
+        stats.unclassified_nat_bytes += found_counts["unclassified_bytes"]
+        stats.records_counted += found_counts["counted"]
+        if grouped.is_empty():
             return
-        stats.records_counted = legs.height
-        out = pl.col("direction") == OUT
-        peer = pl.when(out).then(pl.col("pkt-dstaddr")).otherwise(pl.col("pkt-srcaddr"))
-        far_end = pl.when(out).then(dst).otherwise(src)
-        service = pl.when(out).then(pl.col("pkt-dst-aws-service")).otherwise(pl.col("pkt-src-aws-service"))
-        rows = legs.select(
-            "eni",
-            address=pl.when(out).then(src).otherwise(dst),
-            direction="direction",
-            minute=pl.col("start") // 60,
-            # `peer or ""`: '-' and the leg's own other end read as no peer
-            peer=pl.when((peer == "-") | (peer == far_end)).then(pl.lit("")).otherwise(peer),
-            service=pl.when(service == "-").then(pl.lit("")).otherwise(service),
-            bytes="bytes",
-            packets="packets",
-            first="start",
-            last="end",
-            records=pl.lit(1, pl.Int64),
-        )
-        self.groups.append(rows.group_by(_GROUP_KEY).agg(_SUMS))
-        self.group_rows += self.groups[-1].height
+        first, last = found_counts["first"], found_counts["last"]
+        self.first_time = first if self.first_time is None else min(self.first_time, first)
+        self.last_time = last if self.last_time is None else max(self.last_time, last)
+        self.groups.append(grouped)
+        self.group_rows += grouped.height
         if self.group_rows > COMPACT_ROWS:
             self.groups = [self._grouped()]
             self.group_rows = self.groups[0].height
-        first, last = legs["start"].min(), legs["end"].max()
-        assert isinstance(first, int) and isinstance(last, int)
-        self.first_time = first if self.first_time is None else min(self.first_time, first)
-        self.last_time = last if self.last_time is None else max(self.last_time, last)
 
-    def _inside(self, address: str) -> bool:
-        """`address in topology.inside`, memoised per file."""
-        known = self.inside_memo.get(address)
-        if known is None:
-            key = address_key(address)
-            known = self.inside_memo[address] = key is not None and self.inside.contains_key(key)
-        return known
+    def _inside(self, addresses: pl.Series) -> pl.Series:
+        """Those of `addresses` in topology.inside (one list for is_in), memoised per file."""
+        memo = self.inside_memo
+        for address in addresses.to_list():
+            if address not in memo:
+                key = address_key(address)
+                memo[address] = key is not None and self.inside.contains_key(key)
+        return pl.Series([a for a in addresses.to_list() if memo[a]], dtype=pl.String).implode()
 
     def _grouped(self) -> pl.DataFrame:
         return pl.concat(self.groups).group_by(_GROUP_KEY).agg(_SUMS)
@@ -461,7 +483,3 @@ class _FrameReducer:
             values = zip(*(grouped[name].to_list() for name in _ROW_VALUE), strict=True)
             done.rows = {key: list(value) for key, value in zip(keys, values, strict=True)}
         into.merge(done)
-
-
-def _count_and_bytes(records: pl.DataFrame) -> tuple[int, int]:
-    return records.height, int(records["bytes"].sum())

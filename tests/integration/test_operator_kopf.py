@@ -1,0 +1,137 @@
+"""The real operator (`natflow run`, kopf) against a real kube-apiserver and moto in server mode.
+
+Aspects: watch-only on Pods/Nodes (no annotations or finalizers written to them); a FlowReport's
+due windows become FlowAttributions whose bytes equal the flow logs of exactly the windows they
+list; a restart in the middle (the IP map reloaded from its SQLite store) loses nothing and counts
+nothing twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+from natflow.timeutil import parse_time
+from tests.harness.kubeapi import KubeAPI
+from tests.harness.motoserver import MotoServer
+from tests.integration.world import (
+    GROUP,
+    VERSION,
+    apply_crds,
+    apply_rbac,
+    aws_world,
+    create_cluster_objects,
+    put_flow_logs,
+)
+
+pytestmark = pytest.mark.integration
+
+NATFLOW = str(Path(sys.executable).with_name("natflow"))
+NAMESPACE = "shop-live"
+BYTES_OUT_PER_MINUTE, BYTES_IN_PER_MINUTE = 1000, 7000
+
+
+@pytest.fixture(scope="module")
+def live_world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, Any]]:
+    with kubernetes.config.new_client_from_config(config_file=str(kubeapi.kubeconfig)) as api:  # type: ignore[no-untyped-call]
+        apply_crds(api)
+        apply_rbac(api)
+        world = aws_world(moto_server)
+        now = int(time.time())
+        create_cluster_objects(api, world, now - 3600, namespace=NAMESPACE, node="ip-node-live")
+        # One object per minute around now, so whichever minutes the operator finds due have flow logs.
+        for minute in range(now // 60 * 60 - 600, now // 60 * 60 + 900, 60):
+            put_flow_logs(world, (minute - 60, minute), [
+                ("10.0.1.5", world["nat_ip"], "52.1.1.1", BYTES_OUT_PER_MINUTE),
+                (world["nat_ip"], "10.0.1.5", "52.1.1.1", BYTES_IN_PER_MINUTE),
+            ])  # fmt: skip
+        yield world
+
+
+def start_operator(kubeapi: KubeAPI, moto: MotoServer, store: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **moto.env(), "KUBECONFIG": str(kubeapi.user_kubeconfig()),
+           "NATFLOW_NAMESPACE": "natflow-system", "NATFLOW_STORE": str(store), "NATFLOW_TIMER_SECONDS": "3"}  # fmt: skip
+    return subprocess.Popen([NATFLOW, "run"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def stop_operator(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def web_attribution(api: kubernetes.client.ApiClient) -> dict[str, Any] | None:
+    items = kubernetes.client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, NAMESPACE, "flowattributions"
+    )["items"]
+    return items[0]["spec"] if items else None
+
+
+def minutes_in(spec: dict[str, Any]) -> int:
+    return sum((parse_time(w["end"]) - parse_time(w["start"])) // 60 for w in spec["windows"])
+
+
+def wait_for(predicate: Any, seconds: float, what: str, log: Path) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}; operator log:\n{log.read_text()[-4000:]}", pytrace=False)
+
+
+def test_live_operator_attributes_due_windows_and_survives_a_restart(
+    kubeapi: KubeAPI, kube_client: kubernetes.client.ApiClient, moto_server: MotoServer,
+    live_world: dict[str, Any], tmp_path: Path,
+) -> None:
+    store, log = tmp_path / "state.sqlite", tmp_path / "operator.log"
+    custom = kubernetes.client.CustomObjectsApi(kube_client)
+    custom.create_cluster_custom_object(GROUP, VERSION, "flowreports", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowReport", "metadata": {"name": "live"},
+        "spec": {"interval": "1m", "deliveryDelay": "1m", "period": "Daily"},
+    })  # fmt: skip
+    operator = start_operator(kubeapi, moto_server, store, log)
+    try:
+        spec = wait_for(lambda: web_attribution(kube_client), 60, "the first FlowAttribution", log)
+        assert spec["workload"] == {"kind": "Deployment", "name": "web", "namespace": NAMESPACE}
+        assert (spec["bytesOut"], spec["bytesIn"]) == (
+            BYTES_OUT_PER_MINUTE * minutes_in(spec), BYTES_IN_PER_MINUTE * minutes_in(spec)
+        )
+    finally:
+        stop_operator(operator)
+    assert store.exists()
+
+    # Restart: the store brings the IP map back; windows already applied are not applied again.
+    before = web_attribution(kube_client)
+    assert before is not None
+    operator = start_operator(kubeapi, moto_server, store, log)
+    try:
+        wait_for(lambda: "leases loaded" in log.read_text(), 30, "the restarted operator", log)
+        time.sleep(8)  # a few timer ticks
+        after = web_attribution(kube_client)
+        assert after is not None and minutes_in(after) >= minutes_in(before)
+        assert (after["bytesOut"], after["bytesIn"]) == (
+            BYTES_OUT_PER_MINUTE * minutes_in(after), BYTES_IN_PER_MINUTE * minutes_in(after)
+        )
+    finally:
+        stop_operator(operator)
+
+    pod = kubernetes.client.CoreV1Api(kube_client).read_namespaced_pod("web-7d9f-abcde", NAMESPACE)
+    assert not pod.metadata.finalizers
+    assert not [a for a in (pod.metadata.annotations or {}) if "kopf" in a or "natflow" in a]
+    report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "live")
+    assert {c["type"]: c["status"] for c in report["status"]["conditions"]}["Ready"] == "True"
+    custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "live")
