@@ -35,6 +35,9 @@ from natflow.reports.windows import due_windows, period_of
 from natflow.timeutil import format_time, parse_time
 
 log = logging.getLogger("natflow.controller")
+# Events about cluster-scoped objects (FlowReports, Nodes) must live in "default": the API server
+# rejects them elsewhere.
+CLUSTER_EVENTS_NAMESPACE = "default"
 ACCESS_DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedAccess")
 
 
@@ -57,7 +60,9 @@ class AwsClients:
         import boto3
         from botocore.config import Config
 
-        config = Config(retries={"mode": "adaptive", "max_attempts": 10})
+        # Throttling is retried with backoff here; a window that still fails is retried at the next pass.
+        attempts = int(os.environ.get("NATFLOW_AWS_MAX_ATTEMPTS", "10"))
+        config = Config(retries={"mode": "adaptive", "max_attempts": attempts})
         session = boto3.session.Session()
         region = session.region_name or os.environ.get("AWS_REGION") or "us-east-1"
         clients = {
@@ -415,7 +420,7 @@ class Controller:
             return
         self._last_event[key] = now
         involved = {"api_version": f"{GROUP}/{VERSION}", "kind": "FlowReport", "name": meta["name"], "uid": meta["uid"]}
-        self.writer.event(self.namespace, involved, reason, message)
+        self.writer.event(CLUSTER_EVENTS_NAMESPACE, involved, reason, message)
 
     def _node_event(self, node: str, message: str, now: int, every: int) -> None:
         key = (f"Node/{node}", "NodeSNATHidesPodIPs")
@@ -424,4 +429,4 @@ class Controller:
         self._last_event[key] = now
         record = self.state.nodes.get(node)
         involved = {"api_version": "v1", "kind": "Node", "name": node, "uid": record.uid if record else None}
-        self.writer.event("default", involved, "NodeSNATHidesPodIPs", message)
+        self.writer.event(CLUSTER_EVENTS_NAMESPACE, involved, "NodeSNATHidesPodIPs", message)

@@ -99,4 +99,4 @@ class KubeWriter:
         try:
             self.core.create_namespaced_event(namespace, body)
         except ApiException as error:  # an Event is best effort: never fail a report for it
-            log.warning("could not post Event %s: %s", reason, error.reason)
+            log.warning("could not post Event %s: %s %s", reason, error.reason, (error.body or "")[:300])

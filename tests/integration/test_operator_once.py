@@ -22,6 +22,7 @@ import kubernetes
 import pytest
 
 from natflow.timeutil import format_time
+from tests.harness.faultproxy import FaultProxy
 from tests.harness.kubeapi import KubeAPI
 from tests.harness.motoserver import MotoServer
 from tests.integration.world import (
@@ -54,11 +55,24 @@ def world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, Any]]
         now = int(time.time()) + 1
         window = (now - 60, now + 840)
         aws["window"] = window
+        nat_ip = aws["nat_ip"]
+        put_flow_logs(
+            aws,
+            aws["window"],
+            [
+                ("10.0.1.5", nat_ip, "52.1.1.1", 1000),
+                (nat_ip, "10.0.1.5", "52.1.1.1", 5000),  # the pod
+                (nat_ip, "52.1.1.1", "52.1.1.1", 6000),
+                ("52.1.1.1", nat_ip, "52.1.1.1", 6000),  # internet legs
+                (aws["node_ip"], nat_ip, "54.2.2.2", 300),  # the node itself
+                ("10.0.9.9", nat_ip, "54.3.3.3", 70),  # nobody we know
+            ],
+        )
         yield aws
 
 
 def run_once(
-    kubeapi: KubeAPI, moto: MotoServer, window: tuple[int, int], store: Path
+    kubeapi: KubeAPI, moto: MotoServer, window: tuple[int, int], store: Path, endpoint: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -66,6 +80,8 @@ def run_once(
         "KUBECONFIG": str(kubeapi.user_kubeconfig()),
         "NATFLOW_NAMESPACE": "natflow-system",
         "NATFLOW_STORE": str(store),
+        "NATFLOW_AWS_MAX_ATTEMPTS": "2",
+        **({"AWS_ENDPOINT_URL": endpoint} if endpoint else {}),
     }
     return subprocess.run(
         [NATFLOW, "run", "--once", "--window", f"{format_time(window[0])}/{format_time(window[1])}"],
@@ -95,19 +111,6 @@ def test_once_writes_attributions_idempotently_and_they_are_garbage_collected(
     world: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    nat_ip = world["nat_ip"]
-    put_flow_logs(
-        world,
-        world["window"],
-        [
-            ("10.0.1.5", nat_ip, "52.1.1.1", 1000),
-            (nat_ip, "10.0.1.5", "52.1.1.1", 5000),  # the pod
-            (nat_ip, "52.1.1.1", "52.1.1.1", 6000),
-            ("52.1.1.1", nat_ip, "52.1.1.1", 6000),  # internet legs
-            (world["node_ip"], nat_ip, "54.2.2.2", 300),  # the node itself
-            ("10.0.9.9", nat_ip, "54.3.3.3", 70),  # nobody we know
-        ],
-    )
     custom = kubernetes.client.CustomObjectsApi(kube_client)
     custom.create_cluster_custom_object(
         GROUP,
@@ -173,3 +176,67 @@ def test_bad_spec_is_reported_in_status(
         assert conditions["Ready"]["status"] == "False"
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "bad")
+
+
+@pytest.mark.parametrize(
+    ("action", "code", "reason"),
+    [
+        ("DescribeNetworkInterfaces", "UnauthorizedOperation", "AWSAccessDenied"),
+        ("DescribeNatGateways", "RequestLimitExceeded", "AWSError"),
+    ],
+)
+def test_aws_errors_become_conditions_and_the_window_is_retried(
+    kubeapi: KubeAPI,
+    kube_client: kubernetes.client.ApiClient,
+    moto_server: MotoServer,
+    world: dict[str, Any],
+    tmp_path: Path,
+    action: str,
+    code: str,
+    reason: str,
+) -> None:
+    """Access denied and throttling (after the SDK's retries) are reported, not crashed on; the
+    next pass with AWS answering again writes the window."""
+    custom = kubernetes.client.CustomObjectsApi(kube_client)
+    name = f"errors-{reason.lower()}"
+    custom.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "flowreports",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowReport", "metadata": {"name": name}, "spec": {}},
+    )
+    try:
+        with FaultProxy(moto_server.endpoint_url) as proxy:
+            proxy.fail(action, code)
+            done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite", proxy.endpoint_url)
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert proxy.failed[action] >= 1
+            report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", name)
+            conditions = {c["type"]: c for c in report["status"]["conditions"]}
+            assert conditions["Ready"]["status"] == "False" and conditions["Ready"]["reason"] == reason
+            assert code in conditions["Ready"]["message"]
+            assert conditions["AWSAccessDenied"]["status"] == ("True" if reason == "AWSAccessDenied" else "False")
+            events = kubernetes.client.CoreV1Api(kube_client).list_namespaced_event(
+                "default", field_selector=f"involvedObject.name={name}"
+            )
+            assert reason in {e.reason for e in events.items}, done.stderr[-2000:]
+            owned = [
+                i
+                for i in custom.list_cluster_custom_object(GROUP, VERSION, "flowattributions")["items"]
+                if i["spec"]["report"] == name
+            ]
+            assert owned == []
+
+            proxy.clear()
+            done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite", proxy.endpoint_url)
+            assert done.returncode == 0, done.stderr[-3000:]
+        report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", name)
+        assert {c["type"]: c["status"] for c in report["status"]["conditions"]}["Ready"] == "True"
+        owned = [
+            i
+            for i in custom.list_cluster_custom_object(GROUP, VERSION, "flowattributions")["items"]
+            if i["spec"]["report"] == name
+        ]
+        assert owned, done.stdout[-3000:]
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -64,12 +65,13 @@ class SnatHistory:
 class ClusterState:
     def __init__(self) -> None:
         self.ipmap = IpMap()
-        self.pods: dict[str, PodRecord] = {}
+        # Pods with IPs of their own live in the map's pod table (a million, after two days of churn).
+        self.pods: Mapping[str, PodRecord] = self.ipmap.pod_records
         self.host_network_pods: dict[str, PodRecord] = {}
         self.nodes: dict[str, NodeRecord] = {}
         self.owners: dict[tuple[str, str, str], OwnerRef | None] = {}
         self.snat = SnatHistory()
-        self._pods_by_node: dict[str, set[str]] = {}
+        self._host_network_by_node: dict[str, set[str]] = {}
         self._interfaces_by_instance: dict[str, list[InterfaceAddresses]] = {}
         self._workloads: dict[str, Workload] = {}
 
@@ -89,12 +91,13 @@ class ClusterState:
             self._workloads.clear()
 
     def put_pod(self, pod: PodRecord) -> None:
-        old = self.pods.pop(pod.uid, None) or self.host_network_pods.pop(pod.uid, None)
+        old = self.host_network_pods.pop(pod.uid, None)
         if old is not None:
-            self._pods_by_node.get(old.node, set()).discard(pod.uid)
-        (self.host_network_pods if pod.host_network else self.pods)[pod.uid] = pod
-        self._pods_by_node.setdefault(pod.node, set()).add(pod.uid)
-        self.ipmap.put_pod(pod)
+            self._host_network_by_node.get(old.node, set()).discard(pod.uid)
+        if pod.host_network:
+            self.host_network_pods[pod.uid] = pod
+            self._host_network_by_node.setdefault(pod.node, set()).add(pod.uid)
+        self.ipmap.put_pod(pod)  # also drops the pod's lease if it became hostNetwork
         self._workloads.pop(pod.uid, None)
 
     def put_node(self, node: NodeRecord) -> None:
@@ -135,10 +138,10 @@ class ClusterState:
 
     def pods_on_node(self, node: str, start: int, end: int) -> list[PodRecord]:
         """Pods (hostNetwork ones too) that were on `node` at some time in [start, end)."""
-        found = []
-        for uid in self._pods_by_node.get(node, ()):
-            pod = self.pods.get(uid) or self.host_network_pods.get(uid)
-            if pod is not None and pod.start < end and (pod.end is None or pod.end > start):
+        found = self.ipmap.pods_on_node(node, start, end)
+        for uid in self._host_network_by_node.get(node, ()):
+            pod = self.host_network_pods[uid]
+            if pod.start < end and (pod.end is None or pod.end > start):
                 found.append(pod)
         return sorted(found, key=lambda p: p.key)
 
@@ -148,4 +151,5 @@ class ClusterState:
         return setting
 
     def estimated_ends(self) -> Iterable[PodRecord]:
-        return (p for p in (*self.pods.values(), *self.host_network_pods.values()) if p.end_is_estimate)
+        host_network = (p for p in self.host_network_pods.values() if p.end_is_estimate)
+        return itertools.chain(self.ipmap.estimated_ends(), host_network)

@@ -51,7 +51,7 @@ from natflow.timeutil import _MAX_SECONDS
 # Decompressed bytes per text chunk (~100k records): big enough to amortise polars' per-call
 # cost, small enough to keep a worker well under 400 MB.
 TEXT_CHUNK_BYTES = 16 << 20
-COMPRESSED_BLOCK_BYTES = 1 << 20
+COMPRESSED_BLOCK_BYTES = 4 << 20
 PARQUET_SLICE_ROWS = 1 << 20
 # Reduced rows kept as polars frames before they are re-aggregated (bounds memory per file).
 COMPACT_ROWS = 1 << 20
@@ -174,7 +174,7 @@ def _decompressed(path: str) -> Iterator[bytes]:
             if inflate.eof:  # a second member or padding: the gzip module's rules, in the reference
                 raise _NeedsReference
             while data:
-                yield inflate.decompress(data, TEXT_CHUNK_BYTES)
+                yield inflate.decompress(data, TEXT_CHUNK_BYTES)  # ~TEXT_CHUNK_BYTES at a time
                 data = inflate.unconsumed_tail
         if not inflate.eof:
             raise EOFError("Compressed file ended before the end-of-stream marker was reached")
@@ -184,16 +184,20 @@ def _decompressed(path: str) -> Iterator[bytes]:
 
 def _line_chunks(blocks: Iterable[bytes]) -> Iterator[bytes]:
     """At least TEXT_CHUNK_BYTES of whole lines at a time (the last may lack its newline)."""
-    pending = b""
+    pending: list[bytes] = []
+    size = 0
     for block in blocks:
-        pending += block
-        if len(pending) >= TEXT_CHUNK_BYTES:
-            cut = pending.rfind(b"\n") + 1
+        pending.append(block)
+        size += len(block)
+        if size >= TEXT_CHUNK_BYTES:
+            joined = b"".join(pending)
+            cut = joined.rfind(b"\n") + 1
             if cut:
-                yield pending[:cut]
-                pending = pending[cut:]
-    if pending:
-        yield pending
+                yield joined[:cut]
+                joined = joined[cut:]
+            pending, size = [joined], len(joined)
+    if size:
+        yield b"".join(pending)
 
 
 def _text_frame(chunk: bytes, schema: dict[str, type[pl.String]], used: list[str]) -> pl.DataFrame | None:
@@ -312,16 +316,19 @@ class _FrameReducer:
     def add(self, frame: pl.DataFrame) -> bool:
         """Reduce `frame`; False (and nothing added) when it must go through the reference path."""
         lazy = frame.lazy().with_columns(pl.lit("-").alias(f) for f in self.absent)
-        status = pl.col("log-status")
-        data = (status != "NODATA") & (status != "SKIPDATA")
+        no_data, skip_data = pl.col("log-status") == "NODATA", pl.col("log-status") == "SKIPDATA"
+        data = ~(no_data | skip_data)
+        outside, unsure = self._status_outside_window(lazy.collect_schema()["start"])
         on_nat = pl.col("interface-id").is_in(self.nat_enis) if self.has_eni else pl.lit(True)
         counts = lazy.select(
-            no_data=(status == "NODATA").sum(),
-            skip_data=(status == "SKIPDATA").sum(),
+            no_data=(no_data & ~outside).sum(),
+            skip_data=(skip_data & ~outside).sum(),
+            outside_window=(~data & outside).sum(),
+            unsure=(~data & unsure).sum(),
             other=(data & ~on_nat).sum(),
         )
         head, records = pl.collect_all([counts, self._records(lazy.filter(data & on_nat))])
-        if not self._bulk_ready(records):
+        if head["unsure"].item() or not self._bulk_ready(records):
             return False
         if self.has_eni:
             records = records.with_columns(eni=pl.col("interface-id"))
@@ -338,10 +345,23 @@ class _FrameReducer:
         )
         self._add_legs(records.lazy(), outbound & src.is_in(inside), inbound & dst.is_in(inside), src_nat | dst_nat)
         self.stats.records_read += frame.height
+        self.stats.outside_window_records += head["outside_window"].item()
         self.stats.no_data_records += head["no_data"].item()
         self.stats.skip_data_records += head["skip_data"].item()
         self.stats.other_interface_records += head["other"].item()
         return True
+
+    def _status_outside_window(self, start_type: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
+        """(outside the window, start unreadable) for NODATA/SKIPDATA records, as `_count_status` tests them."""
+        if self.window is None:
+            return pl.lit(False), pl.lit(False)
+        value, missing, valid = _number("start", start_type)
+        # Not digits: the key time's start; '+5' or Parquet's '-5' would be that too, but rare text that
+        # polars and str.isdigit() may read differently (e.g. non-ASCII digits) is left to the reference.
+        fallback_start = pl.lit(self.fallback_time[0] if self.fallback_time else None, pl.Int64)
+        start = pl.when(missing).then(fallback_start).otherwise(_flow_seconds(value))
+        inside_window = (start >= self.window[0]) & (start < self.window[1])
+        return (start.is_not_null() & ~inside_window).fill_null(False), ~valid
 
     def _records(self, candidates: pl.LazyFrame) -> pl.LazyFrame:
         """Numbers and times as `_add_parts` reads them, with a `malformed` flag."""
