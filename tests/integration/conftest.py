@@ -6,6 +6,7 @@ first, and a silently skipped integration suite would look green while proving n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,21 +16,32 @@ import pytest
 from tests.harness.kubeapi import KubeAPI, KubeAPIError
 from tests.harness.motoserver import MotoServer
 
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # The kubeconfigs skip TLS verification of the API server's self-signed cert on purpose;
     # urllib3 would otherwise warn on every request.
     config.addinivalue_line("filterwarnings", "ignore::urllib3.exceptions.InsecureRequestWarning")
+    # The servers are on loopback: a developer's HTTP(S)_PROXY must not catch the kubernetes client,
+    # boto3, or the operator subprocesses (which inherit this environment).
+    for variable in ("NO_PROXY", "no_proxy"):
+        entries = [entry for entry in os.environ.get(variable, "").split(",") if entry]
+        os.environ[variable] = ",".join([*entries, *(h for h in _LOOPBACK_HOSTS if h not in entries)])
 
 
 @pytest.fixture(scope="session")
 def kubeapi() -> Iterator[KubeAPI]:
     """etcd + kube-apiserver v1.20.2 + kube-controller-manager (GC, namespaces, service accounts)."""
     harness = KubeAPI(with_controller_manager=True)
+    startup_error: KubeAPIError | None = None
     try:
         harness.start()
     except KubeAPIError as error:
-        pytest.fail(f"cannot start the Kubernetes test harness: {error}", pytrace=False)
+        startup_error = error
+    if startup_error is not None:
+        # Outside the `except`: pytest would otherwise print the message twice (cause + context).
+        pytest.fail(f"cannot start the Kubernetes test harness: {startup_error}", pytrace=False)
     try:
         yield harness
     finally:

@@ -51,8 +51,8 @@ def live_world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, 
         # One object per minute around now, so whichever minutes the operator finds due have flow logs.
         for minute in range(now // 60 * 60 - 600, now // 60 * 60 + 900, 60):
             put_flow_logs(world, (minute - 60, minute), [
-                ("10.0.1.5", world["nat_ip"], "52.1.1.1", BYTES_OUT_PER_MINUTE),
-                (world["nat_ip"], "10.0.1.5", "52.1.1.1", BYTES_IN_PER_MINUTE),
+                ("10.0.1.5", world["nat_ip"], "52.1.1.1", BYTES_OUT_PER_MINUTE, 0),
+                (world["nat_ip"], "10.0.1.5", "52.1.1.1", BYTES_IN_PER_MINUTE, 0),
             ])  # fmt: skip
         yield world
 
@@ -94,8 +94,11 @@ def wait_for(predicate: Any, seconds: float, what: str, log: Path) -> Any:
 
 
 def test_live_operator_attributes_due_windows_and_survives_a_restart(
-    kubeapi: KubeAPI, kube_client: kubernetes.client.ApiClient, moto_server: MotoServer,
-    live_world: dict[str, Any], tmp_path: Path,
+    kubeapi: KubeAPI,
+    kube_client: kubernetes.client.ApiClient,
+    moto_server: MotoServer,
+    live_world: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
     store, log = tmp_path / "state.sqlite", tmp_path / "operator.log"
     custom = kubernetes.client.CustomObjectsApi(kube_client)
@@ -108,7 +111,8 @@ def test_live_operator_attributes_due_windows_and_survives_a_restart(
         spec = wait_for(lambda: web_attribution(kube_client), 60, "the first FlowAttribution", log)
         assert spec["workload"] == {"kind": "Deployment", "name": "web", "namespace": NAMESPACE}
         assert (spec["bytesOut"], spec["bytesIn"]) == (
-            BYTES_OUT_PER_MINUTE * minutes_in(spec), BYTES_IN_PER_MINUTE * minutes_in(spec)
+            BYTES_OUT_PER_MINUTE * minutes_in(spec),
+            BYTES_IN_PER_MINUTE * minutes_in(spec),
         )
     finally:
         stop_operator(operator)
@@ -124,7 +128,8 @@ def test_live_operator_attributes_due_windows_and_survives_a_restart(
         after = web_attribution(kube_client)
         assert after is not None and minutes_in(after) >= minutes_in(before)
         assert (after["bytesOut"], after["bytesIn"]) == (
-            BYTES_OUT_PER_MINUTE * minutes_in(after), BYTES_IN_PER_MINUTE * minutes_in(after)
+            BYTES_OUT_PER_MINUTE * minutes_in(after),
+            BYTES_IN_PER_MINUTE * minutes_in(after),
         )
     finally:
         stop_operator(operator)

@@ -32,6 +32,7 @@ from tests.integration.world import (
     apply_rbac,
     aws_world,
     create_cluster_objects,
+    create_job_and_reuse,
     put_flow_logs,
 )
 
@@ -54,18 +55,21 @@ def world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, Any]]
         create_cluster_objects(api, aws, int(time.time()) - 3600)
         now = int(time.time()) + 1
         window = (now - 60, now + 840)
+        create_job_and_reuse(api, "shop", "ip-node-1", window)
         aws["window"] = window
         nat_ip = aws["nat_ip"]
         put_flow_logs(
             aws,
             aws["window"],
             [
-                ("10.0.1.5", nat_ip, "52.1.1.1", 1000),
-                (nat_ip, "10.0.1.5", "52.1.1.1", 5000),  # the pod
-                (nat_ip, "52.1.1.1", "52.1.1.1", 6000),
-                ("52.1.1.1", nat_ip, "52.1.1.1", 6000),  # internet legs
-                (aws["node_ip"], nat_ip, "54.2.2.2", 300),  # the node itself
-                ("10.0.9.9", nat_ip, "54.3.3.3", 70),  # nobody we know
+                ("10.0.1.5", nat_ip, "52.1.1.1", 1000, 60),
+                (nat_ip, "10.0.1.5", "52.1.1.1", 5000, 60),  # the pod
+                (nat_ip, "52.1.1.1", "52.1.1.1", 6000, 60),
+                ("52.1.1.1", nat_ip, "52.1.1.1", 6000, 60),  # internet legs
+                (aws["node_ip"], nat_ip, "54.2.2.2", 300, 60),  # the node itself
+                ("10.0.9.9", nat_ip, "54.3.3.3", 70, 60),  # nobody we know
+                ("10.0.1.7", nat_ip, "54.4.4.4", 111, 0),  # the Job pod, before it finished
+                ("10.0.1.7", nat_ip, "54.4.4.4", 222, 240),  # the next holder of its IP
             ],
         )
         yield aws
@@ -125,14 +129,18 @@ def test_once_writes_attributions_idempotently_and_they_are_garbage_collected(
         ("Deployment", "web", "pod"): (1000, 5000),
         ("Node", "ip-node-1", "hostNetwork"): (300, 0),
         ("IP", "10.0.9.9", "unattributed"): (70, 0),
+        ("CronJob", "report", "pod"): (111, 0),
+        ("Pod", "debug", "pod"): (222, 0),
     }
     assert attributions(kube_client) == expected
     report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "default")
     (gateway,) = report["status"]["natGateways"]
-    assert (gateway["natGatewayId"], gateway["bytesOut"], gateway["bytesIn"]) == (world["nat"], 1370, 5000)
+    assert (gateway["natGatewayId"], gateway["bytesOut"], gateway["bytesIn"]) == (world["nat"], 1703, 5000)
     ready = {c["type"]: c["status"] for c in report["status"]["conditions"]}
     assert ready["Ready"] == "True" and ready["SNATHidesPodIPs"] == "False"
-    web = next(i for i in custom.list_namespaced_custom_object(GROUP, VERSION, "shop", "flowattributions")["items"])
+    in_shop = custom.list_namespaced_custom_object(GROUP, VERSION, "shop", "flowattributions")["items"]
+    web = next(i for i in in_shop if i["spec"]["workload"]["name"] == "web")
+    assert {i["spec"]["workload"]["name"] for i in in_shop} == {"web", "report", "debug"}  # teams read their own
     assert web["spec"]["topDestinations"] == [{"destination": "52.1.1.1", "bytes": 6000}]
 
     again = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")

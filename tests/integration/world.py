@@ -104,23 +104,67 @@ def aws_world(moto: MotoServer) -> dict[str, Any]:
     }
 
 
-def put_flow_logs(world: dict[str, Any], window: tuple[int, int], records: list[tuple[str, str, str, int]]) -> None:
-    """records: (srcaddr, dstaddr, peer, bytes) on the NAT ENI, starting a minute into the window."""
+def put_flow_logs(
+    world: dict[str, Any], window: tuple[int, int], records: list[tuple[str, str, str, int, int]]
+) -> None:
+    """records: (srcaddr, dstaddr, peer, bytes, seconds into the window) on the NAT ENI, one minute long."""
     header = (
         "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end "
         "action log-status pkt-srcaddr pkt-dstaddr"
     )
-    start = window[0] + 60
     lines = [header]
-    for src, dst, peer, nbytes in records:
+    for src, dst, peer, nbytes, offset in records:
+        start = window[0] + offset
         pkt_src, pkt_dst = (src, peer) if dst == world["nat_ip"] else (peer, dst)
         lines.append(
             f"2 {ACCOUNT} {world['eni']} {src} {dst} 1 443 6 3 {nbytes} {start} {start + 59} ACCEPT OK {pkt_src} {pkt_dst}"
         )
-    stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(start))
-    day = time.strftime("%Y/%m/%d", time.gmtime(start))
+    first = window[0] + min(offset for *_, offset in records)
+    stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(first))
+    day = time.strftime("%Y/%m/%d", time.gmtime(first))
     key = f"AWSLogs/{ACCOUNT}/vpcflowlogs/{REGION}/{day}/{ACCOUNT}_vpcflowlogs_{REGION}_{world['flow_log']}_{stamp}_0a1b2c3d.log.gz"
     world["s3"].put_object(Bucket="flows", Key=key, Body=gzip.compress(("\n".join(lines) + "\n").encode()))
+
+
+def create_job_and_reuse(api: kubernetes.client.ApiClient, namespace: str, node: str, window: tuple[int, int]) -> None:
+    """A CronJob's completed Job pod that frees 10.0.1.7 two minutes into the window, and a bare pod
+    that gets the same IP a minute later: the completed pod keeps status.podIP, as the API does."""
+    dynamic = kubernetes.dynamic.DynamicClient(api)
+    cronjobs = dynamic.resources.get(api_version="batch/v1beta1", kind="CronJob")
+    template = {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}
+    cronjob = cronjobs.create(namespace=namespace, body={
+        "apiVersion": "batch/v1beta1", "kind": "CronJob", "metadata": {"name": "report"},
+        "spec": {"schedule": "0 * * * *", "suspend": True, "jobTemplate": {"spec": {"template": template}}},
+    })  # fmt: skip
+    batch, core = kubernetes.client.BatchV1Api(api), kubernetes.client.CoreV1Api(api)
+    job = batch.create_namespaced_job(namespace, {
+        "metadata": {"name": "report-29385000", "ownerReferences": [
+            {"apiVersion": "batch/v1beta1", "kind": "CronJob", "name": "report", "uid": cronjob.metadata.uid,
+             "controller": True}]},
+        "spec": {"template": {"metadata": {"labels": {"job": "report"}}, **template}, "manualSelector": True,
+                 "selector": {"matchLabels": {"job": "report"}}},
+    })  # fmt: skip
+    pod = core.create_namespaced_pod(namespace, {
+        "metadata": {"name": "report-29385000-x1", "labels": {"job": "report"}, "ownerReferences": [
+            {"apiVersion": "batch/v1", "kind": "Job", "name": job.metadata.name, "uid": job.metadata.uid,
+             "controller": True}]},
+        "spec": {"nodeName": node, **template["spec"]},
+    })  # fmt: skip
+    finished = format_time(window[0] + 120)
+    core.patch_namespaced_pod_status(pod.metadata.name, namespace, {"status": {
+        "phase": "Succeeded", "podIP": "10.0.1.7", "podIPs": [{"ip": "10.0.1.7"}],
+        "startTime": format_time(window[0] - 600),
+        "containerStatuses": [{"name": "c", "image": "busybox", "imageID": "", "ready": False, "restartCount": 0,
+                               "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                                        "startedAt": format_time(window[0] - 590),
+                                                        "finishedAt": finished}}}],
+    }})  # fmt: skip
+    debug = core.create_namespaced_pod(namespace, {"metadata": {"name": "debug"},
+                                                   "spec": {"nodeName": node, **template["spec"]}})  # fmt: skip
+    core.patch_namespaced_pod_status(debug.metadata.name, namespace, {"status": {
+        "phase": "Running", "podIP": "10.0.1.7", "podIPs": [{"ip": "10.0.1.7"}],
+        "startTime": format_time(window[0] + 180),
+    }})  # fmt: skip
 
 
 def create_cluster_objects(
