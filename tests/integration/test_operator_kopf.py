@@ -49,10 +49,11 @@ def live_world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, 
         now = int(time.time())
         create_cluster_objects(api, world, now - 3600, namespace=NAMESPACE, node="ip-node-live")
         # One object per minute around now, so whichever minutes the operator finds due have flow logs.
-        for minute in range(now // 60 * 60 - 600, now // 60 * 60 + 900, 60):
+        for minute in range(now // 60 * 60 - 600, now // 60 * 60 + 600, 60):
             put_flow_logs(world, (minute - 60, minute), [
-                ("10.0.1.5", world["nat_ip"], "52.1.1.1", BYTES_OUT_PER_MINUTE, 0),
-                (world["nat_ip"], "10.0.1.5", "52.1.1.1", BYTES_IN_PER_MINUTE, 0),
+                ("10.0.1.5", world["nat_ip"], "52.1.1.1", BYTES_OUT_PER_MINUTE, 30),
+                (world["nat_ip"], "10.0.1.5", "52.1.1.1", BYTES_IN_PER_MINUTE, 30),
+                (world["node_ip"], world["nat_ip"], "54.2.2.2", 300, 30),
             ])  # fmt: skip
         yield world
 
@@ -140,3 +141,47 @@ def test_live_operator_attributes_due_windows_and_survives_a_restart(
     report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "live")
     assert {c["type"]: c["status"] for c in report["status"]["conditions"]}["Ready"] == "True"
     custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "live")
+
+
+def test_snat_change_is_seen_live_and_warned(
+    kubeapi: KubeAPI, kube_client: kubernetes.client.ApiClient, moto_server: MotoServer,
+    live_world: dict[str, Any], tmp_path: Path,
+) -> None:
+    """Turning node SNAT on (EXTERNALSNAT=false) while the operator runs: node-IP bytes after the
+    change are nodeSNAT, the FlowReport says SNATHidesPodIPs, Events go to the report and the node."""
+    store, log = tmp_path / "state.sqlite", tmp_path / "operator.log"
+    custom = kubernetes.client.CustomObjectsApi(kube_client)
+    apps = kubernetes.client.AppsV1Api(kube_client)
+    custom.create_cluster_custom_object(GROUP, VERSION, "flowreports", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowReport", "metadata": {"name": "snat"},
+        "spec": {"interval": "1m", "deliveryDelay": "0s"},
+    })  # fmt: skip
+    operator = start_operator(kubeapi, moto_server, store, log)
+
+    def set_external_snat(value: str) -> None:
+        apps.patch_namespaced_daemon_set("aws-node", "kube-system", {"spec": {"template": {"spec": {"containers": [
+            {"name": "aws-node", "env": [{"name": "AWS_VPC_K8S_CNI_EXTERNALSNAT", "value": value}]}]}}}})  # fmt: skip
+
+    def node_rows(source: str) -> list[dict[str, Any]]:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, "natflow-system", "flowattributions")["items"]
+        return [i for i in items if i["spec"]["report"] == "snat" and i["spec"]["source"] == source]
+
+    try:
+        wait_for(lambda: "leases loaded" in log.read_text(), 30, "the operator", log)
+        set_external_snat("false")
+        rows = wait_for(lambda: node_rows("nodeSNAT"), 150, "a nodeSNAT row after the change", log)
+        assert rows[0]["spec"]["workload"] == {"kind": "Node", "name": "ip-node-live"}
+        assert "shop-live/web-7d9f-abcde" in rows[0]["spec"]["pods"]  # the pod that could have sent them
+        report = wait_for(
+            lambda: (r := custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "snat"))
+            and {c["type"]: c["status"] for c in r["status"].get("conditions", [])}.get("SNATHidesPodIPs") == "True"
+            and r, 30, "the SNATHidesPodIPs condition", log)  # fmt: skip
+        message = {c["type"]: c for c in report["status"]["conditions"]}["SNATHidesPodIPs"]["message"]
+        assert "AWS_VPC_K8S_CNI_EXTERNALSNAT=true" in message
+        events = kubernetes.client.CoreV1Api(kube_client).list_namespaced_event("default").items
+        warned = {(e.involved_object.kind, e.involved_object.name) for e in events if e.reason == "NodeSNATHidesPodIPs"}
+        assert {("FlowReport", "snat"), ("Node", "ip-node-live")} <= warned
+    finally:
+        set_external_snat("true")
+        stop_operator(operator)
+        custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "snat")

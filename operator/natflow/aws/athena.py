@@ -94,24 +94,24 @@ def column_types(log_format: LogFormat) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class FlowLogTable:
-    """The Athena table over one S3 flow log's objects; its name changes whenever its definition does."""
+    """The Athena table over one S3 flow log's objects."""
 
-    database: str
-    name: str
     flow_log: FlowLog
+    database: str
     account_id: str
     region: str
 
-    @classmethod
-    def for_flow_log(cls, flow_log: FlowLog, database: str, account_id: str, region: str) -> FlowLogTable:
-        if not _IDENTIFIER.match(database):
-            raise ValueError(f"Athena database {database!r}: use lowercase letters, digits and underscores")
-        draft = cls(database, "", flow_log, account_id, region)
-        # The definition's digest in the name: an existing table of that name is this table, reusable as is.
-        definition = repr((draft.log_format.fields, draft.location, draft.hive, draft.hourly, draft.parquet))
+    def __post_init__(self) -> None:
+        if not _IDENTIFIER.match(self.database):
+            raise ValueError(f"Athena database {self.database!r}: use lowercase letters, digits and underscores")
+
+    @property
+    def name(self) -> str:
+        """natflow_<flow log id>_<digest of the definition>: a table of that name is this table, reusable as is."""
+        definition = repr((self.log_format.fields, self.location, self.hive, self.hourly, self.parquet))
         digest = hashlib.sha256(definition.encode()).hexdigest()[:10]
-        flow_log_part = re.sub(r"[^a-z0-9]+", "_", flow_log.FlowLogId.lower()).strip("_")
-        return cls(database, f"natflow_{flow_log_part}_{digest}", flow_log, account_id, region)
+        flow_log_part = re.sub(r"[^a-z0-9]+", "_", self.flow_log.FlowLogId.lower()).strip("_")
+        return f"natflow_{flow_log_part}_{digest}"
 
     @property
     def log_format(self) -> LogFormat:

@@ -179,6 +179,7 @@ class _Timelines:
         self._alive = array("b")
         self._groups = 0  # group ids are below this
         self._built = 0  # entries [0, _built) were sorted by (group, start) at the last rebuild
+        self._rebuild_after = REBUILD_MIN_CHANGES  # entries added since then
         self._raw_offsets = np.zeros(1, np.int64).data  # group -> its range of those entries
         self._offsets: Int64s = np.zeros(1, np.int64)  # group -> its range of resolved intervals
         self._starts: Int64s = np.zeros(0, np.int64)
@@ -202,10 +203,15 @@ class _Timelines:
         self._end.append(end)
         self._holder.append(holder)
         self._alive.append(1)
-        self._groups = max(self._groups, group + 1)
-        self._recent.setdefault(group, []).append(index)
+        if group >= self._groups:
+            self._groups = group + 1
+        recent = self._recent.get(group)
+        if recent is None:
+            self._recent[group] = [index]
+        else:
+            recent.append(index)
         self._dirty[group] = None
-        if index + 1 - self._built > max(REBUILD_MIN_CHANGES, self._built):
+        if index - self._built >= self._rebuild_after:
             self.rebuild()  # bulk loads: rebuilding at doubling sizes keeps the total linear-logarithmic
 
     def remove(self, group: int, holders: Collection[int]) -> None:
@@ -274,6 +280,7 @@ class _Timelines:
         self._end, self._holder = _column(end, "q"), _column(holder, "i")
         self._alive = array("b", bytes([1])) * len(group)
         self._built = len(group)
+        self._rebuild_after = max(REBUILD_MIN_CHANGES, self._built)
         bounds = np.arange(self._groups + 1)
         raw_offsets = np.searchsorted(group, bounds).astype(np.int64)
         self._raw_offsets = raw_offsets.data
@@ -395,11 +402,88 @@ class _Interned(Generic[T]):
         return self._ids.get(value, -1)
 
 
+class _UidIndex:
+    """uid -> pod row by open addressing over two flat arrays: a dict would cost a str and an int
+    object per pod, more than all the pod's columns together.
+
+    A slot holds the uid's hash (0: empty) and its row (-1: removed; probes go on past it).
+    Different uids with equal hashes are told apart by the uid text itself.
+    """
+
+    def __init__(self, uid_of: Callable[[int], str]) -> None:
+        self._uid_of = uid_of
+        self._hashes = array("q", bytes(8 * 16))
+        self._rows = array("i", bytes(4 * 16))
+        self._mask = 15
+        self._used = 0  # slots with a hash, removed ones included
+
+    def _slot(self, uid: str) -> int:
+        """The slot holding uid, or -1."""
+        key = hash(uid) or 1  # salted per process, which is fine: the index never leaves the process
+        hashes, rows, mask = self._hashes, self._rows, self._mask
+        slot = key & mask
+        while found := hashes[slot]:
+            if found == key and rows[slot] >= 0 and self._uid_of(rows[slot]) == uid:
+                return slot
+            slot = (slot + 1) & mask
+        return -1
+
+    def find(self, uid: str) -> int:
+        slot = self._slot(uid)
+        return self._rows[slot] if slot >= 0 else -1
+
+    def add(self, uid: str, row: int) -> None:
+        """Index a uid that is not indexed yet."""
+        if 3 * (self._used + 1) > 2 * len(self._hashes):
+            self._resize()
+        key = hash(uid) or 1
+        hashes, mask = self._hashes, self._mask
+        slot = key & mask
+        while hashes[slot]:
+            slot = (slot + 1) & mask
+        hashes[slot] = key
+        self._rows[slot] = row
+        self._used += 1
+
+    def remove(self, uid: str) -> None:
+        slot = self._slot(uid)
+        if slot >= 0:
+            self._rows[slot] = -1
+
+    def _resize(self) -> None:
+        """Re-insert the live slots into a table at most half full, in vectorised rounds: in each,
+        every waiting key takes its probe slot if free (one winner per slot), the rest probe on."""
+        hashes, rows = _int64s(self._hashes), _int32s(self._rows)
+        live = (hashes != 0) & (rows >= 0)
+        keys, values = hashes[live], rows[live]
+        size = 16
+        while size < 2 * (len(keys) + 1):
+            size *= 2
+        mask = size - 1
+        new_hashes = np.zeros(size, np.int64)
+        new_rows = np.zeros(size, np.int32)
+        slots = keys & mask
+        waiting = np.arange(len(keys))
+        while waiting.size:
+            targets = slots[waiting]
+            free = new_hashes[targets] == 0
+            taken, first = np.unique(targets[free], return_index=True)
+            winners = waiting[free][first]
+            new_hashes[taken] = keys[winners]
+            new_rows[taken] = values[winners]
+            placed = np.zeros(len(keys), bool)
+            placed[winners] = True
+            waiting = waiting[~placed[waiting]]
+            slots[waiting] = (slots[waiting] + 1) & mask
+        del hashes, rows
+        self._hashes, self._rows = _column(new_hashes, "q"), _column(new_rows, "i")
+        self._mask = mask
+        self._used = len(keys)
+
+
 class _PodTable:
     """Pods as columns, one row each; a PodRecord is built from its row when asked for.
 
-    A uid finds its row through a dict of recently added rows, else through sorted hashes of the
-    older ones (a dict entry with its str key per pod would cost more than all the columns).
     Rows of dropped pods stay, dead, until `IpMap.prune` compacts the table.
     """
 
@@ -407,7 +491,6 @@ class _PodTable:
         self._addresses = addresses  # the map's address texts by id, for `ips`
         self._uids = _Texts()
         self._names = _Texts()
-        self._uid_hashes = array("q")
         self._strings = _Interned[str]()  # namespaces, nodes, template hashes
         self._owners = _Interned[OwnerRef]()
         self._namespace = array("i")
@@ -420,26 +503,13 @@ class _PodTable:
         self.end = array("q")
         self.flags = array("b")
         self.live = 0
-        self._recent: dict[str, int] = {}
-        self._sorted_hashes = array("q")
-        self._sorted_rows = array("i")
+        self._uid_index = _UidIndex(self.uid)
         self._records: dict[int, PodRecord] = {}
         self._by_node: tuple[Int64s, Int32s] | None = None  # node string id -> offsets into rows
 
     # -- rows ----------------------------------------------------------------------------------------
     def find(self, uid: str) -> int:
-        row = self._recent.get(uid)
-        if row is not None:
-            return row
-        key = hash(uid)  # salted per process, which is fine: the index never leaves the process
-        hashes, rows = self._sorted_hashes, self._sorted_rows
-        index = bisect.bisect_left(hashes, key)
-        while index < len(hashes) and hashes[index] == key:
-            row = rows[index]
-            if self.flags[row] & _ALIVE and self._uids[row] == uid:
-                return row
-            index += 1
-        return -1
+        return self._uid_index.find(uid)
 
     def uid(self, row: int) -> str:
         return self._uids[row]
@@ -451,7 +521,7 @@ class _PodTable:
         row = len(self.flags)
         self._uids.append(pod.uid)
         self._names.append(pod.name)
-        self._uid_hashes.append(hash(pod.uid))
+        self._uid_index.add(pod.uid, row)
         namespace, node, template, owner, end, flags = self._fields(pod)
         self._namespace.append(namespace)
         self._node.append(node)
@@ -464,9 +534,6 @@ class _PodTable:
         if ips is not None:
             self.ips[row] = ips
         self.live += 1
-        self._recent[pod.uid] = row
-        if len(self._recent) > max(REBUILD_MIN_CHANGES, len(self._sorted_rows)):
-            self._merge_recent()
         self._by_node = None
         return row
 
@@ -501,24 +568,10 @@ class _PodTable:
     def kill(self, row: int) -> None:
         self.flags[row] = 0
         self.live -= 1
-        self._recent.pop(self.uid(row), None)
+        self._uid_index.remove(self.uid(row))
         self._records.pop(row, None)
         self.ips.pop(row, None)
         self._by_node = None
-
-    def _merge_recent(self) -> None:
-        rows = np.concatenate(
-            (
-                _int32s(self._sorted_rows),
-                np.fromiter(self._recent.values(), np.int32, len(self._recent)),
-            )
-        )
-        rows = rows[_int8s(self.flags)[rows] & _ALIVE != 0]
-        hashes = _int64s(self._uid_hashes)[rows]
-        order = np.argsort(hashes, kind="stable")
-        self._sorted_hashes = _column(hashes[order], "q")
-        self._sorted_rows = _column(rows[order], "i")
-        self._recent.clear()
 
     def live_rows(self) -> Int64s:
         return np.flatnonzero(_int8s(self.flags) & _ALIVE)

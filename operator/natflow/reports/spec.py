@@ -65,11 +65,17 @@ class FlowReportSpec(_Spec):
     athena: AthenaSpec = Field(default_factory=AthenaSpec)
     retention: str = "48h"
 
-    @field_validator("interval", "deliveryDelay", "retention")
+    @field_validator("interval", "retention")
     @classmethod
     def _duration(cls, value: str) -> str:
         if parse_duration(value) <= 0:
             raise ValueError("must be longer than 0s")
+        return value
+
+    @field_validator("deliveryDelay")
+    @classmethod
+    def _delay(cls, value: str) -> str:
+        parse_duration(value)  # 0s is allowed: CloudWatch Logs or tests with logs already in place
         return value
 
     @field_validator("logFormat")
