@@ -360,7 +360,7 @@ class Controller:
     ) -> None:
         period_name = period_of(window[0], spec.period)[0]
         if status.get("period") != period_name:
-            status["period"], status["natGateways"] = period_name, []
+            status["period"], status["natGateways"], status["windowsProcessed"] = period_name, [], 0
         totals = {g["natGatewayId"]: dict(g) for g in status.get("natGateways") or []}
         price = spec.pricePerGB if spec.pricePerGB is not None else price_per_gb(self.aws.region)[0]
         for gateway_id, add in outcome.gateways.items():

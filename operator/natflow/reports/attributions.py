@@ -79,6 +79,7 @@ def merged_spec(
         "bytesIn": bytes_in,
         "packetsOut": int(base.get("packetsOut", 0)) + row.packets_out,
         "packetsIn": int(base.get("packetsIn", 0)) + row.packets_in,
+        "splitBytes": int(base.get("splitBytes", 0)) + row.split_bytes,
         "estimatedCostUSD": cost(bytes_out + bytes_in, price_per_gb),
         "pods": pods,
         "topDestinations": [{"destination": d, "bytes": b} for d, b in top],

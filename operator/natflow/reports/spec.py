@@ -62,7 +62,7 @@ class FlowReportSpec(_Spec):
     period: Literal["Hourly", "Daily", "Monthly"] = "Daily"
     groupBy: Literal["workload", "pod", "namespace"] = "workload"
     pricePerGB: float | None = Field(default=None, ge=0)
-    athena: AthenaSpec = Field(default_factory=AthenaSpec)
+    athena: AthenaSpec | None = None  # absent: never Athena (it costs money and needs extra IAM)
     retention: str = "48h"
 
     @field_validator("interval", "retention")
