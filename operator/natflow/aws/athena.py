@@ -69,7 +69,6 @@ UNTIMED = "untimed"
 
 _BIGINT_FIELDS = frozenset({"packets", "bytes", "start", "end"})
 _IDENTIFIER = re.compile(r"^[a-z0-9_]{1,255}$")
-_FLOW_LOG_ID = re.compile(r"^fl-[0-9a-zA-Z]+$")
 _OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
 # What `ipaddress.ip_address` accepts as IPv4 text: four decimal octets, no leading zeros.
 _IPV4_TEXT = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
@@ -276,7 +275,7 @@ def reduction_sql(table: FlowLogTable, topology: NatTopology, window: tuple[int,
             f"\n      WHEN src_is_nat AND NOT dst_is_nat AND strpos(dstaddr, ':') > 0 THEN '{COUNTED_IF_INSIDE}'"
         )
     path_filter = ""
-    if _FLOW_LOG_ID.match(table.flow_log.FlowLogId):  # as flowsource: objects named after this flow log
+    if table.flow_log.names_objects:  # as flowsource: objects named after this flow log
         path_filter = f'\n    AND strpos("$path", {_literal("_" + table.flow_log.FlowLogId + "_")}) > 0'
     keyed = f"kind IN ('{COUNTED}', '{COUNTED_IF_INSIDE}')"
     return f"""WITH records AS (

@@ -19,7 +19,7 @@ from natflow.aws.inventory import FlowLog
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs.readers import READERS, FormatChoices, add_events
 from natflow.flowlogs.reduce import Reduction
-from natflow.flowlogs.sources import describe, kind_by_suffix
+from natflow.flowlogs.sources import FlowLogFile, describe, kind_by_suffix
 
 # A record's start may precede its object's name time by up to the aggregation interval (10 min)
 # plus delivery batching (5 min); objects named up to this long after the window can hold it.
@@ -65,6 +65,57 @@ def s3_prefixes(flow_log: FlowLog, account_id: str, region: str, start: int, end
         cursor += step
 
 
+@dataclass(frozen=True)
+class WindowObject:
+    key: str
+    size: int
+    file: FlowLogFile
+
+
+def window_objects(
+    s3: Any, flow_log: FlowLog, account_id: str, region: str, window: tuple[int, int]
+) -> list[WindowObject]:
+    """The flow log's objects that can hold records starting in the window (listing only)."""
+    location = S3Location.from_destination(flow_log.LogDestination or "")
+    start, end = window
+    found: list[WindowObject] = []
+    paginator = s3.get_paginator("list_objects_v2")
+    for prefix in s3_prefixes(flow_log, account_id, region, start, end):
+        for page in paginator.paginate(Bucket=location.bucket, Prefix=prefix):
+            for entry in page.get("Contents", []):
+                key = str(entry["Key"])
+                kind = kind_by_suffix(key)
+                if kind is None or (flow_log.names_objects and f"_{flow_log.FlowLogId}_" not in os.path.basename(key)):
+                    continue
+                described = describe(key, kind)
+                if described.key_time is not None:
+                    first, last = described.key_time
+                    if last < start or first > end + OBJECT_SLACK_SECONDS:
+                        continue
+                found.append(WindowObject(key, int(entry.get("Size", 0)), described))
+    return found
+
+
+def read_s3_objects(
+    s3: Any,
+    flow_log: FlowLog,
+    objects: list[WindowObject],
+    choices: FormatChoices,
+    reduction: Reduction,
+    diagnostics: Diagnostics,
+) -> int:
+    """Fetch and reduce objects one at a time through a temporary file; returns objects read."""
+    bucket = S3Location.from_destination(flow_log.LogDestination or "").bucket
+    for item in objects:
+        suffix = ".log.parquet" if item.key.endswith(".parquet") else ".log.gz"
+        with tempfile.NamedTemporaryFile(suffix=suffix) as local:
+            s3.download_fileobj(bucket, item.key, local)
+            local.flush()
+            # Keep the key's time and flow-log id: the temporary name has neither.
+            READERS[item.file.kind](dataclasses.replace(item.file, path=local.name), choices, reduction, diagnostics)
+    return len(objects)
+
+
 def read_s3_window(
     s3: Any,
     flow_log: FlowLog,
@@ -76,31 +127,8 @@ def read_s3_window(
     diagnostics: Diagnostics,
 ) -> int:
     """Fetch and reduce the objects of one flow log for the window; returns objects read."""
-    location = S3Location.from_destination(flow_log.LogDestination or "")
-    start, end = window
-    read = 0
-    paginator = s3.get_paginator("list_objects_v2")
-    for prefix in s3_prefixes(flow_log, account_id, region, start, end):
-        for page in paginator.paginate(Bucket=location.bucket, Prefix=prefix):
-            for entry in page.get("Contents", []):
-                key = str(entry["Key"])
-                kind = kind_by_suffix(key)
-                if kind is None or f"_{flow_log.FlowLogId}_" not in os.path.basename(key):
-                    continue
-                described = describe(key, kind)
-                if described.key_time is not None:
-                    first, last = described.key_time
-                    if last < start or first > end + OBJECT_SLACK_SECONDS:
-                        continue
-                suffix = ".log.parquet" if key.endswith(".parquet") else ".log.gz"
-                with tempfile.NamedTemporaryFile(suffix=suffix) as local:
-                    s3.download_fileobj(location.bucket, key, local)
-                    local.flush()
-                    # Keep the key's time and flow-log id: the temporary name has neither.
-                    local_file = dataclasses.replace(described, path=local.name)
-                    READERS[kind](local_file, choices, reduction, diagnostics)
-                read += 1
-    return read
+    objects = window_objects(s3, flow_log, account_id, region, window)
+    return read_s3_objects(s3, flow_log, objects, choices, reduction, diagnostics)
 
 
 def read_cloudwatch_window(

@@ -7,6 +7,7 @@ are ignored: AWS adds fields often.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,10 @@ from natflow.flowlogs import fields
 from natflow.flowlogs.fields import FormatError, parse_log_format
 from natflow.flowlogs.reduce import NatTopology
 from natflow.net import CidrSet
+
+# A real flow log's id; a destination configured in a FlowReport has a placeholder id instead.
+_FLOW_LOG_ID = re.compile(r"^fl-[0-9a-zA-Z]+$")
+CONFIGURED_FLOW_LOG_ID = "configured"
 
 
 class _Model(BaseModel):
@@ -144,6 +149,11 @@ class FlowLog(_Model):
             return parse_log_format(self.LogFormat, f"flow log {self.FlowLogId} LogFormat")
         except FormatError:
             return None
+
+    @property
+    def names_objects(self) -> bool:
+        """Whether delivered objects carry this flow log's id (false for a destination given in a spec)."""
+        return _FLOW_LOG_ID.match(self.FlowLogId) is not None
 
     @property
     def destination_type(self) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import itertools
 import socket
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, ValuesView
@@ -45,7 +46,10 @@ SEGMENTS: Final = 3  # more than one holder, or an address changed since the las
 
 # A rebuild re-sorts everything; below these many changes, re-resolving changed addresses is cheaper.
 REBUILD_MIN_CHANGES = 4096
-RECORD_CACHE_SIZE = 65536  # PodRecords kept built for repeated lookups of the same pods
+RECORD_CACHE_SIZE = 65536
+BULK_CHUNK = (
+    65536  # pods per vectorised step of put_pods  # PodRecords kept built for repeated lookups of the same pods
+)
 
 _ALIVE: Final = 1
 _END_IS_ESTIMATE: Final = 2
@@ -214,6 +218,27 @@ class _Timelines:
         if index - self._built >= self._rebuild_after:
             self.rebuild()  # bulk loads: rebuilding at doubling sizes keeps the total linear-logarithmic
 
+    def add_many(self, groups: Int32s, starts: Int64s, ends: Int64s, holders: Int32s) -> None:
+        """`add` for many entries."""
+        first = len(self._alive)
+        self._group.frombytes(groups.astype(np.int32).tobytes())
+        self._start.frombytes(starts.astype(np.int64).tobytes())
+        self._end.frombytes(ends.astype(np.int64).tobytes())
+        self._holder.frombytes(holders.astype(np.int32).tobytes())
+        self._alive.frombytes(bytes([1]) * len(groups))
+        if len(groups):
+            self._groups = max(self._groups, int(groups.max()) + 1)
+        if len(self._alive) - self._built > self._rebuild_after:
+            self.rebuild()
+            return
+        for index, group in enumerate(groups.tolist(), first):
+            recent = self._recent.get(group)
+            if recent is None:
+                self._recent[group] = [index]
+            else:
+                recent.append(index)
+            self._dirty[group] = None
+
     def remove(self, group: int, holders: Collection[int]) -> None:
         for index in self._entries(group):
             if self._holder[index] in holders:
@@ -379,6 +404,12 @@ class _Texts:
         self._data += text.encode()
         self._ends.append(len(self._data))
 
+    def extend(self, texts: Sequence[str]) -> None:
+        encoded = [text.encode() for text in texts]
+        lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+        self._ends.frombytes((np.cumsum(lengths) + len(self._data)).tobytes())
+        self._data += b"".join(encoded)
+
     def __getitem__(self, index: int) -> str:
         start = self._ends[index - 1] if index else 0
         return self._data[start : self._ends[index]].decode()
@@ -401,6 +432,14 @@ class _Interned(Generic[T]):
     def get(self, value: T) -> int:
         return self._ids.get(value, -1)
 
+    def ids(self, values: Sequence[T | None]) -> list[int]:
+        """`id` of each value; -1 for None."""
+        known = self._ids
+        for value in set(values):
+            if value is not None and value not in known:
+                self.id(value)
+        return [-1 if value is None else known[value] for value in values]
+
 
 class _UidIndex:
     """uid -> pod row by open addressing over two flat arrays: a dict would cost a str and an int
@@ -412,15 +451,25 @@ class _UidIndex:
 
     def __init__(self, uid_of: Callable[[int], str]) -> None:
         self._uid_of = uid_of
-        self._hashes = array("q", bytes(8 * 16))
-        self._rows = array("i", bytes(4 * 16))
-        self._mask = 15
         self._used = 0  # slots with a hash, removed ones included
+        self._allocate(16)
+
+    def _allocate(self, size: int) -> None:
+        self._hashes = np.zeros(size, np.int64)
+        self._rows = np.zeros(size, np.int32)
+        self._hash_slots, self._row_slots = self._hashes.data, self._rows.data  # fast scalar access
+        self._mask = size - 1
+
+    @staticmethod
+    def _keys(uids: Sequence[str]) -> Int64s:
+        keys = np.fromiter(map(hash, uids), np.int64, len(uids))  # salted per process: fine, never saved
+        keys[keys == 0] = 1
+        return keys
 
     def _slot(self, uid: str) -> int:
         """The slot holding uid, or -1."""
-        key = hash(uid) or 1  # salted per process, which is fine: the index never leaves the process
-        hashes, rows, mask = self._hashes, self._rows, self._mask
+        key = hash(uid) or 1
+        hashes, rows, mask = self._hash_slots, self._row_slots, self._mask
         slot = key & mask
         while found := hashes[slot]:
             if found == key and rows[slot] >= 0 and self._uid_of(rows[slot]) == uid:
@@ -430,55 +479,79 @@ class _UidIndex:
 
     def find(self, uid: str) -> int:
         slot = self._slot(uid)
-        return self._rows[slot] if slot >= 0 else -1
+        found: int = self._row_slots[slot] if slot >= 0 else -1
+        return found
+
+    def find_many(self, uids: Sequence[str]) -> Int64s:
+        """`find` for each uid, probing in vectorised rounds."""
+        keys = self._keys(uids)
+        found = np.full(len(uids), -1, np.int64)
+        slots = keys & self._mask
+        waiting = np.arange(len(uids))
+        while waiting.size:
+            at = slots[waiting]
+            done = self._hashes[at] == 0
+            for position in np.flatnonzero((self._hashes[at] == keys[waiting]) & (self._rows[at] >= 0)).tolist():
+                row = int(self._rows[at[position]])
+                if self._uid_of(row) == uids[waiting[position]]:
+                    found[waiting[position]] = row
+                    done[position] = True
+            waiting = waiting[~done]
+            slots[waiting] = (slots[waiting] + 1) & self._mask
+        return found
 
     def add(self, uid: str, row: int) -> None:
         """Index a uid that is not indexed yet."""
         if 3 * (self._used + 1) > 2 * len(self._hashes):
-            self._resize()
+            self._resize(self._used + 1)
         key = hash(uid) or 1
-        hashes, mask = self._hashes, self._mask
+        hashes, mask = self._hash_slots, self._mask
         slot = key & mask
         while hashes[slot]:
             slot = (slot + 1) & mask
         hashes[slot] = key
-        self._rows[slot] = row
+        self._row_slots[slot] = row
         self._used += 1
+
+    def add_many(self, uids: Sequence[str], rows: Int32s) -> None:
+        """`add` for uids none of which is indexed, nor repeated."""
+        if 3 * (self._used + len(uids)) > 2 * len(self._hashes):
+            self._resize(self._used + len(uids))
+        self._place(self._keys(uids), rows)
 
     def remove(self, uid: str) -> None:
         slot = self._slot(uid)
         if slot >= 0:
-            self._rows[slot] = -1
+            self._row_slots[slot] = -1
 
-    def _resize(self) -> None:
-        """Re-insert the live slots into a table at most half full, in vectorised rounds: in each,
-        every waiting key takes its probe slot if free (one winner per slot), the rest probe on."""
-        hashes, rows = _int64s(self._hashes), _int32s(self._rows)
-        live = (hashes != 0) & (rows >= 0)
-        keys, values = hashes[live], rows[live]
+    def _resize(self, needed: int) -> None:
+        """Move the live slots into a table that is at most half full with `needed` slots used."""
+        live = (self._hashes != 0) & (self._rows >= 0)
+        keys, rows = self._hashes[live], self._rows[live]
         size = 16
-        while size < 2 * (len(keys) + 1):
+        while size < 2 * (needed - (self._used - len(keys))):
             size *= 2
-        mask = size - 1
-        new_hashes = np.zeros(size, np.int64)
-        new_rows = np.zeros(size, np.int32)
-        slots = keys & mask
+        self._allocate(size)
+        self._used = 0
+        self._place(keys, rows)
+
+    def _place(self, keys: Int64s, rows: Int32s) -> None:
+        """Insert in vectorised rounds: each waiting key takes its probe slot if that is free (one
+        winner per slot), the others probe on, exactly as one-by-one linear probing allows."""
+        slots = keys & self._mask
         waiting = np.arange(len(keys))
+        placed = np.zeros(len(keys), bool)
         while waiting.size:
             targets = slots[waiting]
-            free = new_hashes[targets] == 0
+            free = self._hashes[targets] == 0
             taken, first = np.unique(targets[free], return_index=True)
             winners = waiting[free][first]
-            new_hashes[taken] = keys[winners]
-            new_rows[taken] = values[winners]
-            placed = np.zeros(len(keys), bool)
+            self._hashes[taken] = keys[winners]
+            self._rows[taken] = rows[winners]
             placed[winners] = True
             waiting = waiting[~placed[waiting]]
-            slots[waiting] = (slots[waiting] + 1) & mask
-        del hashes, rows
-        self._hashes, self._rows = _column(new_hashes, "q"), _column(new_rows, "i")
-        self._mask = mask
-        self._used = len(keys)
+            slots[waiting] = (slots[waiting] + 1) & self._mask
+        self._used += len(keys)
 
 
 class _PodTable:
@@ -492,7 +565,7 @@ class _PodTable:
         self._uids = _Texts()
         self._names = _Texts()
         self._strings = _Interned[str]()  # namespaces, nodes, template hashes
-        self._owners = _Interned[OwnerRef]()
+        self._owners = _Interned[tuple[str, str]]()  # (kind, name): tuples hash in C, dataclasses do not
         self._namespace = array("i")
         self._node = array("i")
         self._template = array("i")
@@ -537,6 +610,34 @@ class _PodTable:
         self._by_node = None
         return row
 
+    def append_many(self, pods: Sequence[PodRecord], addresses: Sequence[int]) -> Int32s:
+        """`append` for pods with one canonical address each and uids not in the table; their rows."""
+        first = len(self.flags)
+        rows = np.arange(first, first + len(pods), dtype=np.int32)
+        uids = [pod.uid for pod in pods]
+        self._uids.extend(uids)
+        self._names.extend([pod.name for pod in pods])
+        self._uid_index.add_many(uids, rows)
+        self._namespace.extend(self._strings.ids([pod.namespace for pod in pods]))
+        self._node.extend(self._strings.ids([pod.node for pod in pods]))
+        self._template.extend(self._strings.ids([pod.template_hash for pod in pods]))
+        self._owner.extend(self._owners.ids([(pod.owner.kind, pod.owner.name) if pod.owner else None for pod in pods]))
+        self.address.extend(addresses)
+        self.start.extend([pod.start for pod in pods])
+        self.end.extend([NO_END if pod.end is None else pod.end for pod in pods])
+        self.flags.extend(
+            [
+                _ALIVE | (_END_IS_ESTIMATE if p.end_is_estimate else 0) | (_BRANCH_ENI if p.branch_eni else 0)
+                for p in pods
+            ]
+        )
+        self.live += len(pods)
+        self._by_node = None
+        return rows
+
+    def find_many(self, uids: Sequence[str]) -> Int64s:
+        return self._uid_index.find_many(uids)
+
     def update(self, row: int, pod: PodRecord, address: int, ips: tuple[str, ...] | None) -> None:
         """Rewrite a live row (same uid and name)."""
         namespace, node, template, owner, end, flags = self._fields(pod)
@@ -560,10 +661,14 @@ class _PodTable:
             strings.id(pod.namespace),
             strings.id(pod.node),
             -1 if pod.template_hash is None else strings.id(pod.template_hash),
-            -1 if pod.owner is None else self._owners.id(pod.owner),
+            -1 if pod.owner is None else self._owners.id((pod.owner.kind, pod.owner.name)),
             NO_END if pod.end is None else pod.end,
-            _ALIVE | (_END_IS_ESTIMATE if pod.end_is_estimate else 0) | (_BRANCH_ENI if pod.branch_eni else 0),
+            self._flags(pod),
         )
+
+    @staticmethod
+    def _flags(pod: PodRecord) -> int:
+        return _ALIVE | (_END_IS_ESTIMATE if pod.end_is_estimate else 0) | (_BRANCH_ENI if pod.branch_eni else 0)
 
     def kill(self, row: int) -> None:
         self.flags[row] = 0
@@ -599,7 +704,7 @@ class _PodTable:
             start=self.start[row],
             end=None if end == NO_END else end,
             end_is_estimate=bool(flags & _END_IS_ESTIMATE),
-            owner=self._owners.values[owner] if owner >= 0 else None,
+            owner=OwnerRef(*self._owners.values[owner]) if owner >= 0 else None,
             template_hash=strings[template] if template >= 0 else None,
             branch_eni=bool(flags & _BRANCH_ENI),
         )
@@ -734,6 +839,31 @@ class IpMap:
             table.update(row, pod, address, ips)
         for address_id in addresses:
             self._leases.add(address_id, pod.start, end, row)
+
+    def put_pods(self, pods: Iterable[PodRecord]) -> None:
+        """`put_pod` for many pods (a restart's reload): new pods with one IPv4 address go in bulk."""
+        iterator = iter(pods)
+        while chunk := list(itertools.islice(iterator, BULK_CHUNK)):
+            uids = [pod.uid for pod in chunk]
+            if len(set(uids)) < len(uids):  # the same pod twice: its versions must apply in order
+                for pod in chunk:
+                    self.put_pod(pod)
+                continue
+            found = self._pods.find_many(uids).tolist()
+            bulk = []
+            for pod, row in zip(chunk, found, strict=True):
+                if row < 0 and not pod.host_network and len(pod.ips) == 1 and ":" not in pod.ips[0]:
+                    bulk.append(pod)
+                else:
+                    self.put_pod(pod)
+            texts = [pod.ips[0] for pod in bulk]
+            for text in set(texts).difference(self._address_ids):
+                self._address_id(text)
+            addresses = list(map(self._address_ids.__getitem__, texts))
+            rows = self._pods.append_many(bulk, addresses)
+            starts = np.fromiter((pod.start for pod in bulk), np.int64, len(bulk))
+            ends = np.fromiter((NO_END if pod.end is None else pod.end for pod in bulk), np.int64, len(bulk))
+            self._leases.add_many(np.array(addresses, np.int32), starts, ends, rows)
 
     def _row_addresses(self, row: int) -> list[int]:
         address = self._pods.address[row]
