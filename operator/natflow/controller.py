@@ -19,18 +19,26 @@ from cachetools import TTLCache
 from natflow.attribution.engine import Attribution, Attributor
 from natflow.attribution.pricing import cost, price_per_gb
 from natflow.attribution.report import derive_warnings
+from natflow.aws.athena import (
+    AthenaQueryError,
+    FlowLogTable,
+    ensure_table,
+    reduction_from_rows,
+    reduction_sql,
+    run_reduction,
+)
 from natflow.aws.discovery import covering_flow_logs, discover_inventory, vpc_of_instances
-from natflow.aws.flowsource import read_cloudwatch_window, read_s3_window
-from natflow.aws.inventory import FlowLog, FlowLogDestinationOptions, Inventory
+from natflow.aws.flowsource import read_cloudwatch_window, read_s3_objects, window_objects
+from natflow.aws.inventory import CONFIGURED_FLOW_LOG_ID, FlowLog, FlowLogDestinationOptions, Inventory
 from natflow.cluster.state import ClusterState
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs.fields import RECOMMENDED_FORMAT, parse_log_format
 from natflow.flowlogs.readers import FormatChoices
-from natflow.flowlogs.reduce import Reduction
+from natflow.flowlogs.reduce import NatTopology, Reduction
 from natflow.kube import GROUP, VERSION, KubeWriter
 from natflow.net import CidrSet
 from natflow.reports.attributions import merged_spec, object_name, object_namespace
-from natflow.reports.spec import FlowReportSpec, SpecError, read_spec
+from natflow.reports.spec import AthenaSpec, FlowReportSpec, SpecError, read_spec
 from natflow.reports.windows import due_windows, period_of
 from natflow.timeutil import format_time, parse_time
 
@@ -42,9 +50,10 @@ ACCESS_DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation
 
 
 class AwsProblem(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, athena: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.athena = athena
 
 
 @dataclass
@@ -53,6 +62,7 @@ class AwsClients:
     s3: Any
     logs: Any
     sts: Any
+    athena: Any
     region: str
 
     @classmethod
@@ -65,10 +75,9 @@ class AwsClients:
         config = Config(retries={"mode": "adaptive", "max_attempts": attempts})
         session = boto3.session.Session()
         region = session.region_name or os.environ.get("AWS_REGION") or "us-east-1"
-        clients = {
-            name: session.client(name, region_name=region, config=config) for name in ("ec2", "s3", "logs", "sts")
-        }
-        return cls(clients["ec2"], clients["s3"], clients["logs"], clients["sts"], region)
+        services = ("ec2", "s3", "logs", "sts", "athena")
+        clients = {name: session.client(name, region_name=region, config=config) for name in services}
+        return cls(clients["ec2"], clients["s3"], clients["logs"], clients["sts"], clients["athena"], region)
 
 
 @dataclass
@@ -77,6 +86,7 @@ class WindowOutcome:
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
     missing_flow_logs: list[str] = field(default_factory=list)
     attributions_written: int = 0
+    athena: dict[str, Any] | None = None  # the last Athena query: lastQueryId, bytesScanned, error
 
 
 def set_condition(
@@ -117,6 +127,7 @@ class Controller:
         self._inventories: TTLCache[tuple[str, tuple[str, ...]], Inventory] = TTLCache(maxsize=16, ttl=300)
         self._account: str | None = None
         self._last_event: dict[tuple[str, str], float] = {}
+        self._athena_tables: set[str] = set()
 
     # -- AWS --------------------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -190,20 +201,18 @@ class Controller:
                 cloudwatch=[fmt] if fmt else [],
             )
             if flow_log.destination_type == "s3":
-                self._call(
-                    "s3:GetObject",
-                    partial(
-                        read_s3_window,
-                        self.aws.s3,
-                        flow_log,
-                        account,
-                        self.aws.region,
-                        window,
-                        choices,
-                        reduction,
-                        outcome.diagnostics,
-                    ),
+                objects = self._call(
+                    "s3:ListBucket", partial(window_objects, self.aws.s3, flow_log, account, self.aws.region, window)
                 )
+                if spec.athena is not None and sum(o.size for o in objects) > spec.athena.thresholdBytes:
+                    self._reduce_with_athena(spec, spec.athena, flow_log, account, topology, window, reduction, outcome)
+                else:
+                    self._call(
+                        "s3:GetObject",
+                        partial(
+                            read_s3_objects, self.aws.s3, flow_log, objects, choices, reduction, outcome.diagnostics
+                        ),
+                    )
             else:
                 group = flow_log.LogGroupName or (flow_log.LogDestination or "").rsplit(":", 1)[-1]
                 self._call(
@@ -230,6 +239,37 @@ class Controller:
             }
         return outcome
 
+    def _reduce_with_athena(
+        self,
+        spec: FlowReportSpec,
+        athena: AthenaSpec,
+        flow_log: FlowLog,
+        account: str,
+        topology: NatTopology,
+        window: tuple[int, int],
+        reduction: Reduction,
+        outcome: WindowOutcome,
+    ) -> None:
+        """Too much data for one pod: Athena reduces the window and the same attribution follows."""
+        if spec.logFormat:
+            flow_log = flow_log.model_copy(update={"LogFormat": spec.logFormat})
+        table = FlowLogTable(flow_log, athena.database or "natflow", account, self.aws.region)
+        try:
+            if table.name not in self._athena_tables:
+                self._call("athena:StartQueryExecution (DDL)", partial(
+                    ensure_table, self.aws.athena, table, athena.workgroup, athena.outputLocation))  # fmt: skip
+                self._athena_tables.add(table.name)
+            sql = reduction_sql(table, topology, window)
+            result = self._call("athena:StartQueryExecution", partial(
+                run_reduction, self.aws.athena, sql, athena.workgroup, athena.outputLocation))  # fmt: skip
+            rows = self._call("athena:GetQueryResults", partial(
+                reduction_from_rows, result.rows, topology, window, table.log_format))  # fmt: skip
+        except AthenaQueryError as error:
+            failed = {"lastQueryId": error.query_id, "bytesScanned": 0, "error": str(error)}
+            raise AwsProblem("AthenaFailed", str(error), athena=failed) from None
+        reduction.merge(rows)
+        outcome.athena = {"lastQueryId": result.query_id, "bytesScanned": result.data_scanned_bytes, "error": ""}
+
     def _configured_flow_logs(self, spec: FlowReportSpec) -> list[FlowLog]:
         source = spec.flowLogs
         if source.source == "s3" and source.s3 is not None:
@@ -238,18 +278,24 @@ class Controller:
             )
             return [
                 FlowLog(
-                    FlowLogId="fl-",
+                    FlowLogId=CONFIGURED_FLOW_LOG_ID,
                     LogDestinationType="s3",
                     LogDestination=destination,
+                    LogFormat=spec.logFormat,
                     DestinationOptions=FlowLogDestinationOptions(
-                        HiveCompatiblePartitions=source.s3.layout == "hive", PerHourPartition=source.s3.perHour
+                        FileFormat=source.s3.fileFormat,
+                        HiveCompatiblePartitions=source.s3.layout == "hive",
+                        PerHourPartition=source.s3.perHour,
                     ),
                 )
             ]
         if source.source == "cloudwatch" and source.cloudwatch is not None:
             return [
                 FlowLog(
-                    FlowLogId="fl-", LogDestinationType="cloud-watch-logs", LogGroupName=source.cloudwatch.logGroupName
+                    FlowLogId=CONFIGURED_FLOW_LOG_ID,
+                    LogDestinationType="cloud-watch-logs",
+                    LogGroupName=source.cloudwatch.logGroupName,
+                    LogFormat=spec.logFormat,
                 )
             ]
         return []
@@ -318,6 +364,9 @@ class Controller:
             if only_window is None:
                 status["processedUntil"] = format_time(window[1])
             status["windowsProcessed"] = int(status.get("windowsProcessed") or 0) + 1
+        if problem is not None and problem.athena is not None:
+            status["athena"] = problem.athena
+            set_condition(conditions, "AthenaFailed", "True", "AthenaFailed", str(problem), now, generation)
         if problem is not None:
             denied = problem.reason == "AWSAccessDenied"
             set_condition(
@@ -371,6 +420,10 @@ class Controller:
             entry["estimatedCostUSD"] = cost(total, price)
             entry["coverage"] = round(entry.get("attributedBytes", 0) / total, 4) if total else 0.0
         status["natGateways"] = [totals[k] for k in sorted(totals)]
+        if outcome.athena is not None:
+            status["athena"] = outcome.athena
+            set_condition(conditions, "AthenaFailed", "False", "AthenaSucceeded", "the last Athena query succeeded",
+                          now, generation)  # fmt: skip
         status["estimatedCostUSD"] = round(sum(g["estimatedCostUSD"] for g in status["natGateways"]), 6)
         reasons = {d.reason: d for d in outcome.diagnostics.items}
         snat = reasons.get("NodeSNATHidesPodIPs")

@@ -962,14 +962,16 @@ class IpMap:
         if address_id >= 0 and self._address_node_group[address_id] >= 0:
             groups.append(self._address_node_group[address_id])
         if self._prefixes:
-            try:
-                parsed = ipaddress.ip_address(address)
-            except ValueError:
-                return groups
-            bits = 32 if parsed.version == 4 else 128
-            value = int(parsed)
-            for (family, prefix), table in self._prefixes.items():
-                if family == parsed.version:
+            value = self._address_ints[address_id] if address_id >= 0 else _ipv4_int(address)
+            family, bits = 4, 32
+            if value < 0:
+                try:
+                    parsed = ipaddress.ip_address(address)
+                except ValueError:
+                    return groups
+                family, bits, value = parsed.version, parsed.max_prefixlen, int(parsed)
+            for (table_family, prefix), table in self._prefixes.items():
+                if table_family == family:
                     shift = bits - prefix
                     group = table.get((value >> shift) << shift)
                     if group is not None:
