@@ -15,11 +15,17 @@ readonly kube_version=1.20.2
 readonly cache_dir=${NATFLOW_KUBE_CACHE:-$HOME/.cache/natflow/k8s-$kube_version}
 readonly bin_dir=$cache_dir/bin
 readonly kube_binaries=(kube-apiserver kube-controller-manager)
+# Written next to the binaries after a build; binaries built by another recipe (e.g. without the
+# reflect2 fix below, which crash on the first custom object) are rebuilt.
+readonly build_recipe="kubernetes-$kube_version debian-source go-debian reflect2-1.0.2 openapi-empty-string cgo-0"
+readonly recipe_file=$bin_dir/BUILD-RECIPE
 
 missing_binaries() {
     local name
     for name in "${kube_binaries[@]}"; do
-        [[ -x $bin_dir/$name ]] || echo "$name"
+        if [[ ! -x $bin_dir/$name || $(cat "$recipe_file" 2>/dev/null) != "$build_recipe" ]]; then
+            echo "$name"
+        fi
     done
 }
 
@@ -50,7 +56,9 @@ flock 9
 
 # `apt-get update` only when an install fails, so a machine with fresh lists never waits for it.
 apt_install() {
-    local -a apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q --no-install-recommends)
+    # Lock timeout: wait for another apt/dpkg (e.g. unattended-upgrades) instead of failing.
+    local -a apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive
+        apt-get -y -q --no-install-recommends -o DPkg::Lock::Timeout=300)
     if ! "${apt[@]}" install "$@" >&2; then
         log "install failed; running apt-get update and retrying"
         "${as_root[@]}" apt-get -q update >&2
@@ -70,9 +78,18 @@ if [[ ${#to_build[@]} -eq 0 ]]; then
 fi
 
 needed_packages=()
-for tool in go:golang-go rsync:rsync openssl:openssl make:make tar:tar; do
+for tool in rsync:rsync openssl:openssl make:make tar:tar; do
     command -v "${tool%%:*}" >/dev/null || needed_packages+=("${tool#*:}")
 done
+# Debian's Go (1.19 in bookworm), whatever other `go` is on PATH: the recipe is tested with it.
+readonly debian_go_bin=/usr/lib/go/bin
+[[ -x $debian_go_bin/go ]] || needed_packages+=(golang-go)
+# Kubernetes 1.20 vendors modern-go/reflect2 v1.0.1, which breaks under Go >= 1.18 (Debian has only
+# Go 1.19): the API server dies with SIGSEGV in mapiterinit on the first custom resource it encodes.
+# v1.0.2 fixes exactly that; Debian packages it, so it replaces the vendored copy before the build.
+readonly reflect2_package=golang-github-modern-go-reflect2-dev
+readonly reflect2_source=/usr/share/gocode/src/github.com/modern-go/reflect2
+[[ -f $reflect2_source/go_above_118.go ]] || needed_packages+=("$reflect2_package")
 # debian-archive-keyring verifies the deb-src index fetched below.
 [[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] || needed_packages+=(debian-archive-keyring)
 if [[ ${#needed_packages[@]} -gt 0 ]]; then
@@ -133,21 +150,35 @@ ln -sfn ../../.. "$tree/.go/src/k8s.io/kubernetes"
 # No git checkout is needed for the version: the tarball is a `git archive` export, so
 # hack/lib/version.sh already carries v1.20.2 and its commit.
 
+[[ -f $reflect2_source/go_above_118.go ]] || { log "$reflect2_package lacks the Go 1.18 fix"; exit 1; }
+vendored_reflect2=$tree/vendor/github.com/modern-go/reflect2
+rm -f "$vendored_reflect2"/*.go "$vendored_reflect2"/*.s
+cp "$reflect2_source"/*.go "$reflect2_source"/*.s "$vendored_reflect2/"
+
+# Under Go >= 1.19 kube-openapi's zero-value test also matches "", so the 1.20 server would reject
+# every empty string in a custom resource as null (a real server accepts them). Test only nil.
+openapi_type_go=$tree/vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go
+sed -i 's/if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {/if data == nil {/' \
+    "$openapi_type_go"
+grep -q 'if data == nil {' "$openapi_type_go" || { log "could not patch $openapi_type_go"; exit 1; }
+
 targets=()
 for name in "${to_build[@]}"; do targets+=("cmd/$name"); done
-log "building ${targets[*]} (about 4 minutes per binary on 2 cores)"
+log "building ${targets[*]} (about 7 minutes for both on 2 cores)"
 build_started=$SECONDS
 mkdir -p "$build_root/home"
 (
     cd "$tree"
-    export GOPATH=$tree/.go CGO_ENABLED=0 GOPROXY=off
+    export PATH=$debian_go_bin:$PATH GOPATH=$tree/.go CGO_ENABLED=0 GOPROXY=off
+    # A caller's Go settings (another GOROOT, -mod=mod) would break the vendored, offline build.
+    unset GOROOT GOFLAGS GO111MODULE
     export HOME=$build_root/home GOCACHE=$build_root/home/go-build
     make WHAT="${targets[*]}" >&2
 )
 log "build took $((SECONDS - build_started)) s"
 
 mkdir -p "$bin_dir"
-output_dir=$tree/_output/local/bin/$(go env GOHOSTOS)/$(go env GOHOSTARCH)
+output_dir=$tree/_output/local/bin/$("$debian_go_bin/go" env GOHOSTOS)/$("$debian_go_bin/go" env GOHOSTARCH)
 for name in "${to_build[@]}"; do
     built=$output_dir/$name
     [[ -x $built ]] || { log "build produced no $built"; exit 1; }
@@ -155,6 +186,7 @@ for name in "${to_build[@]}"; do
     cp "$built" "$bin_dir/.$name.tmp"
     mv -f "$bin_dir/.$name.tmp" "$bin_dir/$name"
 done
+echo "$build_recipe" >"$recipe_file"
 
 if [[ ${NATFLOW_KUBE_KEEP_BUILD:-0} != 1 ]]; then
     rm -rf "$build_root"

@@ -46,6 +46,8 @@ CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 # No deployment/replicaset controllers: they would create Pods behind the tests' backs.
 DEFAULT_CONTROLLERS: tuple[str, ...] = ("garbagecollector", "namespace", "serviceaccount", "serviceaccount-token")
 
+# Logged once every informer the garbage collector needs has synced (garbagecollector.go in 1.20).
+_GC_SYNCED_MARKER = b"all resource monitors have synced"
 _LOG_TAIL_LINES = 40
 _STOP_GRACE_SECONDS = 10.0
 
@@ -152,7 +154,7 @@ class KubeAPI:
     _processes: list[_ManagedProcess] = field(init=False, default_factory=list)
     _etcd_data_dir: Path | None = field(init=False, default=None)
     _controller_manager_argv: list[str] = field(init=False, default_factory=list)
-    _ssl_context: ssl.SSLContext = field(init=False, default_factory=ssl.create_default_context)
+    _http: urllib.request.OpenerDirector = field(init=False, default_factory=lambda: _loopback_opener())
 
     def __enter__(self) -> Self:
         self.start()
@@ -241,7 +243,7 @@ class KubeAPI:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, context=self._ssl_context, timeout=5) as response:
+            with self._http.open(request, timeout=5) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
@@ -258,10 +260,6 @@ class KubeAPI:
         shm = Path("/dev/shm")
         shm_usable = shm.is_dir() and os.access(shm, os.W_OK)
         self._etcd_data_dir = Path(tempfile.mkdtemp(prefix="natflow-etcd-", dir=shm if shm_usable else None))
-        # The API server's self-signed serving cert cannot be verified; the kubeconfigs skip
-        # verification too, as the brief for this harness asks.
-        self._ssl_context.check_hostname = False
-        self._ssl_context.verify_mode = ssl.CERT_NONE
 
         etcd_client_port, etcd_peer_port, apiserver_port = _free_loopback_ports(3)
         self.url = f"https://127.0.0.1:{apiserver_port}"
@@ -322,7 +320,7 @@ class KubeAPI:
         def etcd_healthy() -> bool:
             self._raise_if_exited()
             try:
-                with urllib.request.urlopen(f"{client_url}/health", timeout=2) as response:
+                with self._http.open(f"{client_url}/health", timeout=2) as response:
                     return bool(json.load(response).get("health") == "true")
             except (OSError, ValueError):
                 return False
@@ -428,19 +426,27 @@ class KubeAPI:
         return argv
 
     def _start_controller_manager(self) -> None:
+        log_path = self.log_path("kube-controller-manager")
+        # The log is appended to across restarts: look only at what this run writes.
+        log_offset = log_path.stat().st_size if log_path.exists() else 0
         self._spawn("kube-controller-manager", self._controller_manager_argv)
 
-        if "serviceaccount" not in self.controllers:
-            return
+        def garbage_collector_synced() -> bool:
+            self._raise_if_exited()
+            with log_path.open("rb") as log_file:
+                log_file.seek(log_offset)
+                return _GC_SYNCED_MARKER in log_file.read()
 
-        # The `default` ServiceAccount appearing proves the controller-manager is connected and
-        # running controllers (not just that its process exists).
         def default_service_account_exists() -> bool:
             self._raise_if_exited()
-            status, _ = self.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")
-            return status == 200
+            return self.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
 
-        self._wait(default_service_account_exists, "the `default` ServiceAccount", "kube-controller-manager")
+        if "garbagecollector" in self.controllers:
+            # Without this wait, an owner deleted right after startup can leave its dependents behind.
+            self._wait(garbage_collector_synced, "garbage collector sync", "kube-controller-manager")
+        if "serviceaccount" in self.controllers:
+            # Proves the controllers act on the API, not just that the process runs.
+            self._wait(default_service_account_exists, "the `default` ServiceAccount", "kube-controller-manager")
 
     # -- processes --------------------------------------------------------------------------------
 
@@ -448,6 +454,7 @@ class KubeAPI:
         log_path = self.log_path(name)
         # setpriv --pdeathsig: the process dies with the test run even if pytest is SIGKILLed,
         # so no stray etcd/apiserver keeps ports and CPU. (preexec_fn is unsafe with threads.)
+        # The signal follows the *thread* that spawned it: start the harness from the main thread.
         setpriv = shutil.which("setpriv")
         prefix = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
         # Append: a restarted controller-manager keeps its earlier log.
@@ -466,17 +473,32 @@ class KubeAPI:
             exit_code = process.popen.poll()
             if exit_code is not None:
                 raise KubeAPIError(
-                    f"{process.name} exited with code {exit_code} during startup; "
-                    f"the end of {process.log_path}:\n{self.log_tail(process.name)}"
+                    f"{process.name} exited with code {exit_code} during startup; {self._log_excerpt(process.name)}"
                 )
 
     def _wait(self, probe: Callable[[], bool], what: str, process_name: str) -> None:
         try:
             wait_until(probe, timeout_seconds=self.startup_timeout_seconds, what=what)
         except TimeoutError as error:
-            raise KubeAPIError(
-                f"{error}; the end of {self.log_path(process_name)}:\n{self.log_tail(process_name)}"
-            ) from error
+            raise KubeAPIError(f"{error}; {self._log_excerpt(process_name)}") from error
+
+    def _log_excerpt(self, process_name: str) -> str:
+        return (
+            f"the end of {self.log_path(process_name)} (removed on exit unless NATFLOW_KUBEAPI_KEEP=1):\n"
+            f"{self.log_tail(process_name)}"
+        )
+
+
+def _loopback_opener() -> urllib.request.OpenerDirector:
+    """urllib for the loopback servers: no proxies from the environment, no TLS verification.
+
+    The API server serves a self-signed cert it makes at start; like the kubeconfigs
+    (insecure-skip-tls-verify), the harness does not verify it.
+    """
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=unverified))
 
 
 def _stop_process(popen: subprocess.Popen[bytes]) -> None:

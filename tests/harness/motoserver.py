@@ -44,7 +44,8 @@ class MotoServer:
     def reset(self) -> None:
         """Forget every AWS resource (all services, all regions)."""
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", data=b"", method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
+        # No ProxyHandler from the environment: the server is on loopback.
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=10) as response:
             response.read()
 
     def env(self) -> dict[str, str]:

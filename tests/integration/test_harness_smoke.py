@@ -97,7 +97,8 @@ def widget_crd(kubeapi: KubeAPI) -> Iterator[str]:
 
     def established() -> bool:
         status, body = kubeapi.request("GET", f"{crds_path}/{crd_name}")
-        conditions = json.loads(body).get("status", {}).get("conditions", []) if status == 200 else []
+        # status.conditions is null until the CRD controllers first act on it.
+        conditions = (json.loads(body).get("status") or {}).get("conditions") or [] if status == 200 else []
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
     wait_until(established, timeout_seconds=10, what=f"CRD {crd_name} Established")

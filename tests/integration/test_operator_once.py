@@ -21,7 +21,11 @@ from typing import Any
 import kubernetes
 import pytest
 
+from natflow.aws.athena import FlowLogTable, reduction_sql
+from natflow.aws.discovery import covering_flow_logs, discover_inventory
+from natflow.net import CidrSet
 from natflow.timeutil import format_time
+from tests.harness.athena_engine import athena_engine, canned, duckdb_rows, post
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.kubeapi import KubeAPI
 from tests.harness.motoserver import MotoServer
@@ -39,6 +43,14 @@ from tests.integration.world import (
 pytestmark = pytest.mark.integration
 
 NATFLOW = str(Path(sys.executable).with_name("natflow"))
+# What the flow logs of `world` give, by (workload kind, name, source): (bytesOut, bytesIn).
+EXPECTED = {
+    ("Deployment", "web", "pod"): (1000, 5000),
+    ("Node", "ip-node-1", "hostNetwork"): (300, 0),
+    ("IP", "10.0.9.9", "unattributed"): (70, 0),
+    ("CronJob", "report", "pod"): (111, 0),
+    ("Pod", "debug", "pod"): (222, 0),
+}
 
 
 @pytest.fixture(scope="module")
@@ -125,13 +137,7 @@ def test_once_writes_attributions_idempotently_and_they_are_garbage_collected(
 
     done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
     assert done.returncode == 0, done.stderr[-3000:]
-    expected = {
-        ("Deployment", "web", "pod"): (1000, 5000),
-        ("Node", "ip-node-1", "hostNetwork"): (300, 0),
-        ("IP", "10.0.9.9", "unattributed"): (70, 0),
-        ("CronJob", "report", "pod"): (111, 0),
-        ("Pod", "debug", "pod"): (222, 0),
-    }
+    expected = EXPECTED
     assert attributions(kube_client) == expected
     report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "default")
     (gateway,) = report["status"]["natGateways"]
@@ -248,3 +254,45 @@ def test_aws_errors_become_conditions_and_the_window_is_retried(
         assert owned, done.stdout[-3000:]
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", name)
+
+
+def test_above_the_threshold_athena_reduces_the_window(
+    kubeapi: KubeAPI, kube_client: kubernetes.client.ApiClient, moto_server: MotoServer, world: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """spec.athena with a 0-byte threshold: the window goes through Athena (moto, answering with what the
+    report's SQL gives on DuckDB over the same objects) and the attributions equal the S3 path's."""
+    inventory = discover_inventory(world["ec2"], world["vpc"])
+    topology = inventory.topology(CidrSet(inventory.vpc_cidrs()))
+    (flow_log,) = covering_flow_logs(inventory, world["eni"])
+    account = next(i.OwnerId for i in inventory.interfaces.values() if i.OwnerId)
+    table = FlowLogTable(flow_log, "natflow", account, "us-east-1")
+    files = []
+    for entry in world["s3"].list_objects_v2(Bucket="flows")["Contents"]:
+        local = tmp_path / "objects" / entry["Key"]
+        local.parent.mkdir(parents=True, exist_ok=True)
+        world["s3"].download_file("flows", entry["Key"], str(local))
+        files.append(local)
+    rows = duckdb_rows(athena_engine(table, files), reduction_sql(table, topology, world["window"]))
+    assert rows, "the SQL finds the window's rows on DuckDB"
+    # moto hands canned results out in the order queries start: CREATE DATABASE, CREATE TABLE, the query.
+    results = [canned([]), canned([]), canned(rows)]
+    post(moto_server, "/moto-api/static/athena/query-results", {"results": results})
+
+    custom = kubernetes.client.CustomObjectsApi(kube_client)
+    athena = {"thresholdBytes": 0, "database": "natflow", "outputLocation": "s3://athena-results/natflow/"}
+    custom.create_cluster_custom_object(GROUP, VERSION, "flowreports", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowReport", "metadata": {"name": "athena"},
+        "spec": {"athena": athena}})  # fmt: skip
+    try:
+        done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
+        assert done.returncode == 0, done.stderr[-3000:]
+        report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "athena")
+        assert report["status"]["athena"]["lastQueryId"] and not report["status"]["athena"].get("error")
+        assert {c["type"]: c["status"] for c in report["status"]["conditions"]}["AthenaFailed"] == "False"
+        items = custom.list_cluster_custom_object(GROUP, VERSION, "flowattributions")["items"]
+        mine = {(i["spec"]["workload"]["kind"], i["spec"]["workload"]["name"], i["spec"]["source"]):
+                (i["spec"]["bytesOut"], i["spec"]["bytesIn"]) for i in items if i["spec"]["report"] == "athena"}  # fmt: skip
+        assert mine == EXPECTED
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "athena")

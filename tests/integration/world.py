@@ -18,6 +18,11 @@ from tests.harness.motoserver import MotoServer
 ROOT = Path(__file__).resolve().parents[2]
 REGION, ACCOUNT = "us-east-1", "123456789012"
 GROUP, VERSION = "natflow.io", "v1alpha1"
+# The flow log's format: the header of every object written here, as AWS writes it.
+FLOW_FIELDS = (
+    "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end "
+    "action log-status pkt-srcaddr pkt-dstaddr"
+)
 
 
 def apply_crds(api: kubernetes.client.ApiClient) -> None:
@@ -92,8 +97,11 @@ def aws_world(moto: MotoServer) -> dict[str, Any]:
         TrafficType="ALL",
         LogDestinationType="s3",
         LogDestination="arn:aws:s3:::flows",
+        LogFormat=" ".join(f"${{{field}}}" for field in FLOW_FIELDS.split()),
     )["FlowLogIds"][0]
     return {
+        "ec2": ec2,
+        "vpc": vpc,
         "s3": s3,
         "nat": nat["NatGatewayId"],
         "eni": address["NetworkInterfaceId"],
@@ -108,11 +116,7 @@ def put_flow_logs(
     world: dict[str, Any], window: tuple[int, int], records: list[tuple[str, str, str, int, int]]
 ) -> None:
     """records: (srcaddr, dstaddr, peer, bytes, seconds into the window) on the NAT ENI, one minute long."""
-    header = (
-        "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end "
-        "action log-status pkt-srcaddr pkt-dstaddr"
-    )
-    lines = [header]
+    lines = [FLOW_FIELDS]
     for src, dst, peer, nbytes, offset in records:
         start = window[0] + offset
         pkt_src, pkt_dst = (src, peer) if dst == world["nat_ip"] else (peer, dst)
