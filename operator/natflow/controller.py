@@ -268,7 +268,8 @@ class Controller:
             failed = {"lastQueryId": error.query_id, "bytesScanned": 0, "error": str(error)}
             raise AwsProblem("AthenaFailed", str(error), athena=failed) from None
         reduction.merge(rows)
-        outcome.athena = {"lastQueryId": result.query_id, "bytesScanned": result.data_scanned_bytes, "error": ""}
+        # error None: the merge patch removes a previous query's error
+        outcome.athena = {"lastQueryId": result.query_id, "bytesScanned": result.data_scanned_bytes, "error": None}
 
     def _configured_flow_logs(self, spec: FlowReportSpec) -> list[FlowLog]:
         source = spec.flowLogs
