@@ -44,6 +44,7 @@ BYTES_OUT_PER_MINUTE, BYTES_IN_PER_MINUTE = 1000, 7000
 def live_world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, Any]]:
     with kubernetes.config.new_client_from_config(config_file=str(kubeapi.kubeconfig)) as api:  # type: ignore[no-untyped-call]
         apply_crds(api)
+        kubeapi.restart_controller_manager()  # its garbage collector learns the new CRD types at once
         apply_rbac(api)
         world = aws_world(moto_server)
         now = int(time.time())

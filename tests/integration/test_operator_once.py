@@ -62,6 +62,7 @@ def world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, Any]]
     """
     with kubernetes.config.new_client_from_config(config_file=str(kubeapi.kubeconfig)) as api:  # type: ignore[no-untyped-call]
         apply_crds(api)
+        kubeapi.restart_controller_manager()  # its garbage collector learns the new CRD types at once
         apply_rbac(api)
         aws = aws_world(moto_server)
         create_cluster_objects(api, aws, int(time.time()) - 3600)
