@@ -14,10 +14,12 @@ from natflow.cluster.objects import ObjectError, node_record, owner_of, pod_reco
 from natflow.cluster.state import OWNER_KINDS, ClusterState
 from natflow.controller import AwsClients, Controller
 from natflow.kube import KubeWriter
+from natflow.reports.spec import SpecError, read_spec
 from natflow.store import Store
 
 log = logging.getLogger("natflow")
 DEFAULT_RETENTION_SECONDS = 48 * 3600
+PRUNE_EVERY = 600
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Runtime:
         self.writer = writer
         self._aws = aws
         self._controller: Controller | None = None
+        self._retention = config.retention_seconds
+        self._last_prune = int(time.time())
 
     @property
     def controller(self) -> Controller:
@@ -112,4 +116,21 @@ class Runtime:
 
     def run_report(self, report: dict[str, Any], window: tuple[int, int] | None = None) -> dict[str, Any]:
         with self.lock:
+            self.maybe_prune(int(time.time()), report)
             return self.controller.run_report(report, window)
+
+    def maybe_prune(self, now: int, report: dict[str, Any]) -> None:
+        """Every PRUNE_EVERY seconds, forget pods gone for longer than the longest retention asked for."""
+        try:
+            asked = read_spec(report.get("spec"), str(report.get("metadata", {}).get("name"))).retention_seconds
+        except SpecError:
+            asked = 0
+        self._retention = max(self._retention, asked)
+        if now - self._last_prune < PRUNE_EVERY:
+            return
+        self._last_prune = now
+        before = now - self._retention
+        with self.store.batch():
+            dropped = self.store.prune(before)
+        dropped_in_memory = self.state.ipmap.prune(before)
+        log.info("pruned pods gone before %s: %s from the store, %s in memory", before, dropped, dropped_in_memory)
