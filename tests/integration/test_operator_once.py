@@ -297,3 +297,30 @@ def test_above_the_threshold_athena_reduces_the_window(
         assert mine == EXPECTED
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "athena")
+
+
+def test_a_nat_gateway_without_flow_logs_is_a_condition_with_the_fix(
+    kubeapi: KubeAPI, kube_client: kubernetes.client.ApiClient, moto_server: MotoServer, world: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    ec2 = world["ec2"]
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.0.0/24")["Subnet"]["SubnetId"]
+    nat = ec2.create_nat_gateway(SubnetId=subnet, AllocationId=ec2.allocate_address(Domain="vpc")["AllocationId"])
+    nat_id, eni = nat["NatGateway"]["NatGatewayId"], nat["NatGateway"]["NatGatewayAddresses"][0]["NetworkInterfaceId"]
+    custom = kubernetes.client.CustomObjectsApi(kube_client)
+    custom.create_cluster_custom_object(GROUP, VERSION, "flowreports", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowReport", "metadata": {"name": "unlogged"},
+        "spec": {"natGatewayIds": [nat_id]}})  # fmt: skip
+    try:
+        done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
+        assert done.returncode == 0, done.stderr[-3000:]
+        report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "unlogged")
+        missing = {c["type"]: c for c in report["status"]["conditions"]}["FlowLogsMissing"]
+        assert missing["status"] == "True"
+        assert f"aws ec2 create-flow-logs --resource-type NetworkInterface --resource-ids {eni}" in missing["message"]
+        events = kubernetes.client.CoreV1Api(kube_client).list_namespaced_event(
+            "default", field_selector="involvedObject.name=unlogged").items
+        assert "FlowLogsMissing" in {e.reason for e in events}
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "unlogged")
