@@ -145,8 +145,11 @@ def test_live_operator_attributes_due_windows_and_survives_a_restart(
 
 
 def test_snat_change_is_seen_live_and_warned(
-    kubeapi: KubeAPI, kube_client: kubernetes.client.ApiClient, moto_server: MotoServer,
-    live_world: dict[str, Any], tmp_path: Path,
+    kubeapi: KubeAPI,
+    kube_client: kubernetes.client.ApiClient,
+    moto_server: MotoServer,
+    live_world: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
     """Turning node SNAT on (EXTERNALSNAT=false) while the operator runs: node-IP bytes after the
     change are nodeSNAT, the FlowReport says SNATHidesPodIPs, Events go to the report and the node."""

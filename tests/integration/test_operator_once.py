@@ -109,9 +109,14 @@ def run_once(
     )
 
 
-def attributions(api: kubernetes.client.ApiClient) -> dict[tuple[str, str, str], tuple[int, int]]:
+def attributions(
+    api: kubernetes.client.ApiClient, report: str = "default"
+) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """The report's FlowAttributions, by (workload kind, name, source): (bytesOut, bytesIn)."""
     custom = kubernetes.client.CustomObjectsApi(api)
-    items = custom.list_cluster_custom_object(GROUP, VERSION, "flowattributions")["items"]
+    items = custom.list_cluster_custom_object(
+        GROUP, VERSION, "flowattributions", label_selector=f"natflow.io/report={report}"
+    )["items"]
     return {
         (i["spec"]["workload"]["kind"], i["spec"]["workload"]["name"], i["spec"]["source"]): (
             i["spec"]["bytesOut"],
@@ -258,7 +263,10 @@ def test_aws_errors_become_conditions_and_the_window_is_retried(
 
 
 def test_above_the_threshold_athena_reduces_the_window(
-    kubeapi: KubeAPI, kube_client: kubernetes.client.ApiClient, moto_server: MotoServer, world: dict[str, Any],
+    kubeapi: KubeAPI,
+    kube_client: kubernetes.client.ApiClient,
+    moto_server: MotoServer,
+    world: dict[str, Any],
     tmp_path: Path,
 ) -> None:
     """spec.athena with a 0-byte threshold: the window goes through Athena (moto, answering with what the
@@ -291,16 +299,16 @@ def test_above_the_threshold_athena_reduces_the_window(
         report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "athena")
         assert report["status"]["athena"]["lastQueryId"] and not report["status"]["athena"].get("error")
         assert {c["type"]: c["status"] for c in report["status"]["conditions"]}["AthenaFailed"] == "False"
-        items = custom.list_cluster_custom_object(GROUP, VERSION, "flowattributions")["items"]
-        mine = {(i["spec"]["workload"]["kind"], i["spec"]["workload"]["name"], i["spec"]["source"]):
-                (i["spec"]["bytesOut"], i["spec"]["bytesIn"]) for i in items if i["spec"]["report"] == "athena"}  # fmt: skip
-        assert mine == EXPECTED
+        assert attributions(kube_client, "athena") == EXPECTED
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "athena")
 
 
 def test_a_nat_gateway_without_flow_logs_is_a_condition_with_the_fix(
-    kubeapi: KubeAPI, kube_client: kubernetes.client.ApiClient, moto_server: MotoServer, world: dict[str, Any],
+    kubeapi: KubeAPI,
+    kube_client: kubernetes.client.ApiClient,
+    moto_server: MotoServer,
+    world: dict[str, Any],
     tmp_path: Path,
 ) -> None:
     ec2 = world["ec2"]
@@ -319,8 +327,11 @@ def test_a_nat_gateway_without_flow_logs_is_a_condition_with_the_fix(
         missing = {c["type"]: c for c in report["status"]["conditions"]}["FlowLogsMissing"]
         assert missing["status"] == "True"
         assert f"aws ec2 create-flow-logs --resource-type NetworkInterface --resource-ids {eni}" in missing["message"]
-        events = kubernetes.client.CoreV1Api(kube_client).list_namespaced_event(
-            "default", field_selector="involvedObject.name=unlogged").items
+        events = (
+            kubernetes.client.CoreV1Api(kube_client)
+            .list_namespaced_event("default", field_selector="involvedObject.name=unlogged")
+            .items
+        )
         assert "FlowLogsMissing" in {e.reason for e in events}
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "unlogged")
