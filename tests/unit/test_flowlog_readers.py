@@ -234,3 +234,9 @@ def test_directories_are_read_recursively_and_other_files_listed(tmp_path: Path)
     files, passed_over = discover([str(tmp_path)])
     assert len(files) == 1 and files[0].flow_log_id == "fl-1234abcd" and files[0].region == "us-east-1"
     assert passed_over == [str(tmp_path / "notes.md")]
+
+
+def test_unicode_digits_are_malformed_not_a_crash(tmp_path: Path) -> None:
+    record = NAT_RECORDS[0].replace(" 1000 ", " 1²00 ")
+    reduction, _ = run([write_gz(tmp_path / f"{KEY_NAME}.log.gz", [NAT_FORMAT, record, NAT_RECORDS[3]])])
+    assert reduction.stats.malformed_records == 1 and by_direction(reduction) == {("10.0.1.5", IN): 5000}

@@ -17,9 +17,10 @@ from typing import Any
 
 from natflow.aws.inventory import FlowLog
 from natflow.diagnostics import Diagnostics
-from natflow.flowlogs.readers import READERS, FormatChoices, add_events
+from natflow.flowlogs.readers import FormatChoices, add_events
 from natflow.flowlogs.reduce import Reduction
 from natflow.flowlogs.sources import FlowLogFile, describe, kind_by_suffix
+from natflow.flowlogs.vectorised import read_file_vectorised
 
 # A record's start may precede its object's name time by up to the aggregation interval (10 min)
 # plus delivery batching (5 min); objects named up to this long after the window can hold it.
@@ -112,7 +113,8 @@ def read_s3_objects(
             s3.download_fileobj(bucket, item.key, local)
             local.flush()
             # Keep the key's time and flow-log id: the temporary name has neither.
-            READERS[item.file.kind](dataclasses.replace(item.file, path=local.name), choices, reduction, diagnostics)
+            local_file = dataclasses.replace(item.file, path=local.name)
+            read_file_vectorised(local_file, choices, reduction, diagnostics)
     return len(objects)
 
 

@@ -71,7 +71,7 @@ class _Layout:
 
 def _number(text: str) -> int | None:
     """Digits to int, '-' (missing) to 0, anything else None."""
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit() alone takes '²', which int() refuses
         return int(text)
     if text == "-":
         return 0
@@ -144,7 +144,8 @@ def _count_status(
     """Count a NODATA/SKIPDATA record, unless its start lies outside the window."""
     window = reduction.window
     if window is not None:
-        start = flow_seconds(int(start_text)) if start_text.isdigit() else (fallback_time or (None,))[0]
+        start_number = _number(start_text) if start_text != "-" else None
+        start = flow_seconds(start_number) if start_number is not None else (fallback_time or (None,))[0]
         if start is not None and not (window[0] <= start < window[1]):
             reduction.stats.outside_window_records += 1
             return

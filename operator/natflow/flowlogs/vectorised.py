@@ -48,11 +48,11 @@ from natflow.flowlogs.sources import FileKind, FlowLogFile
 from natflow.net import address_key, normalize_address
 from natflow.timeutil import _MAX_SECONDS
 
-# Decompressed bytes per text chunk (~100k records): big enough to amortise polars' per-call
-# cost, small enough to keep a worker well under 400 MB.
-TEXT_CHUNK_BYTES = 16 << 20
-COMPRESSED_BLOCK_BYTES = 4 << 20
-PARQUET_SLICE_ROWS = 1 << 20
+# Decompressed bytes per text chunk (~25k records) and rows per Parquet slice: big enough to
+# amortise polars' per-call cost, small enough to keep a worker near 250 MB (16 MB chunks: ~480 MB).
+TEXT_CHUNK_BYTES = 4 << 20
+COMPRESSED_BLOCK_BYTES = 1 << 20
+PARQUET_SLICE_ROWS = 1 << 18
 # Reduced rows kept as polars frames before they are re-aggregated (bounds memory per file).
 COMPACT_ROWS = 1 << 20
 

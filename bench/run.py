@@ -1,0 +1,307 @@
+"""``python -m bench``: natflow's reading speed and memory against plain baselines, as one table.
+
+Every figure is a separate child process, timed by wall clock; peak memory is the child's
+``ru_maxrss`` from ``os.wait4`` (the largest single process, workers included) and the largest
+sum of the RSS of the child and its descendants, sampled from /proc every 20 ms.
+
+    (a) gzip text, `natflow attribute` end to end on the vectorised path, against a plain-Python
+        gzip + str.split() loop summing one ENI's bytes by source over the same files;
+    (b) the same on the reference (record-at-a-time) path;
+    (c) Parquet, `natflow attribute` end to end, against pyarrow reading the same columns and
+        summing one ENI's bytes by source;
+    (d) peak memory of (a) at the main size and at a larger one (it must not grow).
+
+Both natflow paths must print the same document; the bench says so or fails. Data is generated
+once (seeded) under bench/out/ and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+OUT = Path(__file__).resolve().parent / "out"
+MB = 1 << 20
+
+
+@dataclass
+class Run:
+    """One measured child process."""
+
+    seconds: float
+    cpu_seconds: float  # user + system, the process and its workers (os.wait4)
+    max_rss: int  # bytes, the largest single process (os.wait4)
+    tree_rss: int  # bytes, the largest sampled sum over the process and its descendants
+    output: str
+    read_seconds: float | None  # natflow's time inside the reader, when it reports it
+
+
+@dataclass
+class Row:
+    figure: str
+    natflow: str
+    baseline: str
+    ratio: str
+    target: str
+    verdict: str
+    cpu: str = "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1M records (3M for the memory figure)")
+    parser.add_argument("--records", type=int, help="records for (a)-(c), a multiple of --per-file")
+    parser.add_argument("--large", type=int, help="records for the memory figure (d)")
+    parser.add_argument("--per-file", type=int, default=1_000_000, help="records per object (default 1M, ~26 MB gz)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--data", type=Path, default=OUT, help="where generated objects are kept (default bench/out)")
+    args = parser.parse_args(argv)
+    per_file = 250_000 if args.quick and args.per_file == 1_000_000 else args.per_file
+    records = args.records or (1_000_000 if args.quick else 10_000_000)
+    large = args.large or records * 3
+    started = time.perf_counter()
+    load_before = f"{os.getloadavg()[0]:.1f}"
+
+    # Generated in a child: this process stays small, so that its children's ru_maxrss is theirs
+    # (Linux carries the parent's RSS into a child's ru_maxrss across fork and exec).
+    print(f"generating {large:,} records ({records:,} also as Parquet) under {args.data} ...", file=sys.stderr)
+    slots = records // per_file  # the larger data set covers the same time: same reduced rows
+    generate = [sys.executable, "-m", "bench.run", "generate", str(args.data), str(per_file), str(slots)]
+    dataset = json.loads(subprocess.run([*generate, str(records // per_file), "both"], check=True,
+                                        capture_output=True, text=True).stdout)  # fmt: skip
+    larger = json.loads(subprocess.run([*generate, str(large // per_file), "text"], check=True,
+                                       capture_output=True, text=True).stdout)  # fmt: skip
+    print(f"  ready after {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+    inputs = ["--cluster", dataset["cluster"], "--aws", dataset["aws"], "-o", "json"]
+
+    def natflow(reader: str, files: list[str]) -> Run:
+        command = [sys.executable, "-m", "bench.run", "natflow", reader, str(args.workers), "attribute", *inputs]
+        return measure([*command, "--flow-logs", *files], f"natflow {reader}")
+
+    vectorised = natflow("vectorised", dataset["text"])
+    reference = natflow("reference", dataset["text"])
+    python_baseline = measure(child("gzip-split", dataset["text"]), "gzip + split baseline")
+    parquet = natflow("vectorised", dataset["parquet"])
+    pyarrow_baseline = measure(child("pyarrow", dataset["parquet"]), "pyarrow baseline")
+    big = natflow("vectorised", larger["text"])
+
+    same = json.loads(vectorised.output) == json.loads(reference.output)
+    for run, size in ((vectorised, records), (reference, records), (parquet, records), (big, large)):
+        read = json.loads(run.output)["stats"]["recordsRead"]
+        if read != size:
+            raise SystemExit(f"natflow read {read} records, the data set holds {size}")
+
+    size = f"{records / 1e6:g}M"
+    rows = [
+        speed(f"(a) gzip text rec/s, {size}, vectorised, end to end", records, vectorised, python_baseline, 5e6),
+        speed(f"    the same, reader only ({args.workers} workers)", records, vectorised, python_baseline, None),
+        speed(f"(b) gzip text rec/s, {size}, reference path", records, reference, python_baseline, None),
+        speed(f"(c) Parquet rec/s, {size}, vectorised, end to end", records, parquet, pyarrow_baseline, 30e6),
+        speed("    the same, reader only", records, parquet, pyarrow_baseline, 30e6),
+        memory(f"(d) peak RSS, gzip text {size}, largest process", vectorised.max_rss),
+        memory("    the same, all processes together", vectorised.tree_rss),
+        memory(f"    peak RSS, gzip text {large / 1e6:g}M, largest process", big.max_rss),
+        memory("    the same, all processes together", big.tree_rss),
+    ]
+    print_table(rows)
+    verdict = "identical" if same else "DIFFERENT"
+    print(f"\nvectorised and reference documents: {verdict}; {args.workers} worker(s); "
+          f"bench took {time.perf_counter() - started:.0f} s; load average {load_before} before, "
+          f"{os.getloadavg()[0]:.1f} after (rates are wall clock: other load on the machine lowers them)")  # fmt: skip
+    return 0 if same else 1
+
+
+def speed(figure: str, records: int, run: Run, baseline: Run, target: float | None) -> Row:
+    reader_only = figure.lstrip().startswith("the same, reader")
+    seconds = run.read_seconds if reader_only and run.read_seconds else run.seconds
+    rate, base = records / seconds, records / baseline.seconds
+    verdict = "-" if target is None else ("pass" if rate >= target else "fail")
+    cpu = "-" if reader_only else f"{run.cpu_seconds:.1f} / {baseline.cpu_seconds:.1f}"
+    return Row(figure, f"{rate / 1e6:.2f}M", f"{base / 1e6:.2f}M", f"{rate / base:.1f}x",
+               "-" if target is None else f">= {target / 1e6:g}M", verdict, cpu)  # fmt: skip
+
+
+def memory(figure: str, peak: int) -> Row:
+    return Row(figure, f"{peak / MB:.0f} MB", "-", "-", "<= 400 MB", "pass" if peak <= 400 * MB else "fail")
+
+
+def print_table(rows: list[Row]) -> None:
+    header = Row("figure", "natflow", "baseline", "ratio", "target", "pass/fail", "CPU s natflow / baseline")
+    cells = [
+        [row.figure, row.natflow, row.baseline, row.ratio, row.target, row.verdict, row.cpu] for row in [header, *rows]
+    ]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    for line in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+def child(kind: str, files: list[str]) -> list[str]:
+    return [sys.executable, "-m", "bench.run", kind, *files]
+
+
+def measure(command: list[str], label: str) -> Run:
+    """Run `command` to its end: wall time, peak RSS (one process; all processes) and its stdout."""
+    print(f"running {label} ...", file=sys.stderr)
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+        sampler = TreeSampler(process.pid)
+        sampler.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        sampler.stop()
+        stdout.seek(0)
+        stderr.seek(0)
+        output, errors = stdout.read().decode(), stderr.read().decode()
+    if process.returncode:
+        raise SystemExit(f"{label} failed ({process.returncode}):\n{errors}")
+    read_seconds = next((float(line.split("=")[1]) for line in errors.splitlines() if line.startswith(READ_MARK)), None)
+    print(f"  {seconds:.1f} s, {usage.ru_maxrss / 1024:.0f} MB", file=sys.stderr)
+    cpu_seconds = usage.ru_utime + usage.ru_stime
+    tree_rss = max(sampler.peak, usage.ru_maxrss * 1024)
+    return Run(seconds, cpu_seconds, usage.ru_maxrss * 1024, tree_rss, output, read_seconds)
+
+
+class TreeSampler(threading.Thread):
+    """The largest sum of RSS over a process and its descendants, sampled from /proc."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.peak = 0
+        self.done = threading.Event()
+        self.page = resource.getpagesize()
+
+    def run(self) -> None:
+        while not self.done.wait(0.02):
+            self.peak = max(self.peak, self.total())
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+    def total(self) -> int:
+        parents: dict[int, int] = {}
+        resident: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            parents[int(entry)] = int(fields[1])
+            resident[int(entry)] = int(fields[21]) * self.page
+        tree = {self.root}
+        changed = True
+        while changed:
+            found = {pid for pid, parent in parents.items() if parent in tree} - tree
+            tree |= found
+            changed = bool(found)
+        return sum(resident.get(pid, 0) for pid in tree)
+
+
+# -- children -------------------------------------------------------------------------------------
+
+READ_MARK = "bench-read-seconds="
+
+
+def run_natflow(reader: str, workers: int, argv: list[str]) -> int:
+    """`natflow attribute --reader R --workers N`, timing its read phase for the "reader only" figure."""
+    import natflow.cli as cli
+
+    def timed(read: Callable[..., T]) -> Callable[..., T]:
+        def run(*args: Any) -> T:
+            started = time.perf_counter()
+            result = read(*args)
+            print(f"{READ_MARK}{time.perf_counter() - started}", file=sys.stderr)
+            return result
+
+        return run
+
+    cli.read_all = timed(cli.read_all)  # type: ignore[assignment]
+    cli.read_all_parallel = timed(cli.read_all_parallel)  # type: ignore[assignment]
+    return cli.main([*argv, "--reader", reader, "--workers", str(workers)])
+
+
+def generate(root: str, per_file: int, slots: int, files: int, kinds: str) -> int:
+    """Write the data set (or find it written) and print where it is, as JSON."""
+    from bench import flowgen
+
+    dataset = flowgen.generate(Path(root), files, per_file, slots, parquet=kinds == "both")
+    paths = {"text": dataset.text, "parquet": dataset.parquet, "aws": dataset.aws, "cluster": dataset.cluster}
+    print(json.dumps(paths, default=str))
+    return 0
+
+
+def gzip_split(paths: list[str]) -> int:
+    """The plain-Python baseline: gzip + str.split(), summing one NAT ENI's bytes by source."""
+    from bench.flowgen import NAT_GATEWAYS
+
+    eni = NAT_GATEWAYS[0][1]
+    by_source: dict[str, int] = defaultdict(int)
+    records = 0
+    for path in paths:
+        with gzip.open(path, "rt") as handle:
+            next(handle)  # the header
+            for line in handle:
+                parts = line.split()
+                records += 1
+                if parts[2] == eni and parts[9] != "-":
+                    by_source[parts[3]] += int(parts[9])
+    print(json.dumps({"records": records, "sources": len(by_source)}))
+    return 0
+
+
+def pyarrow_sums(paths: list[str]) -> int:
+    """The pyarrow baseline: read three columns, keep one NAT ENI, sum bytes by source."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from bench.flowgen import NAT_GATEWAYS
+
+    records = 0
+    totals: dict[str, int] = defaultdict(int)
+    for path in paths:
+        table = pq.read_table(path, columns=["interface_id", "srcaddr", "bytes"])
+        records += table.num_rows
+        mine = table.filter(pc.equal(table["interface_id"], NAT_GATEWAYS[0][1]))
+        for row in mine.group_by("srcaddr").aggregate([("bytes", "sum")]).to_pylist():
+            totals[row["srcaddr"]] += row["bytes_sum"] or 0
+    print(json.dumps({"records": records, "sources": len(totals)}))
+    return 0
+
+
+def run_child(argv: list[str]) -> int:
+    kind, rest = argv[0], argv[1:]
+    if kind == "natflow":
+        return run_natflow(rest[0], int(rest[1]), rest[2:])
+    if kind == "generate":
+        return generate(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
+    if kind == "gzip-split":
+        return gzip_split(rest)
+    if kind == "pyarrow":
+        return pyarrow_sums(rest)
+    raise SystemExit(f"unknown child {kind!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_child(sys.argv[1:]))

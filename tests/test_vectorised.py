@@ -1,0 +1,448 @@
+"""The vectorised reader must give exactly what the reference readers give: rows, every counter,
+formats, first/last time and warnings, on generated S3 text (gzip and plain) and Parquet objects.
+
+Chunks and Parquet slices are made tiny here so that one file mixes chunks reduced in bulk with
+chunks handed to the reference code; the tests also prove that clean input does take the bulk path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from natflow.diagnostics import Diagnostics
+from natflow.flowlogs import vectorised
+from natflow.flowlogs.fields import DEFAULT_FORMAT, RECOMMENDED_FORMAT, LogFormat, column_name, parse_log_format
+from natflow.flowlogs.readers import READERS, FormatChoices
+from natflow.flowlogs.reduce import NatTopology, Reduction
+from natflow.flowlogs.sources import FileKind, FlowLogFile, describe
+from natflow.net import CidrSet
+
+NAT_ENIS = {"eni-0nat1": "nat-1", "eni-0nat2": "nat-2"}
+NAT_IPS = {"10.0.1.10": "eni-0nat1", "10.0.1.11": "eni-0nat1", "10.0.2.10": "eni-0nat2"}
+TOPOLOGY = NatTopology(NAT_ENIS, NAT_IPS, CidrSet(["10.0.0.0/16", "2600:1f18::/56"]))
+PODS = ("10.0.32.5", "10.0.32.6", "10.0.33.7", "2600:1f18:0:0::5", "2600:1f18::5")
+PEERS = ("52.1.2.3", "52.1.2.4", "3.3.3.3", "2a00:1450:0::1", "198.51.100.7")
+FIRST = 1_795_255_200  # 2026-11-21T10:00:00Z, the time in NAME
+NAME = "123456789012_vpcflowlogs_us-east-1_fl-0abc_20261121T1000Z_0001"
+WINDOW = (FIRST + 60, FIRST + 240)
+
+RECOMMENDED = parse_log_format(RECOMMENDED_FORMAT, "test").fields
+DEFAULT = parse_log_format(DEFAULT_FORMAT, "test").fields
+NO_ENI = tuple(f for f in RECOMMENDED if f != "interface-id")
+NO_TIMES = tuple(f for f in RECOMMENDED if f not in ("start", "end"))
+FORMATS = {"recommended": RECOMMENDED, "default": DEFAULT, "no-eni": NO_ENI, "no-times": NO_TIMES}
+
+
+# -- comparing the two paths -------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    rows: dict[Any, Any]
+    stats: Any
+    first_time: int | None
+    last_time: int | None
+    formats: dict[Any, Any]
+    warnings: list[dict[str, Any]]
+
+
+def outcome(
+    read: Callable[[FlowLogFile, FormatChoices, Reduction, Diagnostics], None],
+    files: list[FlowLogFile],
+    choices: FormatChoices,
+    window: tuple[int, int] | None,
+) -> Outcome:
+    reduction = Reduction(TOPOLOGY, window)
+    diagnostics = Diagnostics()
+    for file in files:
+        read(file, choices, reduction, diagnostics)
+    return as_outcome(reduction, diagnostics)
+
+
+def as_outcome(reduction: Reduction, diagnostics: Diagnostics) -> Outcome:
+    return Outcome(
+        reduction.rows,
+        reduction.stats,
+        reduction.first_time,
+        reduction.last_time,
+        reduction.formats,
+        [d.as_dict() for d in diagnostics.items],
+    )
+
+
+def reference(file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics) -> None:
+    READERS[file.kind](file, choices, reduction, diagnostics)
+
+
+def assert_same(
+    files: list[FlowLogFile], choices: FormatChoices | None = None, window: tuple[int, int] | None = None
+) -> Outcome:
+    choices = choices or FormatChoices()
+    expected = outcome(reference, files, choices, window)
+    assert outcome(vectorised.read_file_vectorised, files, choices, window) == expected
+    return expected
+
+
+@contextmanager
+def small_chunks(text_bytes: int = 400, parquet_rows: int = 5) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vectorised, "TEXT_CHUNK_BYTES", text_bytes)
+        patch.setattr(vectorised, "COMPRESSED_BLOCK_BYTES", 64)
+        patch.setattr(vectorised, "PARQUET_SLICE_ROWS", parquet_rows)
+        patch.setattr(vectorised, "COMPACT_ROWS", 8)
+        yield
+
+
+@contextmanager
+def counting_reference_calls() -> Iterator[list[str]]:
+    """Counts the chunks and slices the vectorised reader hands to the reference code."""
+    calls: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("_add_lines", "_add_rows"):
+            original = getattr(vectorised, name)
+
+            def counted(*args: Any, _original: Any = original, _name: str = name) -> None:
+                calls.append(_name)
+                _original(*args)
+
+            patch.setattr(vectorised, name, counted)
+        yield calls
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+NUMBER_JUNK = ("12a", "+5", "-3", "-0", "1.5", "99999999999999999999999", "007", "0x10")
+KINDS = ["client-out"] * 4 + ["client-in"] * 3 + [
+    "internet-out", "internet-in", "other", "other", "nodata", "skipdata", "unclassified", "nat-to-nat"
+]  # fmt: skip
+
+
+class Picker(Protocol):
+    """Where a record's choices come from: hypothesis (`draw`) or a seeded random.Random."""
+
+    def choice(self, options: Sequence[str]) -> str: ...
+
+    def integer(self, low: int, high: int) -> int: ...
+
+
+class Drawn:
+    def __init__(self, draw: st.DrawFn) -> None:
+        self.draw = draw
+
+    def choice(self, options: Sequence[str]) -> str:
+        return self.draw(st.sampled_from(options))
+
+    def integer(self, low: int, high: int) -> int:
+        return self.draw(st.integers(low, high))
+
+
+class Seeded:
+    def __init__(self, seed: int) -> None:
+        self.random = random.Random(seed)
+
+    def choice(self, options: Sequence[str]) -> str:
+        return self.random.choice(options)
+
+    def integer(self, low: int, high: int) -> int:
+        return self.random.randint(low, high)
+
+
+def make_record(pick: Picker) -> dict[str, str]:
+    """One record as field -> text, of a kind chosen to cover every branch of the reduction."""
+    kind = pick.choice(KINDS)
+    nat_ip = pick.choice(sorted(NAT_IPS))
+    pod, peer = pick.choice(PODS), pick.choice(PEERS)
+    src, dst, pkt_src, pkt_dst = {
+        "client-out": (pod, nat_ip, pod, peer),
+        "client-in": (nat_ip, pod, peer, pod),
+        "internet-out": (nat_ip, peer, nat_ip, peer),
+        "internet-in": (peer, nat_ip, peer, nat_ip),
+        "nat-to-nat": (nat_ip, "10.0.2.10", nat_ip, "10.0.2.10"),
+    }.get(kind, (pod, peer, pod, peer))
+    start = pick.integer(FIRST - 30, FIRST + 330)
+    end = start + pick.integer(-5, 60)
+
+    def time_text(seconds: int) -> str:
+        if pick.integer(0, 40) == 0:
+            return pick.choice(NUMBER_JUNK)
+        return pick.choice([str(seconds), str(seconds * 1000 + 7), "-"] + [str(seconds)] * 4)
+
+    def number(high: int) -> str:
+        return pick.choice((*NUMBER_JUNK, "-")) if pick.integer(0, 30) == 0 else str(pick.integer(0, high))
+
+    on_nat = kind not in ("other", "unclassified") or pick.integer(0, 1) == 1
+    fields = {
+        "version": "5",
+        "account-id": "123456789012",
+        "interface-id": pick.choice(sorted(NAT_ENIS)) if on_nat else pick.choice(["eni-0node1", "-"]),
+        "srcaddr": src,
+        "dstaddr": dst,
+        "srcport": str(pick.integer(0, 65535)),
+        "dstport": "443",
+        "protocol": "6",
+        "packets": number(500),
+        "bytes": number(10**9),
+        "start": time_text(start),
+        "end": time_text(end),
+        "action": pick.choice(["ACCEPT"] * 5 + ["REJECT", "-"]),
+        "log-status": "OK",
+        "vpc-id": "vpc-1",
+        "pkt-srcaddr": pick.choice([pkt_src, pkt_src, "-", peer]),
+        "pkt-dstaddr": pick.choice([pkt_dst, pkt_dst, "-", pod]),
+        "pkt-src-aws-service": pick.choice(["-", "-", "AMAZON", "S3"]),
+        "pkt-dst-aws-service": pick.choice(["-", "-", "AMAZON", "S3"]),
+        "flow-direction": pick.choice(["ingress", "egress", "-"]),
+    }
+    if kind in ("nodata", "skipdata"):  # as AWS writes them: ENI, times and status only
+        kept = ("version", "account-id", "interface-id", "start", "end")
+        fields = {name: value if name in kept else "-" for name, value in fields.items()}
+        fields |= {"start": time_text(start), "end": str(end), "log-status": kind.upper()}
+    return fields
+
+
+@st.composite
+def record(draw: st.DrawFn) -> dict[str, str]:
+    return make_record(Drawn(draw))
+
+
+def clean_lines(count: int, fields: tuple[str, ...], seed: int = 7) -> list[str]:
+    """Seeded valid records (no malformed numbers), as lines of `fields`."""
+    pick = Seeded(seed)
+    records = (make_record(pick) for _ in range(count))
+    return [" ".join(r[name] for name in fields) for r in records if is_clean(r)]
+
+
+def is_clean(fields: dict[str, str]) -> bool:
+    numbers = (fields[name] for name in ("packets", "bytes", "start", "end"))
+    return all(text == "-" or (text.isdigit() and len(text) < 15) for text in numbers)
+
+
+JUNK_ALPHABET = st.sampled_from(list("abc019 -.:\t\r\x0b\x1cé\u00a0\u2028"))
+
+
+@st.composite
+def text_line(draw: st.DrawFn, fields: tuple[str, ...]) -> str:
+    """A record line, mostly clean; sometimes with runs of spaces, a field too many or too few, or junk."""
+    choice = draw(st.integers(0, 99))
+    if choice < 3:
+        return draw(st.text(JUNK_ALPHABET, max_size=40))
+    if choice < 5:
+        return draw(st.sampled_from(["", "   ", " \t "]))
+    drawn = draw(record())
+    parts = [drawn[name] for name in fields]
+    if choice < 8:
+        del parts[draw(st.integers(0, len(parts) - 1))]
+    elif choice < 10:
+        parts.insert(draw(st.integers(0, len(parts))), "extra")
+    if choice >= 10 and draw(st.integers(0, 9)) == 0:  # runs of spaces between, before or after fields
+        separators = [draw(st.sampled_from([" ", " ", "  "])) for _ in parts]
+        return draw(st.sampled_from(["", " "])) + "".join(p + s for p, s in zip(parts, separators, strict=True))
+    return " ".join(parts)
+
+
+def write_text(directory: Path, lines: list[str], gzipped: bool, name: str = NAME) -> FlowLogFile:
+    path = directory / (name + (".log.gz" if gzipped else ".log"))
+    body = "".join(line + "\n" for line in lines).encode()
+    path.write_bytes(gzip.compress(body, mtime=0) if gzipped else body)
+    return describe(str(path), FileKind.TEXT)
+
+
+def header(fields: tuple[str, ...]) -> str:
+    return " ".join(fields)
+
+
+# -- S3 text ---------------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    format_name=st.sampled_from(sorted(FORMATS)),
+    with_header=st.booleans(),
+    gzipped=st.booleans(),
+    windowed=st.booleans(),
+)
+def test_text_matches_reference(
+    data: st.DataObject, format_name: str, with_header: bool, gzipped: bool, windowed: bool
+) -> None:
+    fields = FORMATS[format_name]
+    lines = data.draw(st.lists(text_line(fields), max_size=60))
+    # Without a header the format comes from describe-flow-logs (one S3 format) or the AWS default.
+    choices = FormatChoices() if with_header or fields == DEFAULT else FormatChoices(s3=[LogFormat(fields, "test")])
+    with tempfile.TemporaryDirectory() as directory, small_chunks():
+        file = write_text(Path(directory), ([header(fields)] if with_header else []) + lines, gzipped)
+        assert_same([file], choices, WINDOW if windowed else None)
+
+
+def test_clean_text_takes_the_bulk_path(tmp_path: Path) -> None:
+    lines = clean_lines(400, RECOMMENDED)
+    file = write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=True)
+    with small_chunks(), counting_reference_calls() as calls:
+        expected = assert_same([file])
+    assert calls == [] and expected.stats.records_counted > 50 and expected.stats.internet_leg_records > 10
+
+
+def test_one_bad_line_sends_only_its_chunk_to_the_reference(tmp_path: Path) -> None:
+    lines = clean_lines(400, RECOMMENDED)
+    lines[200] = lines[200].replace(" ", "\t", 1)  # str.split() reads it all the same, the bulk path does not
+    lines[300] += " extra"
+    file = write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=True)
+    with small_chunks(text_bytes=2000), counting_reference_calls() as calls:
+        expected = assert_same([file])
+    assert calls == ["_add_lines", "_add_lines"]
+    assert expected.stats.malformed_records == 1
+    assert expected.stats.malformed_examples[0].endswith(f"{NAME}.log.gz:302: 21 fields, the format has 20")
+
+
+def test_header_and_override(tmp_path: Path) -> None:
+    lines = clean_lines(50, DEFAULT)
+    file = write_text(tmp_path, [header(DEFAULT), *lines], gzipped=False)
+    override = FormatChoices(override=LogFormat(DEFAULT, "--log-format"))
+    assert_same([file], override)
+    different = FormatChoices(override=LogFormat(RECOMMENDED, "--log-format"))
+    expected = assert_same([file], different)
+    assert [w["reason"] for w in expected.warnings] == ["LogFormatOverridesHeader"]
+    assert expected.stats.malformed_records == len(lines)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"\n",
+        b"version  interface-id\n",
+        b"version srcaddr srcaddr\n5 1 2\n",  # a header naming a field twice: UnreadableFlowLog
+        b"version interface-id\r5 eni-0nat1\r\n",
+        b"\xef\xbb\xbfversion account-id\n",
+        b"5 123 eni-0nat1 10.0.32.5 10.0.1.10 1 443 6 1 100 1795255260 1795255270 ACCEPT OK",
+    ],
+)
+def test_odd_files(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / f"{NAME}.log"
+    path.write_bytes(content)
+    assert_same([describe(str(path), FileKind.TEXT)])
+
+
+# -- damaged gzip --------------------------------------------------------------------------------------
+
+
+def test_truncated_and_corrupt_gzip(tmp_path: Path) -> None:
+    body = ("\n".join([header(RECOMMENDED), *clean_lines(3000, RECOMMENDED)]) + "\n").encode()
+    packed = gzip.compress(body, mtime=0)
+    damaged = {
+        "truncated-early": packed[: len(packed) // 3],
+        "truncated-late": packed[: len(packed) - 20],
+        "no-trailer": packed[:-8],
+        "bad-crc": packed[:-8] + bytes(8),
+        "corrupt": packed[:5000] + bytes(200) + packed[5200:],
+        "two-members": packed + gzip.compress(b"5 1 eni-0nat1\n", mtime=0),
+        "padded": packed + bytes(16),
+    }
+    for label, content in damaged.items():
+        path = tmp_path / f"{NAME}-{label}.log.gz"
+        path.write_bytes(content)
+        with small_chunks(text_bytes=20_000):
+            expected = assert_same([describe(str(path), FileKind.TEXT)])
+        if label.startswith(("truncated", "no-trailer", "bad-crc", "corrupt")):
+            assert [w["reason"] for w in expected.warnings] == ["DamagedFlowLog"], label
+        if label == "truncated-late":
+            assert expected.stats.records_read > 2000
+
+
+# -- Parquet -------------------------------------------------------------------------------------------
+
+
+def write_parquet(
+    directory: Path, records: list[dict[str, str]], fields: tuple[str, ...], style: dict[str, Any]
+) -> FlowLogFile:
+    """Records as a Parquet object: numbers as integers where they are all digits, '-' as null or text."""
+    columns: dict[str, pl.Series] = {}
+    for name in fields:
+        texts = [r[name] for r in records]
+        if (
+            name in ("packets", "bytes", "start", "end")
+            and style["integers"]
+            and all(t == "-" or (t.lstrip("-").isdigit() and len(t) < 18) for t in texts)
+        ):
+            columns[column_name(name)] = pl.Series([None if t == "-" else int(t) for t in texts], dtype=pl.Int64)
+        else:
+            columns[column_name(name)] = pl.Series(
+                [style["missing"] if t == "-" else t for t in texts], dtype=pl.String
+            )
+    path = directory / f"{NAME}.log.parquet"
+    pl.DataFrame(columns).write_parquet(path, row_group_size=style["row_group"])
+    return describe(str(path), FileKind.PARQUET)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    records=st.lists(record(), max_size=50),
+    format_name=st.sampled_from(sorted(FORMATS)),
+    integers=st.booleans(),
+    missing=st.sampled_from([None, "-", "None"]),
+    windowed=st.booleans(),
+)
+def test_parquet_matches_reference(
+    records: list[dict[str, str]], format_name: str, integers: bool, missing: str | None, windowed: bool
+) -> None:
+    style = {"integers": integers, "missing": missing, "row_group": 7}
+    with tempfile.TemporaryDirectory() as directory, small_chunks():
+        file = write_parquet(Path(directory), records, FORMATS[format_name], style)
+        assert_same([file], window=WINDOW if windowed else None)
+
+
+def test_clean_parquet_takes_the_bulk_path(tmp_path: Path) -> None:
+    records = [dict(zip(RECOMMENDED, line.split(), strict=True)) for line in clean_lines(300, RECOMMENDED)]
+    file = write_parquet(tmp_path, records, RECOMMENDED, {"integers": True, "missing": None, "row_group": 64})
+    with small_chunks(parquet_rows=50), counting_reference_calls() as calls:
+        expected = assert_same([file])
+    assert calls == [] and expected.stats.records_counted > 50
+
+
+def test_unusual_parquet_types_take_the_reference_path(tmp_path: Path) -> None:
+    records = [dict(zip(DEFAULT, line.split(), strict=True)) for line in clean_lines(30, DEFAULT)]
+    file = write_parquet(tmp_path, records, DEFAULT, {"integers": True, "missing": None, "row_group": 64})
+    frame = pl.read_parquet(file.path).with_columns(
+        pl.col("bytes").cast(pl.Float64), pl.col("action").cast(pl.Categorical)
+    )
+    frame.write_parquet(file.path)
+    assert_same([file])
+    Path(file.path).write_bytes(Path(file.path).read_bytes()[:-100])  # footer gone: DamagedFlowLog
+    assert [w["reason"] for w in assert_same([file]).warnings] == ["DamagedFlowLog"]
+
+
+# -- many files, in worker processes -----------------------------------------------------------------
+
+
+def test_read_all_parallel_matches_reference(tmp_path: Path) -> None:
+    files = []
+    for index in range(4):
+        lines = clean_lines(200, RECOMMENDED, seed=index)
+        lines[index * 10] = "junk line"
+        name = NAME.replace("T1000Z", f"T10{index}5Z")
+        files.append(write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=bool(index % 2), name=name))
+    records = [dict(zip(RECOMMENDED, line.split(), strict=True)) for line in clean_lines(100, RECOMMENDED)]
+    files.append(write_parquet(tmp_path, records, RECOMMENDED, {"integers": True, "missing": None, "row_group": 64}))
+    cloudwatch = tmp_path / "events.json"
+    event = {"timestamp": 1795255260000, "message": lines[0]}
+    cloudwatch.write_text(json.dumps({"events": [event]}))
+    files.append(describe(str(cloudwatch), FileKind.CLOUDWATCH))
+    choices = FormatChoices(cloudwatch=[LogFormat(RECOMMENDED, "test")])
+    expected = outcome(reference, files, choices, WINDOW)
+    diagnostics = Diagnostics()
+    reduction = vectorised.read_all_parallel(files, choices, TOPOLOGY, WINDOW, diagnostics, workers=2)
+    assert as_outcome(reduction, diagnostics) == expected
+    assert expected.stats.malformed_records == 4 and expected.stats.records_counted > 100
