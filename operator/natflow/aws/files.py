@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -12,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from natflow.aws.inventory import FlowLog, Inventory, NatGateway, NetworkInterface, Vpc
 from natflow.diagnostics import Diagnostics
 from natflow.jsonstream import JsonStreamError, iter_values
+from natflow.paths import walk_files
 
 _MODELS: dict[str, tuple[type[BaseModel], Callable[[Inventory, list[Any]], None]]] = {
     "NatGateways": (NatGateway, Inventory.add_nat_gateways),
@@ -21,26 +20,11 @@ _MODELS: dict[str, tuple[type[BaseModel], Callable[[Inventory, list[Any]], None]
 }
 
 
-def _files(paths: list[str]) -> list[str]:
-    found: list[str] = []
-    for given in paths:
-        root = Path(given)
-        if root.is_dir():
-            for current, dirs, files in os.walk(root):
-                dirs.sort()
-                found.extend(os.path.join(current, n) for n in sorted(files) if not n.startswith("."))
-        elif root.is_file():
-            found.append(str(root))
-        else:
-            raise FileNotFoundError(f"{given}: no such file or directory")
-    return found
-
-
 def load_inventory(paths: list[str], diagnostics: Diagnostics) -> tuple[Inventory, int]:
     """Read describe-nat-gateways / describe-vpcs / describe-network-interfaces / describe-flow-logs."""
     inventory = Inventory()
     files_read = 0
-    for path in _files(paths):
+    for path, _ in walk_files(paths):
         files_read += 1
         recognised = False
         try:

@@ -3,16 +3,15 @@ streams (``--output-watch-events``), merged by object uid, newest resourceVersio
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from natflow.cluster.objects import ObjectError, describe, member
 from natflow.cluster.state import ClusterState
 from natflow.diagnostics import Diagnostics
 from natflow.jsonstream import JsonStreamError, iter_values
+from natflow.paths import walk_files
 
 READ_KINDS = ("Pod", "Node", "ReplicaSet", "Job", "DaemonSet")
 AWS_NODE = ("kube-system", "aws-node")
@@ -62,26 +61,11 @@ def _objects(value: Any, list_kind: str | None = None) -> Iterator[tuple[Mapping
     yield value, False
 
 
-def _files(paths: list[str]) -> Iterator[str]:
-    for given in paths:
-        root = Path(given)
-        if root.is_dir():
-            for current, dirs, files in os.walk(root):
-                dirs.sort()
-                for name in sorted(files):
-                    if not name.startswith("."):
-                        yield os.path.join(current, name)
-        elif root.is_file():
-            yield str(root)
-        else:
-            raise FileNotFoundError(f"{given}: no such file or directory")
-
-
 def load_cluster(paths: list[str], diagnostics: Diagnostics) -> tuple[ClusterState, DumpStats]:
     """Read every file, merge objects, and build the cluster state (time-indexed IP map included)."""
     stats = DumpStats()
     newest: dict[tuple[str, str], _Seen] = {}
-    for path in _files(paths):
+    for path, _ in walk_files(paths):
         stats.files_read += 1
         try:
             with open(path, encoding="utf-8") as handle:

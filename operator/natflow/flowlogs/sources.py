@@ -12,7 +12,8 @@ import re
 from calendar import timegm
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
+
+from natflow.paths import walk_files
 
 
 class FileKind(Enum):
@@ -74,26 +75,6 @@ def describe(path: str, kind: FileKind) -> FlowLogFile:
     )
 
 
-def sniff_kind(path: str) -> FileKind:
-    """Kind of a file the user named explicitly, from its suffix or first bytes."""
-    lower = path.lower()
-    if lower.endswith(".parquet"):
-        return FileKind.PARQUET
-    if lower.endswith(".json"):
-        return FileKind.CLOUDWATCH
-    if lower.endswith(_TEXT_SUFFIXES):
-        return FileKind.TEXT
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    if head.startswith(_PARQUET_MAGIC):
-        return FileKind.PARQUET
-    if head.startswith(_GZIP_MAGIC):
-        return FileKind.TEXT
-    if head.lstrip()[:1] in (b"{", b"["):
-        return FileKind.CLOUDWATCH
-    return FileKind.TEXT
-
-
 def kind_by_suffix(path: str) -> FileKind | None:
     lower = path.lower()
     if lower.endswith(".parquet"):
@@ -105,6 +86,22 @@ def kind_by_suffix(path: str) -> FileKind | None:
     return None
 
 
+def sniff_kind(path: str) -> FileKind:
+    """Kind of a file the user named explicitly, from its suffix or else its first bytes."""
+    by_suffix = kind_by_suffix(path)
+    if by_suffix is not None:
+        return by_suffix
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head.startswith(_PARQUET_MAGIC):
+        return FileKind.PARQUET
+    if head.startswith(_GZIP_MAGIC):
+        return FileKind.TEXT
+    if head.lstrip()[:1] in (b"{", b"["):
+        return FileKind.CLOUDWATCH
+    return FileKind.TEXT
+
+
 def discover(paths: list[str]) -> tuple[list[FlowLogFile], list[str]]:
     """Files to read under `paths` (directories recursively, sorted) and files passed over.
 
@@ -112,20 +109,10 @@ def discover(paths: list[str]) -> tuple[list[FlowLogFile], list[str]]:
     """
     found: list[FlowLogFile] = []
     passed_over: list[str] = []
-    for given in paths:
-        root = Path(given)
-        if root.is_dir():
-            for current, dirs, files in os.walk(root):
-                dirs.sort()
-                for name in sorted(files):
-                    full = os.path.join(current, name)
-                    kind = kind_by_suffix(full)
-                    if kind is None or name.startswith("."):
-                        passed_over.append(full)
-                    else:
-                        found.append(describe(full, kind))
-        elif root.is_file():
-            found.append(describe(str(root), sniff_kind(str(root))))
+    for path, explicit in walk_files(paths):
+        kind = sniff_kind(path) if explicit else kind_by_suffix(path)
+        if kind is None:
+            passed_over.append(path)
         else:
-            raise FileNotFoundError(f"{given}: no such file or directory")
+            found.append(describe(path, kind))
     return found, passed_over
