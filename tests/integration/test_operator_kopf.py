@@ -26,10 +26,8 @@ from tests.harness.motoserver import MotoServer
 from tests.integration.world import (
     GROUP,
     VERSION,
-    apply_crds,
-    apply_rbac,
-    aws_world,
-    create_cluster_objects,
+    create_report,
+    prepared_world,
     put_flow_logs,
 )
 
@@ -42,13 +40,8 @@ BYTES_OUT_PER_MINUTE, BYTES_IN_PER_MINUTE = 1000, 7000
 
 @pytest.fixture(scope="module")
 def live_world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, Any]]:
-    with kubernetes.config.new_client_from_config(config_file=str(kubeapi.kubeconfig)) as api:  # type: ignore[no-untyped-call]
-        apply_crds(api)
-        kubeapi.restart_controller_manager()  # its garbage collector learns the new CRD types at once
-        apply_rbac(api)
-        world = aws_world(moto_server)
+    with prepared_world(kubeapi, moto_server, NAMESPACE, "ip-node-live") as (_, world):
         now = int(time.time())
-        create_cluster_objects(api, world, now - 3600, namespace=NAMESPACE, node="ip-node-live")
         # One object per minute around now, so whichever minutes the operator finds due have flow logs.
         for minute in range(now // 60 * 60 - 600, now // 60 * 60 + 600, 60):
             put_flow_logs(world, (minute - 60, minute), [
@@ -104,10 +97,7 @@ def test_live_operator_attributes_due_windows_and_survives_a_restart(
 ) -> None:
     store, log = tmp_path / "state.sqlite", tmp_path / "operator.log"
     custom = kubernetes.client.CustomObjectsApi(kube_client)
-    custom.create_cluster_custom_object(GROUP, VERSION, "flowreports", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowReport", "metadata": {"name": "live"},
-        "spec": {"interval": "1m", "deliveryDelay": "1m", "period": "Daily"},
-    })  # fmt: skip
+    create_report(custom, "live", {"interval": "1m", "deliveryDelay": "1m", "period": "Daily"})
     operator = start_operator(kubeapi, moto_server, store, log)
     try:
         spec = wait_for(lambda: web_attribution(kube_client), 60, "the first FlowAttribution", log)
@@ -156,10 +146,7 @@ def test_snat_change_is_seen_live_and_warned(
     store, log = tmp_path / "state.sqlite", tmp_path / "operator.log"
     custom = kubernetes.client.CustomObjectsApi(kube_client)
     apps = kubernetes.client.AppsV1Api(kube_client)
-    custom.create_cluster_custom_object(GROUP, VERSION, "flowreports", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowReport", "metadata": {"name": "snat"},
-        "spec": {"interval": "1m", "deliveryDelay": "0s"},
-    })  # fmt: skip
+    create_report(custom, "snat", {"interval": "1m", "deliveryDelay": "0s"})
     operator = start_operator(kubeapi, moto_server, store, log)
 
     def set_external_snat(value: str) -> None:

@@ -32,11 +32,9 @@ from tests.harness.motoserver import MotoServer
 from tests.integration.world import (
     GROUP,
     VERSION,
-    apply_crds,
-    apply_rbac,
-    aws_world,
-    create_cluster_objects,
     create_job_and_reuse,
+    create_report,
+    prepared_world,
     put_flow_logs,
 )
 
@@ -60,12 +58,7 @@ def world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, Any]]
     The API server stamps the Node's creationTimestamp now and natflow counts a node's addresses
     from its creation, so the window must come after it (with --once any window may be given).
     """
-    with kubernetes.config.new_client_from_config(config_file=str(kubeapi.kubeconfig)) as api:  # type: ignore[no-untyped-call]
-        apply_crds(api)
-        kubeapi.restart_controller_manager()  # its garbage collector learns the new CRD types at once
-        apply_rbac(api)
-        aws = aws_world(moto_server)
-        create_cluster_objects(api, aws, int(time.time()) - 3600)
+    with prepared_world(kubeapi, moto_server, "shop", "ip-node-1") as (api, aws):
         now = int(time.time()) + 1
         window = (now - 60, now + 840)
         create_job_and_reuse(api, "shop", "ip-node-1", window)
@@ -134,12 +127,7 @@ def test_once_writes_attributions_idempotently_and_they_are_garbage_collected(
     tmp_path: Path,
 ) -> None:
     custom = kubernetes.client.CustomObjectsApi(kube_client)
-    custom.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "flowreports",
-        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowReport", "metadata": {"name": "default"}, "spec": {}},
-    )
+    create_report(custom, "default", {})
 
     done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -175,17 +163,7 @@ def test_bad_spec_is_reported_in_status(
     tmp_path: Path,
 ) -> None:
     custom = kubernetes.client.CustomObjectsApi(kube_client)
-    custom.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "flowreports",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "FlowReport",
-            "metadata": {"name": "bad"},
-            "spec": {"logFormat": "${srcaddr} ${srcaddr}"},
-        },
-    )
+    create_report(custom, "bad", {"logFormat": "${srcaddr} ${srcaddr}"})
     try:
         done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
         assert done.returncode == 0, done.stderr[-3000:]
@@ -219,12 +197,7 @@ def test_aws_errors_become_conditions_and_the_window_is_retried(
     next pass with AWS answering again writes the window."""
     custom = kubernetes.client.CustomObjectsApi(kube_client)
     name = f"errors-{reason.lower()}"
-    custom.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "flowreports",
-        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowReport", "metadata": {"name": name}, "spec": {}},
-    )
+    create_report(custom, name, {})
     try:
         with FaultProxy(moto_server.endpoint_url) as proxy:
             proxy.fail(action, code)
@@ -290,9 +263,7 @@ def test_above_the_threshold_athena_reduces_the_window(
 
     custom = kubernetes.client.CustomObjectsApi(kube_client)
     athena = {"thresholdBytes": 0, "database": "natflow", "outputLocation": "s3://athena-results/natflow/"}
-    custom.create_cluster_custom_object(GROUP, VERSION, "flowreports", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowReport", "metadata": {"name": "athena"},
-        "spec": {"athena": athena}})  # fmt: skip
+    create_report(custom, "athena", {"athena": athena})
     try:
         done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
         assert done.returncode == 0, done.stderr[-3000:]
@@ -317,9 +288,7 @@ def test_a_nat_gateway_without_flow_logs_is_a_condition_with_the_fix(
     nat = ec2.create_nat_gateway(SubnetId=subnet, AllocationId=ec2.allocate_address(Domain="vpc")["AllocationId"])
     nat_id, eni = nat["NatGateway"]["NatGatewayId"], nat["NatGateway"]["NatGatewayAddresses"][0]["NetworkInterfaceId"]
     custom = kubernetes.client.CustomObjectsApi(kube_client)
-    custom.create_cluster_custom_object(GROUP, VERSION, "flowreports", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowReport", "metadata": {"name": "unlogged"},
-        "spec": {"natGatewayIds": [nat_id]}})  # fmt: skip
+    create_report(custom, "unlogged", {"natGatewayIds": [nat_id]})
     try:
         done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
         assert done.returncode == 0, done.stderr[-3000:]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import kubernetes
 import yaml
 
 from natflow.timeutil import format_time
+from tests.harness.kubeapi import KubeAPI
 from tests.harness.motoserver import MotoServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -276,3 +279,23 @@ def create_cluster_objects(
     except kubernetes.client.exceptions.ApiException as error:
         if error.status != 409:  # the aws-node DaemonSet is shared by the test modules
             raise
+
+
+def create_report(custom: kubernetes.client.CustomObjectsApi, name: str, spec: dict[str, Any]) -> None:
+    """Apply a FlowReport, as a cluster admin would."""
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowReport", "metadata": {"name": name}, "spec": spec}
+    custom.create_cluster_custom_object(GROUP, VERSION, "flowreports", body)
+
+
+@contextmanager
+def prepared_world(
+    kubeapi: KubeAPI, moto: MotoServer, namespace: str, node: str
+) -> Iterator[tuple[kubernetes.client.ApiClient, dict[str, Any]]]:
+    """CRDs, RBAC, a fresh AWS account and the namespace's workloads on `node` (pods running for an hour)."""
+    with kubernetes.config.new_client_from_config(config_file=str(kubeapi.kubeconfig)) as api:  # type: ignore[no-untyped-call]
+        apply_crds(api)
+        kubeapi.restart_controller_manager()  # its garbage collector learns the new CRD types at once
+        apply_rbac(api)
+        world = aws_world(moto)
+        create_cluster_objects(api, world, int(time.time()) - 3600, namespace=namespace, node=node)
+        yield api, world
