@@ -431,6 +431,7 @@ class Controller:
         if snat is not None:
             set_condition(conditions, "SNATHidesPodIPs", "True", "NodeSNATHidesPodIPs", snat.message, now, generation)
             self._event(report, "NodeSNATHidesPodIPs", snat.message, now, spec.interval_seconds)
+            log.warning("FlowReport %s: %s", report["metadata"]["name"], snat.message)
             for node in snat.details.get("nodes", [])[:20]:
                 self._node_event(node["node"], snat.message, now, spec.interval_seconds)
         else:
