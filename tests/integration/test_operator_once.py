@@ -30,12 +30,14 @@ from tests.harness.faultproxy import FaultProxy
 from tests.harness.kubeapi import KubeAPI
 from tests.harness.motoserver import MotoServer
 from tests.integration.world import (
+    FLOW_FIELDS,
     GROUP,
     VERSION,
     create_job_and_reuse,
     create_report,
     prepared_world,
     put_flow_logs,
+    put_log_events,
 )
 
 pytestmark = pytest.mark.integration
@@ -64,20 +66,17 @@ def world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, Any]]
         create_job_and_reuse(api, "shop", "ip-node-1", window)
         aws["window"] = window
         nat_ip = aws["nat_ip"]
-        put_flow_logs(
-            aws,
-            aws["window"],
-            [
-                ("10.0.1.5", nat_ip, "52.1.1.1", 1000, 60),
-                (nat_ip, "10.0.1.5", "52.1.1.1", 5000, 60),  # the pod
-                (nat_ip, "52.1.1.1", "52.1.1.1", 6000, 60),
-                ("52.1.1.1", nat_ip, "52.1.1.1", 6000, 60),  # internet legs
-                (aws["node_ip"], nat_ip, "54.2.2.2", 300, 60),  # the node itself
-                ("10.0.9.9", nat_ip, "54.3.3.3", 70, 60),  # nobody we know
-                ("10.0.1.7", nat_ip, "54.4.4.4", 111, 0),  # the Job pod, before it finished
-                ("10.0.1.7", nat_ip, "54.4.4.4", 222, 240),  # the next holder of its IP
-            ],
-        )
+        aws["records"] = [
+            ("10.0.1.5", nat_ip, "52.1.1.1", 1000, 60),
+            (nat_ip, "10.0.1.5", "52.1.1.1", 5000, 60),  # the pod
+            (nat_ip, "52.1.1.1", "52.1.1.1", 6000, 60),
+            ("52.1.1.1", nat_ip, "52.1.1.1", 6000, 60),  # internet legs
+            (aws["node_ip"], nat_ip, "54.2.2.2", 300, 60),  # the node itself
+            ("10.0.9.9", nat_ip, "54.3.3.3", 70, 60),  # nobody we know
+            ("10.0.1.7", nat_ip, "54.4.4.4", 111, 0),  # the Job pod, before it finished
+            ("10.0.1.7", nat_ip, "54.4.4.4", 222, 240),  # the next holder of its IP
+        ]
+        put_flow_logs(aws, window, aws["records"])
         yield aws
 
 
@@ -304,3 +303,25 @@ def test_a_nat_gateway_without_flow_logs_is_a_condition_with_the_fix(
         assert "FlowLogsMissing" in {e.reason for e in events}
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "unlogged")
+
+
+def test_cloudwatch_logs_source(
+    kubeapi: KubeAPI,
+    kube_client: kubernetes.client.ApiClient,
+    moto_server: MotoServer,
+    world: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """The same records delivered to CloudWatch Logs give the same attributions (filter_log_events on the
+    NAT ENI's stream, the format from spec.logFormat since the messages have no header)."""
+    put_log_events(world, "flows-cw", world["window"], world["records"])
+    custom = kubernetes.client.CustomObjectsApi(kube_client)
+    log_format = " ".join(f"${{{field}}}" for field in FLOW_FIELDS.split())
+    create_report(custom, "cloudwatch", {
+        "flowLogs": {"source": "cloudwatch", "cloudwatch": {"logGroupName": "flows-cw"}}, "logFormat": log_format})  # fmt: skip
+    try:
+        done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert attributions(kube_client, "cloudwatch") == EXPECTED
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "cloudwatch")

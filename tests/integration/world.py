@@ -103,6 +103,7 @@ def aws_world(moto: MotoServer) -> dict[str, Any]:
         LogFormat=" ".join(f"${{{field}}}" for field in FLOW_FIELDS.split()),
     )["FlowLogIds"][0]
     return {
+        "logs": boto3.client("logs", **kwargs),
         "ec2": ec2,
         "vpc": vpc,
         "s3": s3,
@@ -115,22 +116,41 @@ def aws_world(moto: MotoServer) -> dict[str, Any]:
     }
 
 
-def put_flow_logs(
-    world: dict[str, Any], window: tuple[int, int], records: list[tuple[str, str, str, int, int]]
-) -> None:
-    """records: (srcaddr, dstaddr, peer, bytes, seconds into the window) on the NAT ENI, one minute long."""
-    lines = [FLOW_FIELDS]
+# (srcaddr, dstaddr, peer, bytes, seconds into the window): one minute-long record on the NAT ENI
+FlowRecord = tuple[str, str, str, int, int]
+
+
+def record_lines(world: dict[str, Any], window: tuple[int, int], records: list[FlowRecord]) -> list[tuple[int, str]]:
+    """(start, record in FLOW_FIELDS format) for each record."""
+    lines = []
     for src, dst, peer, nbytes, offset in records:
         start = window[0] + offset
         pkt_src, pkt_dst = (src, peer) if dst == world["nat_ip"] else (peer, dst)
-        lines.append(
-            f"2 {ACCOUNT} {world['eni']} {src} {dst} 1 443 6 3 {nbytes} {start} {start + 59} ACCEPT OK {pkt_src} {pkt_dst}"
-        )
-    first = window[0] + min(offset for *_, offset in records)
+        text = f"2 {ACCOUNT} {world['eni']} {src} {dst} 1 443 6 3 {nbytes} {start} {start + 59} ACCEPT OK {pkt_src} {pkt_dst}"
+        lines.append((start, text))
+    return lines
+
+
+def put_flow_logs(world: dict[str, Any], window: tuple[int, int], records: list[FlowRecord]) -> None:
+    """One S3 object as the flow log delivers it: header line, then the records."""
+    lines = record_lines(world, window, records)
+    first = min(start for start, _ in lines)
     stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(first))
     day = time.strftime("%Y/%m/%d", time.gmtime(first))
     key = f"AWSLogs/{ACCOUNT}/vpcflowlogs/{REGION}/{day}/{ACCOUNT}_vpcflowlogs_{REGION}_{world['flow_log']}_{stamp}_0a1b2c3d.log.gz"
-    world["s3"].put_object(Bucket="flows", Key=key, Body=gzip.compress(("\n".join(lines) + "\n").encode()))
+    body = "\n".join([FLOW_FIELDS, *(text for _, text in lines)]) + "\n"
+    world["s3"].put_object(Bucket="flows", Key=key, Body=gzip.compress(body.encode()))
+
+
+def put_log_events(world: dict[str, Any], group: str, window: tuple[int, int], records: list[FlowRecord]) -> None:
+    """The same records as CloudWatch Logs events in the NAT ENI's stream (no header, ms timestamps)."""
+    logs, stream = world["logs"], f"{world['eni']}-all"
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    events = [
+        {"timestamp": start * 1000, "message": text} for start, text in sorted(record_lines(world, window, records))
+    ]
+    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
 
 
 def create_job_and_reuse(api: kubernetes.client.ApiClient, namespace: str, node: str, window: tuple[int, int]) -> None:
