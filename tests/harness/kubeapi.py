@@ -235,13 +235,17 @@ class KubeAPI:
             return f"(no log: {error})"
         return _tail_text(text, lines)
 
-    def request(self, method: str, path: str, body: object | None = None) -> tuple[int, bytes]:
-        """A raw API call as admin; returns (HTTP status, body) without raising on 4xx/5xx."""
+    def request(
+        self, method: str, path: str, body: object | None = None, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
+        """A raw API call as admin; returns (HTTP status, body) without raising on 4xx/5xx.
+
+        PATCH needs `content_type="application/merge-patch+json"` (or another patch type)."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Authorization", f"Bearer {self.admin_token}")
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            request.add_header("Content-Type", content_type)
         try:
             with self._http.open(request, timeout=5) as response:
                 return response.status, response.read()
