@@ -40,32 +40,33 @@ def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Lo
     uids = [p["metadata"]["uid"] for p in json.loads(listed.data)["items"]]
     ended = runtime.reconcile(uids, int(time.time()))
     logger.info(f"store: {runtime.loaded} leases loaded, {runtime.pruned} pruned, {ended} ended while down")
+    runtime.start_applier()
     memo.runtime = runtime
 
 
 def _event(event: kopf.RawEvent, memo: kopf.Memo, kind: str) -> None:
     obj = dict(event["object"])
     obj.setdefault("kind", kind)
-    memo.runtime.on_object(obj, deleted=event.get("type") == "DELETED")
+    memo.runtime.enqueue(obj, deleted=event.get("type") == "DELETED")
 
 
 @kopf.on.event("", "v1", "pods")
-def pod_event(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def pod_event(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     _event(event, memo, "Pod")
 
 
 @kopf.on.event("", "v1", "nodes")
-def node_event(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def node_event(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     _event(event, memo, "Node")
 
 
 @kopf.on.event("apps", "v1", "replicasets")
-def replicaset_event(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def replicaset_event(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     _event(event, memo, "ReplicaSet")
 
 
 @kopf.on.event("batch", "v1", "jobs")
-def job_event(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def job_event(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     _event(event, memo, "Job")
 
 

@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,6 +21,9 @@ from natflow.store import Store
 log = logging.getLogger("natflow")
 DEFAULT_RETENTION_SECONDS = 48 * 3600
 PRUNE_EVERY = 600
+# Watch events are applied at least this often (seconds), at most this many per store transaction.
+APPLY_EVERY = 0.2
+APPLY_BATCH = 2000
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class Runtime:
         self._controller: Controller | None = None
         self._retention = config.retention_seconds
         self._last_prune = int(time.time())
+        self._pending: deque[tuple[Mapping[str, Any], bool]] = deque()
+        self._wake = threading.Event()
 
     @property
     def controller(self) -> Controller:
@@ -63,6 +69,31 @@ class Runtime:
                 self.state, self._aws or AwsClients.create(), self.writer, self.config.namespace
             )
         return self._controller
+
+    # -- watch events: queued by the (async) handlers, applied in batches by one thread ---------------
+    def enqueue(self, obj: Mapping[str, Any], deleted: bool) -> None:
+        """Called on kopf's event loop: must not block (a report may hold the lock for a while)."""
+        self._pending.append((obj, deleted))
+        self._wake.set()
+
+    def start_applier(self) -> None:
+        threading.Thread(target=self._apply_forever, name="natflow-applier", daemon=True).start()
+
+    def _apply_forever(self) -> None:
+        while True:
+            self._wake.wait(timeout=APPLY_EVERY)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> int:
+        """Apply every queued event, each batch in one store transaction; returns how many."""
+        applied = 0
+        while self._pending:
+            with self.lock, self.store.batch():
+                for _ in range(min(len(self._pending), APPLY_BATCH)):
+                    self.on_object(*self._pending.popleft())
+                    applied += 1
+        return applied
 
     def on_object(self, obj: Mapping[str, Any], deleted: bool) -> None:
         """A Pod, Node, ReplicaSet or Job from a watch event (or a list)."""
@@ -115,6 +146,7 @@ class Runtime:
         return ended
 
     def run_report(self, report: dict[str, Any], window: tuple[int, int] | None = None) -> dict[str, Any]:
+        self.flush()  # the map as of now, not as of the applier's last round
         with self.lock:
             self.maybe_prune(int(time.time()), report)
             return self.controller.run_report(report, window)
