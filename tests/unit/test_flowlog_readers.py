@@ -240,3 +240,20 @@ def test_unicode_digits_are_malformed_not_a_crash(tmp_path: Path) -> None:
     record = NAT_RECORDS[0].replace(" 1000 ", " 1²00 ")
     reduction, _ = run([write_gz(tmp_path / f"{KEY_NAME}.log.gz", [NAT_FORMAT, record, NAT_RECORDS[3]])])
     assert reduction.stats.malformed_records == 1 and by_direction(reduction) == {("10.0.1.5", IN): 5000}
+
+
+def test_the_seed_articles_format_without_start_end_works_end_to_end(tmp_path: Path) -> None:
+    """${region} ${vpc-id} ${az-id} ... ${packets} ${bytes} ${action}: no start, end, version or log-status."""
+    fmt = ("region vpc-id az-id subnet-id instance-id interface-id flow-direction srcaddr dstaddr srcport dstport "
+           "pkt-srcaddr pkt-dstaddr pkt-src-aws-service pkt-dst-aws-service traffic-path packets bytes action")  # fmt: skip
+    lines = [
+        fmt,
+        f"us-east-1 vpc-1 use1-az1 subnet-1 - {NAT_ENI} ingress 10.0.1.5 10.0.0.220 40000 443 10.0.1.5 52.95.1.1 - S3 - 3 700 ACCEPT",
+        f"us-east-1 vpc-1 use1-az1 subnet-1 - {NAT_ENI} egress 10.0.0.220 52.95.1.1 1024 443 10.0.0.220 52.95.1.1 - S3 8 3 700 ACCEPT",
+        f"us-east-1 vpc-1 use1-az1 subnet-1 - {NAT_ENI} ingress 52.95.1.1 10.0.0.220 443 1024 52.95.1.1 10.0.0.220 S3 - - 5 9000 ACCEPT",
+        f"us-east-1 vpc-1 use1-az1 subnet-1 - {NAT_ENI} egress 10.0.0.220 10.0.1.5 443 40000 52.95.1.1 10.0.1.5 S3 - 1 5 9000 ACCEPT",
+    ]
+    reduction, _ = run([write_gz(tmp_path / f"{KEY_NAME}.log.gz", lines)])
+    assert by_direction(reduction) == {("10.0.1.5", OUT): 700, ("10.0.1.5", IN): 9000}
+    assert {key[5] for key in reduction.rows} == {"S3"}  # the AWS service is the destination
+    assert {(v[2], v[3]) for v in reduction.rows.values()} == {(parse_time("2026-11-21T10:20:00Z"), parse_time("2026-11-21T10:24:59Z"))}
