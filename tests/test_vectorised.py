@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -64,8 +66,9 @@ def outcome(
     files: list[FlowLogFile],
     choices: FormatChoices,
     window: tuple[int, int] | None,
+    topology: NatTopology = TOPOLOGY,
 ) -> Outcome:
-    reduction = Reduction(TOPOLOGY, window)
+    reduction = Reduction(topology, window)
     diagnostics = Diagnostics()
     for file in files:
         read(file, choices, reduction, diagnostics)
@@ -88,11 +91,14 @@ def reference(file: FlowLogFile, choices: FormatChoices, reduction: Reduction, d
 
 
 def assert_same(
-    files: list[FlowLogFile], choices: FormatChoices | None = None, window: tuple[int, int] | None = None
+    files: list[FlowLogFile],
+    choices: FormatChoices | None = None,
+    window: tuple[int, int] | None = None,
+    topology: NatTopology = TOPOLOGY,
 ) -> Outcome:
     choices = choices or FormatChoices()
-    expected = outcome(reference, files, choices, window)
-    assert outcome(vectorised.read_file_vectorised, files, choices, window) == expected
+    expected = outcome(reference, files, choices, window, topology)
+    assert outcome(vectorised.read_file_vectorised, files, choices, window, topology) == expected
     return expected
 
 
@@ -103,6 +109,7 @@ def small_chunks(text_bytes: int = 400, parquet_rows: int = 5) -> Iterator[None]
         patch.setattr(vectorised, "COMPRESSED_BLOCK_BYTES", 64)
         patch.setattr(vectorised, "PARQUET_SLICE_ROWS", parquet_rows)
         patch.setattr(vectorised, "COMPACT_ROWS", 8)
+        patch.setattr(vectorised, "BATCH_BYTES", text_bytes * 3)
         yield
 
 
@@ -328,12 +335,154 @@ def test_header_and_override(tmp_path: Path) -> None:
         b"version interface-id\r5 eni-0nat1\r\n",
         b"\xef\xbb\xbfversion account-id\n",
         b"5 123 eni-0nat1 10.0.32.5 10.0.1.10 1 443 6 1 100 1795255260 1795255270 ACCEPT OK",
+        b"version account-id\n5 123\n5 456\n",  # no field that attribution reads: frames with no columns
     ],
 )
 def test_odd_files(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / f"{NAME}.log"
     path.write_bytes(content)
     assert_same([describe(str(path), FileKind.TEXT)])
+
+
+# -- the line scanner: which blocks the bulk path takes ------------------------------------------------
+
+# Each changes one line so that it may split differently, or not at all, under the bulk path's reading.
+ODD_LINES: dict[str, Callable[[str], str]] = {
+    "tab": lambda line: line.replace(" ", "\t", 1),
+    "carriage return": lambda line: line + "\r",
+    "carriage return inside": lambda line: line.replace(" ", "\r", 1),
+    "vertical tab": lambda line: line.replace(" ", "\x0b", 1),
+    "file separator": lambda line: line.replace(" ", "\x1c", 1),
+    "no-break space": lambda line: line.replace(" ", "\u00a0", 1),
+    "line separator": lambda line: line.replace(" ", "\u2028", 1),
+    "nul byte": lambda line: line[:1] + "\x00" + line[1:],
+    "del byte": lambda line: line[:1] + "\x7f" + line[1:],
+    "non-ascii letter": lambda line: line[:1] + "é" + line[1:],
+    "two spaces": lambda line: line.replace(" ", "  ", 1),
+    "leading space": lambda line: " " + line,
+    "trailing space": lambda line: line + " ",
+    "a field too few": lambda line: line.rsplit(" ", 1)[0],
+    "a field too many": lambda line: line + " extra",
+    # As many separators as a good line, one field fewer: an empty field.
+    "two spaces, a field too few": lambda line: line.rsplit(" ", 1)[0].replace(" ", "  ", 1),
+    "leading space, a field too few": lambda line: " " + line.rsplit(" ", 1)[0],
+    "trailing space, a field too few": lambda line: line.rsplit(" ", 1)[0] + " ",
+    "blank line after": lambda line: line + "\n",
+    "spaces line after": lambda line: line + "\n   ",
+}
+
+
+@pytest.mark.parametrize("oddity", sorted(ODD_LINES))
+def test_an_odd_line_sends_its_block_to_the_reference(tmp_path: Path, oddity: str) -> None:
+    lines = clean_lines(300, RECOMMENDED)
+    lines[150] = ODD_LINES[oddity](lines[150])
+    file = write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=True)
+    with small_chunks(text_bytes=2000), counting_reference_calls() as calls:
+        assert_same([file], window=WINDOW)
+    assert calls == ["_add_lines"]
+
+
+def record_line(**fields: str) -> str:
+    """A client-out record of the recommended format on eni-0nat1, with `fields` replaced."""
+    values = {
+        **dict.fromkeys(RECOMMENDED, "-"),
+        "version": "5",
+        "account-id": "123456789012",
+        "interface-id": "eni-0nat1",
+        "srcaddr": "10.0.32.5",
+        "dstaddr": "10.0.1.10",
+        "srcport": "40000",
+        "dstport": "443",
+        "protocol": "6",
+        "packets": "3",
+        "bytes": "1500",
+        "start": str(FIRST + 60),
+        "end": str(FIRST + 70),
+        "action": "ACCEPT",
+        "log-status": "OK",
+        "pkt-srcaddr": "10.0.32.5",
+        "pkt-dstaddr": "52.1.2.3",
+        **fields,
+    }
+    return " ".join(values[name] for name in RECOMMENDED)
+
+
+def test_numbers_times_and_statuses_take_the_bulk_path(tmp_path: Path) -> None:
+    """'-' numbers and times, millisecond times, leading zeros, NODATA/SKIPDATA (inside and outside the
+    window, on any ENI) are all read in bulk, exactly."""
+    lines = [
+        record_line(packets="-", bytes="-"),
+        record_line(start="-"),
+        record_line(end="-"),
+        record_line(start="-", end="-"),  # the object key's time
+        record_line(start=str((FIRST + 90) * 1000 + 999), end=str((FIRST + 95) * 1000)),
+        record_line(packets="0007", bytes="000"),
+        record_line(**{"interface-id": "eni-0node1", "log-status": "NODATA", "start": str(FIRST + 100)}),
+        record_line(**{"interface-id": "eni-0node1", "log-status": "SKIPDATA", "start": str(FIRST + 400)}),
+        record_line(**{"log-status": "NODATA", "start": "-", "packets": "-", "bytes": "-"}),
+        record_line(**{"log-status": "SKIPDATA", "start": str((FIRST + 10) * 1000)}),
+        record_line(**{"log-status": "NODATAX"}),  # no status of note: an ordinary record
+        record_line(**{"interface-id": "eni-0node1", "pkt-dst-aws-service": "NODATA"}),
+        record_line(action="REJECT"),
+        record_line(**{"srcaddr": "10.0.1.10", "dstaddr": "52.1.2.3"}),  # an internet leg
+    ] * 20
+    file = write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=True)
+    for window in (None, WINDOW):
+        with small_chunks(text_bytes=1000), counting_reference_calls() as calls:
+            expected = assert_same([file], window=window)
+        assert calls == []
+        stats = expected.stats
+        assert stats.no_data_records + stats.skip_data_records + stats.outside_window_records >= 60
+        assert stats.rejected_records == 20 and stats.internet_leg_records == 20
+
+
+def test_fields_of_every_length_read_the_same(tmp_path: Path) -> None:
+    """Around the 12 bytes a string view holds itself, and longer than a block: peers and services are row keys."""
+    lines = [
+        record_line(**{"pkt-dstaddr": "p" * length, "pkt-dst-aws-service": "S" * (length % 40 + 1)})
+        for length in [*range(1, 70), 500, 3000]
+    ]
+    file = write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=True)
+    with small_chunks(text_bytes=700), counting_reference_calls() as calls:
+        expected = assert_same([file])
+    assert calls == [] and len(expected.rows) == len(lines)
+
+
+def test_interface_ids_like_a_nat_eni_are_decided_exactly(tmp_path: Path) -> None:
+    """The scanner picks lines by a 64-bit key of the interface-id (its length, first and last 8 bytes):
+    ids that share those with a NAT ENI are picked too, then counted as other interfaces."""
+    eni = "eni-0123456789abcdef0"
+    topology = NatTopology({eni: "nat-1"}, {"10.0.1.10": eni}, CidrSet(["10.0.0.0/16"]))
+    alike = [eni[:8] + "ZZZZZ" + eni[-8:], eni[:-1] + "1", "x" + eni[1:], eni[:20], eni + "0"]
+    lines = [record_line(**{"interface-id": interface}) for interface in [eni, *alike] * 10]
+    file = write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=False)
+    with small_chunks(), counting_reference_calls() as calls:
+        expected = assert_same([file], topology=topology)
+    assert calls == [] and expected.stats.records_counted == 10 and expected.stats.other_interface_records == 50
+
+
+def test_a_last_line_without_newline(tmp_path: Path) -> None:
+    body = "\n".join([header(RECOMMENDED), *clean_lines(200, RECOMMENDED)])
+    for label, content in {"plain": body.encode(), "gzip": gzip.compress(body.encode(), mtime=0)}.items():
+        path = tmp_path / f"{NAME}-{label}.log"
+        path.write_bytes(content)
+        with small_chunks(text_bytes=500), counting_reference_calls() as calls:
+            assert_same([describe(str(path), FileKind.TEXT)])
+        assert calls == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=30), min_size=1, max_size=20))
+def test_field_keys_and_string_views(tokens: list[bytes]) -> None:
+    """numpy's keys equal Python's for every field, and Arrow string views built in numpy read back the fields."""
+    data = b" ".join(tokens) + bytes(16)
+    starts = np.cumsum([0] + [len(token) + 1 for token in tokens[:-1]])
+    lengths = np.array([len(token) for token in tokens])
+    keys = vectorised._token_keys(data, starts, lengths)
+    assert keys.tolist() == [vectorised._bytes_key(token) for token in tokens]
+    views = vectorised._string_views(data, starts, lengths)
+    array = pa.Array.from_buffers(pa.binary_view(), len(tokens), [None, pa.py_buffer(views), pa.py_buffer(data)])
+    assert pl.Series(array).to_list() == tokens
 
 
 # -- damaged gzip --------------------------------------------------------------------------------------
@@ -427,22 +576,49 @@ def test_unusual_parquet_types_take_the_reference_path(tmp_path: Path) -> None:
 # -- many files, in worker processes -----------------------------------------------------------------
 
 
-def test_read_all_parallel_matches_reference(tmp_path: Path) -> None:
+def parallel_files(tmp_path: Path) -> list[FlowLogFile]:
+    """Text in two formats with malformed lines, a damaged gzip, Parquet and CloudWatch."""
     files = []
-    for index in range(4):
-        lines = clean_lines(200, RECOMMENDED, seed=index)
+    for index in range(6):
+        fields = DEFAULT if index % 3 == 2 else RECOMMENDED
+        lines = clean_lines(200, fields, seed=index)
         lines[index * 10] = "junk line"
+        lines[index * 10 + 5] = "more junk"
         name = NAME.replace("T1000Z", f"T10{index}5Z")
-        files.append(write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=bool(index % 2), name=name))
+        files.append(write_text(tmp_path, [header(fields), *lines], gzipped=bool(index % 2), name=name))
+    truncated = Path(files[3].path)
+    truncated.write_bytes(truncated.read_bytes()[:-30])  # DamagedFlowLog, in the middle
     records = [dict(zip(RECOMMENDED, line.split(), strict=True)) for line in clean_lines(100, RECOMMENDED)]
     files.append(write_parquet(tmp_path, records, RECOMMENDED, {"integers": True, "missing": None, "row_group": 64}))
     cloudwatch = tmp_path / "events.json"
-    event = {"timestamp": 1795255260000, "message": lines[0]}
+    event = {"timestamp": 1795255260000, "message": "junk"}
     cloudwatch.write_text(json.dumps({"events": [event]}))
     files.append(describe(str(cloudwatch), FileKind.CLOUDWATCH))
-    choices = FormatChoices(cloudwatch=[LogFormat(RECOMMENDED, "test")])
-    expected = outcome(reference, files, choices, WINDOW)
+    return files
+
+
+PARALLEL_CHOICES = FormatChoices(cloudwatch=[LogFormat(RECOMMENDED, "test")])
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_read_all_parallel_matches_reference(tmp_path: Path, workers: int) -> None:
+    files = parallel_files(tmp_path)
+    expected = outcome(reference, files, PARALLEL_CHOICES, WINDOW)
     diagnostics = Diagnostics()
-    reduction = vectorised.read_all_parallel(files, choices, TOPOLOGY, WINDOW, diagnostics, workers=2)
+    reduction = vectorised.read_all_parallel(files, PARALLEL_CHOICES, TOPOLOGY, WINDOW, diagnostics, workers=workers)
     assert as_outcome(reduction, diagnostics) == expected
-    assert expected.stats.malformed_records == 4 and expected.stats.records_counted > 100
+    assert expected.stats.malformed_records == 13 and expected.stats.records_counted > 100
+    assert len(expected.formats) == 2 and [w["reason"] for w in expected.warnings] == ["DamagedFlowLog"]
+
+
+def test_shares_merge_in_file_order(tmp_path: Path) -> None:
+    """Processes take files as they come free: the merge puts formats, examples and warnings back in order."""
+    files = parallel_files(tmp_path)
+    expected = outcome(reference, files, PARALLEL_CHOICES, WINDOW)
+    shares = [
+        vectorised._read_share(files, PARALLEL_CHOICES, TOPOLOGY, WINDOW, indices)
+        for indices in ([7, 2, 5, 3], [1, 6, 0, 4])
+    ]
+    reduction, diagnostics = Reduction(TOPOLOGY, WINDOW), Diagnostics()
+    vectorised._merge_shares(reduction, shares, diagnostics)
+    assert as_outcome(reduction, diagnostics) == expected
