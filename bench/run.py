@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         memory(f"    peak RSS, gzip text {large / 1e6:g}M, largest process", big.max_rss),
         memory("    the same, all processes together", big.tree_rss),
     ]
+    rows += other_figures(args.quick)
     print_table(rows)
     verdict = "identical" if same else "DIFFERENT"
     print(f"\nvectorised and reference documents: {verdict}; {args.workers} worker(s); "
@@ -139,6 +140,21 @@ def speed(figure: str, records: int, run: Run, baseline: Run, target: float | No
 
 def memory(figure: str, peak: int) -> Row:
     return Row(figure, f"{peak / MB:.0f} MB", "-", "-", "<= 400 MB", "pass" if peak <= 400 * MB else "fail")
+
+
+def other_figures(quick: bool) -> list[Row]:
+    """The operator's figures from their own modules, as rows of the same table."""
+    from bench import operator_events
+
+    found: list[Row] = []
+    for figure, value, baseline, target, unit in operator_events.run(quick):
+        higher_is_better = not unit.startswith("MB")
+        verdict = "pass" if (value >= target if higher_is_better else value <= target) else "fail"
+        ratio = f"{value / baseline:.1f}x" if baseline else "-"
+        sign = ">=" if higher_is_better else "<="
+        found.append(Row(figure, f"{value:,.0f} {unit.split(';')[0]}", f"{baseline:,.0f}" if baseline else "-",
+                         ratio, f"{sign} {target:,.0f}", verdict))  # fmt: skip
+    return found
 
 
 def print_table(rows: list[Row]) -> None:
