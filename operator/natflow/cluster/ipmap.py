@@ -9,12 +9,14 @@ Two layers answer "who had address A between t0 and t1":
 Leases of one address never overlap: a later holder starts no earlier than the previous holder's
 end, and a holder with no known end ends when the next one starts.
 
-The map is sized for a day or two of churn in a large cluster (a million leases): pods are kept as
-columns (interned strings, uids and names packed in one buffer) and PodRecords are built only when
-asked for; intervals sit in flat arrays sorted by (address, start), resolved by the rules above in
-bulk. Updates touch only their address, which is re-resolved alone when read, so the operator can
-feed pod events one at a time while reports read the map; many updates trigger one bulk rebuild.
-`lookup` answers one address, `lookup_columns` and `lookup_many` answer many at once with numpy.
+The map is sized for two days of churn in a large cluster (a million leases) without a Python
+object per lease, per pod or per address: pods are columns (interned strings; uids and names
+packed in one buffer) and PodRecords are built when asked for; addresses, uids and prefixes are
+found through open-addressing tables over flat arrays; intervals sit in flat arrays sorted by
+(address, start), resolved by the rules above in bulk. An update touches only its address, which
+is then re-resolved alone when read, so the operator can feed pod events one at a time while
+reports read the map; many updates trigger one bulk rebuild. `lookup` answers one address;
+`lookup_columns` (holder indices) and `lookup_many` (Segments) answer many at once with numpy.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import itertools
 import socket
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, ValuesView
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Final, Generic, TypeVar
 
 import numpy as np
@@ -38,27 +40,31 @@ from natflow.net import normalize_address
 FOREVER = 1 << 62
 NO_END: Final = -(1 << 63)  # "still held" in int64 end columns, which cannot hold None
 
-# What lookup_columns found for each query.
+# What lookup_columns found for a query; also the kinds of its pieces.
 HELD_BY_NOBODY: Final = 0
 HELD_BY_POD: Final = 1
 HELD_BY_NODE: Final = 2
-SEGMENTS: Final = 3  # more than one holder, or an address changed since the last rebuild: see `segments`
+SPLIT: Final = 3  # answered as pieces: several holders, or the address changed since the last rebuild
 
-# A rebuild re-sorts everything; below these many changes, re-resolving changed addresses is cheaper.
+# A rebuild re-sorts everything; below this many changes, re-resolving changed addresses is cheaper.
 REBUILD_MIN_CHANGES = 4096
-RECORD_CACHE_SIZE = 65536
-BULK_CHUNK = (
-    65536  # pods per vectorised step of put_pods  # PodRecords kept built for repeated lookups of the same pods
-)
+RECORD_CACHE_SIZE = 65536  # PodRecords kept built for repeated lookups of the same pods
+ADDRESS_CACHE_SIZE = 65536  # addresses remembered for `lookup` one query at a time
+BULK_CHUNK = 8192  # pods per vectorised step of put_pods: few at a time fragment memory less
+PARALLEL_QUERIES = 1 << 17  # lookup_columns answers batches this large on two threads
 
 _ALIVE: Final = 1
 _END_IS_ESTIMATE: Final = 2
 _BRANCH_ENI: Final = 4
+_WORD: Final = (1 << 64) - 1
+_MIX: Final = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F)  # odd multipliers spreading keys over slots
 
 T = TypeVar("T")
 Int64s = npt.NDArray[np.int64]
 Int32s = npt.NDArray[np.int32]
+Words = npt.NDArray[np.uint64]
 Bools = npt.NDArray[np.bool_]
+Piece = tuple[int, int, int, int]  # start, end, HELD_BY_* kind, pod or node address index (-1 for nobody)
 # One group's resolved intervals: starts, ends, holders and the [lo, hi) range of them that is the group.
 _View = tuple[Sequence[int], Sequence[int], Sequence[int], int, int]
 _EMPTY_VIEW: _View = ((), (), (), 0, 0)
@@ -89,18 +95,94 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class HolderColumns:
-    """Answers of `lookup_columns`, one per query, without a Segment where one holder held it all.
+    """What `lookup_columns` found, per query: one holder for the whole interval, as an index.
 
-    Indices are valid until the map next changes: `IpMap.pod_at` and `IpMap.node_address_at` read them.
+    `IpMap.pod_at` and `IpMap.node_address_at` read the indices, which stay valid until `IpMap.prune`.
     """
 
-    kinds: npt.NDArray[np.int8]  # HELD_BY_NOBODY, HELD_BY_POD, HELD_BY_NODE or SEGMENTS
-    holders: Int32s  # pod index for HELD_BY_POD, node address index for HELD_BY_NODE, else -1
-    segments: dict[int, list[Segment]]  # query index -> what `lookup` says, for kind SEGMENTS
+    kinds: npt.NDArray[np.int8]  # HELD_BY_NOBODY, HELD_BY_POD, HELD_BY_NODE or SPLIT
+    holders: Int32s  # the pod index (HELD_BY_POD) or node address index (HELD_BY_NODE), else -1
+    pieces: dict[int, list[Piece]]  # query index -> its pieces, for the queries of kind SPLIT
 
 
+@dataclass(frozen=True, slots=True)
+class PodColumns:
+    """Many pods field by field for bulk loads (a restart reads a million from the store):
+    PodRecord's fields, each a sequence with an entry per pod; owners as (kind, name)."""
+
+    uid: Sequence[str]
+    namespace: Sequence[str]
+    name: Sequence[str]
+    node: Sequence[str]
+    ips: Sequence[tuple[str, ...]]
+    host_network: Sequence[bool]
+    start: Sequence[int]
+    end: Sequence[int | None]
+    end_is_estimate: Sequence[bool]
+    owner: Sequence[tuple[str, str] | None]
+    template_hash: Sequence[str | None]
+    branch_eni: Sequence[bool]
+
+    @classmethod
+    def of(cls, pods: Sequence[PodRecord]) -> PodColumns:
+        return cls(
+            uid=[pod.uid for pod in pods],
+            namespace=[pod.namespace for pod in pods],
+            name=[pod.name for pod in pods],
+            node=[pod.node for pod in pods],
+            ips=[pod.ips for pod in pods],
+            host_network=[pod.host_network for pod in pods],
+            start=[pod.start for pod in pods],
+            end=[pod.end for pod in pods],
+            end_is_estimate=[pod.end_is_estimate for pod in pods],
+            owner=[(pod.owner.kind, pod.owner.name) if pod.owner else None for pod in pods],
+            template_hash=[pod.template_hash for pod in pods],
+            branch_eni=[pod.branch_eni for pod in pods],
+        )
+
+    def __len__(self) -> int:
+        return len(self.uid)
+
+    def record(self, index: int) -> PodRecord:
+        owner = self.owner[index]
+        return PodRecord(
+            uid=self.uid[index],
+            namespace=self.namespace[index],
+            name=self.name[index],
+            node=self.node[index],
+            ips=tuple(self.ips[index]),
+            host_network=bool(self.host_network[index]),
+            start=self.start[index],
+            end=self.end[index],
+            end_is_estimate=bool(self.end_is_estimate[index]),
+            owner=OwnerRef(*owner) if owner else None,
+            template_hash=self.template_hash[index],
+            branch_eni=bool(self.branch_eni[index]),
+        )
+
+    def select(self, indices: Sequence[int]) -> PodColumns:
+        return PodColumns(
+            uid=_pick(self.uid, indices),
+            namespace=_pick(self.namespace, indices),
+            name=_pick(self.name, indices),
+            node=_pick(self.node, indices),
+            ips=_pick(self.ips, indices),
+            host_network=_pick(self.host_network, indices),
+            start=_pick(self.start, indices),
+            end=_pick(self.end, indices),
+            end_is_estimate=_pick(self.end_is_estimate, indices),
+            owner=_pick(self.owner, indices),
+            template_hash=_pick(self.template_hash, indices),
+            branch_eni=_pick(self.branch_eni, indices),
+        )
+
+
+def _pick(column: Sequence[T], indices: Sequence[int]) -> list[T]:
+    return [column[index] for index in indices]
+
+
+# -- numpy views of array columns (callers keep no view while the column may still grow) ------------
 def _int64s(column: array[int]) -> Int64s:
-    """A numpy view of an array column; callers keep no view while the column may still grow."""
     return np.frombuffer(column, np.int64) if len(column) else np.zeros(0, np.int64)
 
 
@@ -117,21 +199,96 @@ def _column(values: npt.NDArray[np.generic], typecode: str) -> array[int]:
 
 
 def _by_id(values: Int64s | Int32s, ids: Int64s) -> Int64s:
-    """values[id] for each id, -1 where the id is -1 (unknown address)."""
+    """values[id] for each id, -1 where the id is -1 (an unknown address)."""
     found = np.full(len(ids), -1, np.int64)
     known = ids >= 0
     found[known] = values[ids[known]]
     return found
 
 
+# -- addresses ------------------------------------------------------------------------------------------
 def _ipv4_int(address: str) -> int:
-    """The address as an integer if it is IPv4 text, else -1."""
+    """The address as an integer if it is IPv4 text (dotted decimal, as Python's ipaddress reads it), else -1."""
     try:
         return int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
-    except OSError:
+    except (OSError, ValueError):  # not IPv4; ValueError: a NUL inside
         return -1
 
 
+def _text_key(text: str) -> tuple[int, int] | None:
+    """A short address text (IPv4's is at most 15 bytes) as two little-endian words; None for texts
+    with ':' (IPv6, looked up in canonical form) or NUL, longer ones, and non-ASCII ones."""
+    if not 0 < len(text) <= 15 or ":" in text or "\0" in text:
+        return None
+    data = text.encode()
+    if len(data) > 15:
+        return None
+    padded = data.ljust(16, b"\0")
+    return int.from_bytes(padded[:8], "little"), int.from_bytes(padded[8:], "little")
+
+
+def _text_keys(texts: Sequence[str]) -> tuple[Words, Words, Bools, npt.NDArray[np.uint8] | None]:
+    """`_text_key` of many texts at once: both words, which texts have a key, and the texts as a
+    matrix of 16 bytes each (None when some text is not ASCII: then none has a key)."""
+    count = len(texts)
+    try:
+        raw = np.array(texts, dtype="S16")  # truncates longer texts and drops trailing NULs: see `short`
+    except UnicodeEncodeError:
+        return np.zeros(count, np.uint64), np.zeros(count, np.uint64), np.zeros(count, bool), None
+    data = raw.view(np.uint8).reshape(count, 16)
+    short = (data[:, 0] != 0) & (data[:, 15] == 0)  # 1 to 15 bytes, unless NULs hide the length
+    joined = "".join(texts)
+    if "\0" in joined:
+        lengths = np.fromiter(map(len, texts), np.int64, count)
+        short &= (data != 0).sum(1) == lengths
+    if ":" in joined:
+        short &= ~(data == ord(":")).any(1)
+    words = raw.view("<u8").reshape(count, 2)
+    return words[:, 0].copy(), words[:, 1].copy(), short, data
+
+
+def _ipv4_values(texts: Sequence[str], data: npt.NDArray[np.uint8] | None, short: Bools) -> Int64s:
+    """`_ipv4_int` of many texts at once, given `_text_keys`' matrix and short texts (every IPv4
+    text is short): four dot-separated decimal octets up to 255, no leading zeros."""
+    if data is None:
+        return np.fromiter(map(_ipv4_int, texts), np.int64, len(texts))
+    values = np.full(len(texts), -1, np.int64)
+    count = int(short.sum())
+    # Character by row: each step below runs over whole vectors; four zero rows let an octet's
+    # third character lie past the text.
+    columns = np.zeros((20, count), np.uint8)
+    columns[:16] = data[short].T
+    used = columns != 0
+    dot = columns == ord(".")
+    dots_seen = np.cumsum(dot, axis=0, dtype=np.int8)
+    valid = (((columns >= ord("0")) & (columns <= ord("9")) | dot) == used).all(0) & (dots_seen[-1] == 3)
+    dot_at = [(dots_seen[:16] < seen).sum(0) for seen in (1, 2, 3)]  # where the first, second, third dot are
+    octets = zip((np.zeros(count, np.int64), *(at + 1 for at in dot_at)), (*dot_at, used.sum(0)), strict=True)
+    flat = columns.ravel()
+    row = np.arange(count)
+    combined = np.zeros(count, np.int64)
+    for start, end in octets:
+        length = end - start
+        first, second, third = (flat[(start + offset) * count + row].astype(np.int64) - ord("0") for offset in range(3))
+        value = np.where(length == 1, first, np.where(length == 2, first * 10 + second, first * 100 + second * 10))
+        value += np.where(length == 3, third, 0)
+        valid &= (length >= 1) & (length <= 3) & (value <= 255) & ((first != 0) | (length == 1))
+        combined = (combined << 8) | np.where(valid, value, 0)
+    values[short] = np.where(valid, combined, -1)
+    return values
+
+
+def _network_key(cidr: str) -> tuple[int, int, int, str]:
+    """(family, prefix length, network as an integer, network address text) of an address or CIDR."""
+    if "/" not in cidr:
+        value = _ipv4_int(cidr)
+        if value >= 0:
+            return 4, 32, value, cidr
+    network = ipaddress.ip_network(cidr, strict=False)
+    return network.version, network.prefixlen, int(network.network_address), str(network.network_address)
+
+
+# -- vectorised helpers ---------------------------------------------------------------------------------
 def _bisect_right(values: Int64s, lo: Int64s, hi: Int64s, keys: Int64s) -> Int64s:
     """bisect.bisect_right(values, key, lo, hi) for every query at once; lo and hi are consumed."""
     active = np.flatnonzero(lo < hi)
@@ -165,6 +322,139 @@ def _cover(view: _View, start: int, end: int) -> Iterator[tuple[int, int, int]]:
         yield cursor, end, -1
 
 
+class _Slots:
+    """Open addressing from keys of one or two 64-bit words (the first never 0) to int32 values.
+    (With one word, `key[-1]` is `key[0]`: the probes below compare the last word too.)
+
+    Flat arrays instead of a dict, which would cost a key and a value object per entry. A slot
+    whose value is -1 was removed; probes go on past it. Keys may repeat (hashes of uids): callers
+    tell equal keys apart themselves. Many keys are found or added at once in vectorised rounds.
+    """
+
+    def __init__(self, words: int) -> None:
+        self._words = words
+        self._used = 0  # slots with a key, removed ones included
+        self._allocate(16)
+
+    def _allocate(self, size: int) -> None:
+        self._keys = [np.zeros(size, np.uint64) for _ in range(self._words)]
+        self._values = np.full(size, -1, np.int32)
+        # memoryviews index as Python ints, much faster than numpy scalars for one-at-a-time probes
+        self._key_slots = [keys.data for keys in self._keys]
+        self._value_slots = self._values.data
+        self._mask = size - 1
+        self._shift = 65 - size.bit_length()  # slot = top bits of the mixed key
+
+    def _home(self, key: Sequence[int]) -> int:
+        if self._words == 1:
+            return ((key[0] * _MIX[0]) & _WORD) >> self._shift
+        return (((key[0] * _MIX[0]) ^ (key[1] * _MIX[1])) & _WORD) >> self._shift
+
+    def _homes(self, keys: Sequence[Words]) -> Int64s:
+        mixed = np.zeros(len(keys[0]), np.uint64)
+        for word, multiplier in zip(keys, _MIX, strict=False):
+            mixed ^= word * np.uint64(multiplier)
+        return (mixed >> np.uint64(self._shift)).astype(np.int64)
+
+    def _probe(self, key: Sequence[int]) -> Iterator[int]:
+        """The live slots holding key, in probe order."""
+        first, second, values, mask = self._key_slots[0], self._key_slots[-1], self._value_slots, self._mask
+        slot = self._home(key)
+        while found := first[slot]:
+            if found == key[0] and values[slot] >= 0 and second[slot] == key[-1]:
+                yield slot
+            slot = (slot + 1) & mask
+
+    def get(self, key: Sequence[int]) -> int:
+        """The value of the first live slot holding key, or -1 (`_probe` without a generator)."""
+        first, second, values, mask = self._key_slots[0], self._key_slots[-1], self._value_slots, self._mask
+        slot = self._home(key)
+        while found := first[slot]:
+            if found == key[0] and values[slot] >= 0 and second[slot] == key[-1]:
+                value: int = values[slot]
+                return value
+            slot = (slot + 1) & mask
+        return -1
+
+    def values(self, key: Sequence[int]) -> Iterator[int]:
+        return (self._value_slots[slot] for slot in self._probe(key))
+
+    def find(self, keys: Sequence[Words], accept: Callable[[int, int], bool] | None = None) -> Int64s:
+        """`get` for many keys at once; `accept(query, value)`, if given, must approve a match."""
+        count = len(keys[0])
+        found = np.full(count, -1, np.int64)
+        slots = self._homes(keys)
+        waiting = np.arange(count)
+        while waiting.size:
+            at = slots[waiting]
+            first = self._keys[0][at]
+            done = first == 0
+            match = ~done & (first == keys[0][waiting]) & (self._values[at] >= 0)
+            for word in range(1, self._words):
+                match &= self._keys[word][at] == keys[word][waiting]
+            if accept is not None:
+                for position in np.flatnonzero(match).tolist():
+                    match[position] = accept(int(waiting[position]), int(self._values[at[position]]))
+            found[waiting[match]] = self._values[at[match]]
+            done |= match
+            waiting = waiting[~done]
+            slots[waiting] = (slots[waiting] + 1) & self._mask
+        return found
+
+    def add(self, key: Sequence[int], value: int) -> None:
+        if 3 * (self._used + 1) > 2 * len(self._values):
+            self._resize(1)
+        first, mask = self._key_slots[0], self._mask
+        slot = self._home(key)
+        while first[slot]:
+            slot = (slot + 1) & mask
+        for word in range(self._words):
+            self._key_slots[word][slot] = key[word]
+        self._value_slots[slot] = value
+        self._used += 1
+
+    def add_many(self, keys: Sequence[Words], values: Int32s) -> None:
+        if 3 * (self._used + len(values)) > 2 * len(self._values):
+            self._resize(len(values))
+        self._place(keys, values)
+
+    def remove(self, key: Sequence[int], value: int) -> None:
+        for slot in self._probe(key):
+            if self._value_slots[slot] == value:
+                self._value_slots[slot] = -1
+                return
+
+    def _resize(self, more: int) -> None:
+        """Move the live slots into a table at most half full once `more` are added."""
+        live = (self._keys[0] != 0) & (self._values >= 0)
+        keys, values = [words[live] for words in self._keys], self._values[live]
+        size = 16
+        while size < 2 * (len(values) + more):
+            size *= 2
+        self._allocate(size)
+        self._used = 0
+        self._place(keys, values)
+
+    def _place(self, keys: Sequence[Words], values: Int32s) -> None:
+        """Add in rounds: each waiting key takes its probe slot if free (one winner per slot) and the
+        others probe on, which is where adding them one by one could have put them."""
+        slots = self._homes(keys)
+        waiting = np.arange(len(values))
+        placed = np.zeros(len(values), bool)
+        while waiting.size:
+            targets = slots[waiting]
+            free = self._keys[0][targets] == 0
+            taken, first = np.unique(targets[free], return_index=True)
+            winners = waiting[free][first]
+            for word in range(self._words):
+                self._keys[word][taken] = keys[word][winners]
+            self._values[taken] = values[winners]
+            placed[winners] = True
+            waiting = waiting[~placed[waiting]]
+            slots[waiting] = (slots[waiting] + 1) & self._mask
+        self._used += len(values)
+
+
 class _Timelines:
     """Intervals grouped by an integer key (an address, a node network), each naming a holder index.
 
@@ -184,21 +474,22 @@ class _Timelines:
         self._groups = 0  # group ids are below this
         self._built = 0  # entries [0, _built) were sorted by (group, start) at the last rebuild
         self._rebuild_after = REBUILD_MIN_CHANGES  # entries added since then
-        self._raw_offsets = np.zeros(1, np.int64).data  # group -> its range of those entries
-        self._offsets: Int64s = np.zeros(1, np.int64)  # group -> its range of resolved intervals
+        self._raw_offsets = np.zeros(1, np.int32).data  # group -> its range of those entries
+        self._offsets: Int32s = np.zeros(1, np.int32)  # group -> its range of resolved intervals
         self._starts: Int64s = np.zeros(0, np.int64)
         self._ends: Int64s = np.zeros(0, np.int64)
         self._holders: Int32s = np.zeros(0, np.int32)
-        # The same arrays for scalar reads: indexing a memoryview gives ints, much faster than numpy's.
-        self._views: tuple[memoryview, memoryview, memoryview, memoryview] = self._memoryviews()
+        self._views = self._memoryviews()
         self._recent: dict[int, list[int]] = {}  # group -> entries added since the rebuild
         self._dirty: dict[int, tuple[list[int], list[int], list[int]] | None] = {}  # changed groups
+        self._stale = False  # a bulk add is not in _recent or _dirty: rebuild before reading
         self._conflicts: dict[int, int] = {}  # group -> entries dropped by the rules (only nonzero)
 
     def _memoryviews(self) -> tuple[memoryview, memoryview, memoryview, memoryview]:
+        """The resolved arrays for scalar reads: a memoryview indexes as ints, much faster than numpy."""
         return self._offsets.data, self._starts.data, self._ends.data, self._holders.data
 
-    # -- changes -----------------------------------------------------------------------------------
+    # -- changes ---------------------------------------------------------------------------------------
     def add(self, group: int, start: int, end: int, holder: int) -> None:
         """Add [start, end) for holder (end NO_END: until the next holder starts)."""
         index = len(self._alive)
@@ -209,6 +500,8 @@ class _Timelines:
         self._alive.append(1)
         if group >= self._groups:
             self._groups = group + 1
+        if self._stale:  # a rebuild comes before the next read anyway
+            return
         recent = self._recent.get(group)
         if recent is None:
             self._recent[group] = [index]
@@ -216,20 +509,20 @@ class _Timelines:
             recent.append(index)
         self._dirty[group] = None
         if index - self._built >= self._rebuild_after:
-            self.rebuild()  # bulk loads: rebuilding at doubling sizes keeps the total linear-logarithmic
+            self.rebuild()  # bulk loads: rebuilding at doubling sizes keeps the total n log n
 
     def add_many(self, groups: Int32s, starts: Int64s, ends: Int64s, holders: Int32s) -> None:
-        """`add` for many entries."""
+        """`add` for many entries; a large batch waits, untracked, for one rebuild at the next read."""
         first = len(self._alive)
-        self._group.frombytes(groups.astype(np.int32).tobytes())
-        self._start.frombytes(starts.astype(np.int64).tobytes())
-        self._end.frombytes(ends.astype(np.int64).tobytes())
-        self._holder.frombytes(holders.astype(np.int32).tobytes())
+        self._group.frombytes(groups.tobytes())
+        self._start.frombytes(starts.tobytes())
+        self._end.frombytes(ends.tobytes())
+        self._holder.frombytes(holders.tobytes())
         self._alive.frombytes(bytes([1]) * len(groups))
         if len(groups):
             self._groups = max(self._groups, int(groups.max()) + 1)
-        if len(self._alive) - self._built > self._rebuild_after:
-            self.rebuild()
+        if self._stale or len(groups) >= REBUILD_MIN_CHANGES:
+            self._stale = True
             return
         for index, group in enumerate(groups.tolist(), first):
             recent = self._recent.get(group)
@@ -239,7 +532,12 @@ class _Timelines:
                 recent.append(index)
             self._dirty[group] = None
 
+    def _fresh(self) -> None:
+        if self._stale:
+            self.rebuild()
+
     def remove(self, group: int, holders: Collection[int]) -> None:
+        self._fresh()
         for index in self._entries(group):
             if self._holder[index] in holders:
                 self._alive[index] = 0
@@ -253,7 +551,7 @@ class _Timelines:
         found.extend(self._recent.get(group, ()))
         return [index for index in found if self._alive[index]]
 
-    # -- resolution ----------------------------------------------------------------------------------
+    # -- resolution ------------------------------------------------------------------------------------
     def _resolve(self, entries: Iterable[int]) -> tuple[list[int], list[int], list[int], int]:
         """The overlap rules over one group's entries: resolved starts, ends, holders and conflicts."""
         start_of, end_of, holder_of = self._start, self._end, self._holder
@@ -307,23 +605,23 @@ class _Timelines:
         self._built = len(group)
         self._rebuild_after = max(REBUILD_MIN_CHANGES, self._built)
         bounds = np.arange(self._groups + 1)
-        raw_offsets = np.searchsorted(group, bounds).astype(np.int64)
+        raw_offsets = np.searchsorted(group, bounds).astype(np.int32)
         self._raw_offsets = raw_offsets.data
         self._recent.clear()
         self._dirty.clear()
         self._conflicts.clear()
+        self._stale = False
 
         # Groups the vectorised pass cannot resolve: an open end before the last entry, an overlap
         # or a tie (the next starts before the previous ends), or an empty or negative interval.
         open_end = end == NO_END
-        same_group = group[1:] == group[:-1]
-        irregular = same_group & (open_end[:-1] | (start[1:] < end[:-1]))
+        irregular = (group[1:] == group[:-1]) & (open_end[:-1] | (start[1:] < end[:-1]))
         odd = ~open_end & ((end <= start) | (end >= FOREVER))  # FOREVER itself reads as "end unknown"
         special = np.unique(np.concatenate((group[1:][irregular], group[odd])))
         regular = np.ones(len(group), bool)
         starts_parts, ends_parts, holders_parts, groups_parts = [], [], [], []
         for special_group in special.tolist():
-            lo, hi = raw_offsets[special_group], raw_offsets[special_group + 1]
+            lo, hi = int(raw_offsets[special_group]), int(raw_offsets[special_group + 1])
             regular[lo:hi] = False
             starts_list, ends_list, holders_list, conflicts = self._resolve(range(lo, hi))
             if conflicts:
@@ -340,11 +638,12 @@ class _Timelines:
             order = np.lexsort((starts, groups))
             starts, ends, holders, groups = starts[order], ends[order], holders[order], groups[order]
         self._starts, self._ends, self._holders = starts, ends, holders
-        self._offsets = np.searchsorted(groups, bounds).astype(np.int64)
+        self._offsets = np.searchsorted(groups, bounds).astype(np.int32)
         self._views = self._memoryviews()
 
     # -- reads -----------------------------------------------------------------------------------------
     def timeline(self, group: int) -> _View:
+        self._fresh()
         if group in self._dirty:
             starts, ends, holders = self._resolved_group(group)
             return starts, ends, holders, 0, len(starts)
@@ -353,42 +652,67 @@ class _Timelines:
             return _EMPTY_VIEW
         return starts_view, ends_view, holders_view, offsets[group], offsets[group + 1]
 
-    def classify(self, groups: Int64s, starts: Int64s, ends: Int64s) -> tuple[Int32s, Bools]:
-        """For each query [start, end) of a group (-1: none), the holder of one interval covering it
-        (else -1) and whether no interval touches it. Neither: it needs `timeline` (several holders,
-        or the group changed since the rebuild)."""
-        if len(self._dirty) > max(REBUILD_MIN_CHANGES, len(self._starts) >> 6):
-            self.rebuild()
-        count = len(self._offsets) - 1
+    def classify(self, groups: Int64s, starts: Int64s, ends: Int64s) -> tuple[Int32s, Bools, Bools]:
+        """For each query [start, end) of a group (-1: none): the holder of an interval covering it
+        (else -1); whether no interval touches it; and whether its group changed since the rebuild
+        (to be read with `timeline`). A query neither covered nor free touches several intervals.
+        Only reads once `prepare_reads` ran, so threads may share the work."""
+        self._fresh()
+        changed = np.zeros(len(groups), bool)
         if self._dirty:
-            dirty = np.isin(groups, np.fromiter(self._dirty, np.int64, len(self._dirty)))
-        else:
-            dirty = np.zeros(len(groups), bool)
-        indexed = (groups >= 0) & (groups < count) & ~dirty  # others have no intervals, or are dirty
-        group = np.where(indexed, groups, 0)
-        lo = np.where(indexed, self._offsets[group], 0)
-        hi = np.where(indexed, self._offsets[np.minimum(group + 1, count)], 0)
-        after = _bisect_right(self._starts, lo.copy(), hi.copy(), starts)  # first interval starting later
+            changed = np.isin(groups, np.fromiter(self._dirty, np.int64, len(self._dirty)))
+        lo, hi = self._ranges(groups, changed)
+        after = _bisect_right(self._starts, lo.copy(), hi.copy(), starts)  # the first interval starting later
         holders = np.full(len(groups), -1, np.int32)
-        free = ~dirty
+        free = ~changed
         if len(self._starts):
-            last = len(self._starts) - 1
             before = np.maximum(after - 1, 0)
             has_before = after > lo
             before_end = np.where(has_before, self._ends[before], NO_END)
-            next_start = np.where(after < hi, self._starts[np.minimum(after, last)], FOREVER)
+            next_start = np.where(after < hi, self._starts[np.minimum(after, len(self._starts) - 1)], FOREVER)
             covered = has_before & (before_end >= ends)
             holders[covered] = self._holders[before[covered]]
             free &= (before_end <= starts) & (next_start >= ends)
-        return holders, free
+        return holders, free, changed
+
+    def prepare_reads(self) -> None:
+        """Rebuild now if a bulk add waits, or if so many groups changed that answering their
+        queries one by one would cost more than a rebuild."""
+        if self._stale or len(self._dirty) > max(REBUILD_MIN_CHANGES, len(self._alive) >> 5):
+            self.rebuild()
+
+    def _ranges(self, groups: Int64s, changed: Bools) -> tuple[Int64s, Int64s]:
+        """Each group's [lo, hi) range of resolved intervals; empty for none, new or changed groups."""
+        count = len(self._offsets) - 1
+        indexed = (groups >= 0) & (groups < count) & ~changed
+        group = np.where(indexed, groups, 0)
+        lo = np.where(indexed, self._offsets[group], 0).astype(np.int64)
+        hi = np.where(indexed, self._offsets[np.minimum(group + 1, count)], 0).astype(np.int64)
+        return lo, hi
+
+    def touching(self, groups: Int64s, starts: Int64s, ends: Int64s) -> tuple[Int64s, Int64s]:
+        """For queries of unchanged groups: the range [first, stop) of the resolved intervals that
+        overlap [start, end), as indices into `resolved`."""
+        lo, hi = self._ranges(groups, np.zeros(len(groups), bool))
+        if not len(self._starts):
+            return lo, hi
+        after = _bisect_right(self._starts, lo.copy(), hi.copy(), starts)
+        previous = np.maximum(after - 1, 0)
+        first = np.where((after > lo) & (self._ends[previous] > starts), previous, after)
+        return first, _bisect_right(self._starts, lo, hi, ends - 1)
+
+    @property
+    def resolved(self) -> tuple[Int64s, Int64s, Int32s]:
+        return self._starts, self._ends, self._holders
 
     def conflicts(self) -> int:
+        self._fresh()
         for group in self._dirty:
             self._resolved_group(group)
         return sum(self._conflicts.values())
 
     def nonempty_groups(self) -> int:
-        if self._dirty:
+        if self._dirty or self._stale:
             self.rebuild()
         return int(np.count_nonzero(np.diff(np.asarray(self._raw_offsets))))
 
@@ -398,17 +722,23 @@ class _Texts:
 
     def __init__(self) -> None:
         self._data = bytearray()
-        self._ends = array("q")
+        self._ends = array("I")  # 4-byte offsets: the buffer stays far below 4 GiB
 
     def append(self, text: str) -> None:
         self._data += text.encode()
         self._ends.append(len(self._data))
 
     def extend(self, texts: Sequence[str]) -> None:
-        encoded = [text.encode() for text in texts]
-        lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
-        self._ends.frombytes((np.cumsum(lengths) + len(self._data)).tobytes())
-        self._data += b"".join(encoded)
+        joined = "".join(texts)
+        if joined.isascii():  # one byte per character: lengths need no encoding each
+            data = joined.encode()
+            lengths = np.fromiter(map(len, texts), np.uint32, len(texts))
+        else:
+            encoded = [text.encode() for text in texts]
+            data = b"".join(encoded)
+            lengths = np.fromiter(map(len, encoded), np.uint32, len(encoded))
+        self._ends.frombytes((np.cumsum(lengths, dtype=np.uint32) + np.uint32(len(self._data))).tobytes())
+        self._data += data
 
     def __getitem__(self, index: int) -> str:
         start = self._ends[index - 1] if index else 0
@@ -420,7 +750,7 @@ class _Interned(Generic[T]):
 
     def __init__(self) -> None:
         self.values: list[T] = []
-        self._ids: dict[T, int] = {}
+        self._ids: dict[T | None, int] = {None: -1}
 
     def id(self, value: T) -> int:
         found = self._ids.get(value)
@@ -434,138 +764,31 @@ class _Interned(Generic[T]):
 
     def ids(self, values: Sequence[T | None]) -> list[int]:
         """`id` of each value; -1 for None."""
-        known = self._ids
-        for value in set(values):
-            if value is not None and value not in known:
-                self.id(value)
-        return [-1 if value is None else known[value] for value in values]
+        found: list[int | None] = list(map(self._ids.get, values))
+        for index in [index for index, value_id in enumerate(found) if value_id is None]:
+            found[index] = self.id(values[index])  # type: ignore[arg-type]  # None is known: not here
+        return found  # type: ignore[return-value]  # no None left
 
 
-class _UidIndex:
-    """uid -> pod row by open addressing over two flat arrays: a dict would cost a str and an int
-    object per pod, more than all the pod's columns together.
-
-    A slot holds the uid's hash (0: empty) and its row (-1: removed; probes go on past it).
-    Different uids with equal hashes are told apart by the uid text itself.
-    """
-
-    def __init__(self, uid_of: Callable[[int], str]) -> None:
-        self._uid_of = uid_of
-        self._used = 0  # slots with a hash, removed ones included
-        self._allocate(16)
-
-    def _allocate(self, size: int) -> None:
-        self._hashes = np.zeros(size, np.int64)
-        self._rows = np.zeros(size, np.int32)
-        self._hash_slots, self._row_slots = self._hashes.data, self._rows.data  # fast scalar access
-        self._mask = size - 1
-
-    @staticmethod
-    def _keys(uids: Sequence[str]) -> Int64s:
-        keys = np.fromiter(map(hash, uids), np.int64, len(uids))  # salted per process: fine, never saved
-        keys[keys == 0] = 1
-        return keys
-
-    def _slot(self, uid: str) -> int:
-        """The slot holding uid, or -1."""
-        key = hash(uid) or 1
-        hashes, rows, mask = self._hash_slots, self._row_slots, self._mask
-        slot = key & mask
-        while found := hashes[slot]:
-            if found == key and rows[slot] >= 0 and self._uid_of(rows[slot]) == uid:
-                return slot
-            slot = (slot + 1) & mask
-        return -1
-
-    def find(self, uid: str) -> int:
-        slot = self._slot(uid)
-        found: int = self._row_slots[slot] if slot >= 0 else -1
-        return found
-
-    def find_many(self, uids: Sequence[str]) -> Int64s:
-        """`find` for each uid, probing in vectorised rounds."""
-        keys = self._keys(uids)
-        found = np.full(len(uids), -1, np.int64)
-        slots = keys & self._mask
-        waiting = np.arange(len(uids))
-        while waiting.size:
-            at = slots[waiting]
-            done = self._hashes[at] == 0
-            for position in np.flatnonzero((self._hashes[at] == keys[waiting]) & (self._rows[at] >= 0)).tolist():
-                row = int(self._rows[at[position]])
-                if self._uid_of(row) == uids[waiting[position]]:
-                    found[waiting[position]] = row
-                    done[position] = True
-            waiting = waiting[~done]
-            slots[waiting] = (slots[waiting] + 1) & self._mask
-        return found
-
-    def add(self, uid: str, row: int) -> None:
-        """Index a uid that is not indexed yet."""
-        if 3 * (self._used + 1) > 2 * len(self._hashes):
-            self._resize(self._used + 1)
-        key = hash(uid) or 1
-        hashes, mask = self._hash_slots, self._mask
-        slot = key & mask
-        while hashes[slot]:
-            slot = (slot + 1) & mask
-        hashes[slot] = key
-        self._row_slots[slot] = row
-        self._used += 1
-
-    def add_many(self, uids: Sequence[str], rows: Int32s) -> None:
-        """`add` for uids none of which is indexed, nor repeated."""
-        if 3 * (self._used + len(uids)) > 2 * len(self._hashes):
-            self._resize(self._used + len(uids))
-        self._place(self._keys(uids), rows)
-
-    def remove(self, uid: str) -> None:
-        slot = self._slot(uid)
-        if slot >= 0:
-            self._row_slots[slot] = -1
-
-    def _resize(self, needed: int) -> None:
-        """Move the live slots into a table that is at most half full with `needed` slots used."""
-        live = (self._hashes != 0) & (self._rows >= 0)
-        keys, rows = self._hashes[live], self._rows[live]
-        size = 16
-        while size < 2 * (needed - (self._used - len(keys))):
-            size *= 2
-        self._allocate(size)
-        self._used = 0
-        self._place(keys, rows)
-
-    def _place(self, keys: Int64s, rows: Int32s) -> None:
-        """Insert in vectorised rounds: each waiting key takes its probe slot if that is free (one
-        winner per slot), the others probe on, exactly as one-by-one linear probing allows."""
-        slots = keys & self._mask
-        waiting = np.arange(len(keys))
-        placed = np.zeros(len(keys), bool)
-        while waiting.size:
-            targets = slots[waiting]
-            free = self._hashes[targets] == 0
-            taken, first = np.unique(targets[free], return_index=True)
-            winners = waiting[free][first]
-            self._hashes[taken] = keys[winners]
-            self._rows[taken] = rows[winners]
-            placed[winners] = True
-            waiting = waiting[~placed[waiting]]
-            slots[waiting] = (slots[waiting] + 1) & self._mask
-        self._used += len(keys)
+def _flags(end_is_estimate: bool, branch_eni: bool) -> int:
+    return _ALIVE | (_END_IS_ESTIMATE if end_is_estimate else 0) | (_BRANCH_ENI if branch_eni else 0)
 
 
 class _PodTable:
     """Pods as columns, one row each; a PodRecord is built from its row when asked for.
 
-    Rows of dropped pods stay, dead, until `IpMap.prune` compacts the table.
+    A uid finds its row through its hash in `_Slots`, checked against the uid text. Rows of dropped
+    pods stay, dead, until `IpMap.prune` compacts the table.
     """
 
-    def __init__(self, addresses: list[str]) -> None:
-        self._addresses = addresses  # the map's address texts by id, for `ips`
+    def __init__(self, address_text: Callable[[int], str]) -> None:
+        self._address_text = address_text
         self._uids = _Texts()
         self._names = _Texts()
+        self._uid_index = _Slots(1)
         self._strings = _Interned[str]()  # namespaces, nodes, template hashes
         self._owners = _Interned[tuple[str, str]]()  # (kind, name): tuples hash in C, dataclasses do not
+        self._owner_refs: list[OwnerRef] = []  # the same owners as OwnerRefs, made once each
         self._namespace = array("i")
         self._node = array("i")
         self._template = array("i")
@@ -576,13 +799,29 @@ class _PodTable:
         self.end = array("q")
         self.flags = array("b")
         self.live = 0
-        self._uid_index = _UidIndex(self.uid)
         self._records: dict[int, PodRecord] = {}
         self._by_node: tuple[Int64s, Int32s] | None = None  # node string id -> offsets into rows
 
-    # -- rows ----------------------------------------------------------------------------------------
+    # -- rows ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _uid_key(uid: str) -> tuple[int]:
+        return ((hash(uid) & _WORD) or 1,)  # salted per process, which is fine: never saved
+
     def find(self, uid: str) -> int:
-        return self._uid_index.find(uid)
+        for row in self._uid_index.values(self._uid_key(uid)):
+            if self._uids[row] == uid:
+                return row
+        return -1
+
+    @staticmethod
+    def uid_keys(uids: Sequence[str]) -> Words:
+        keys = np.fromiter(map(hash, uids), np.int64, len(uids)).view(np.uint64)
+        keys[keys == 0] = 1
+        return keys
+
+    def find_many(self, uids: Sequence[str], keys: Words) -> Int64s:
+        """`find` for many uids, given their `uid_keys`."""
+        return self._uid_index.find([keys], lambda query, row: self._uids[row] == uids[query])
 
     def uid(self, row: int) -> str:
         return self._uids[row]
@@ -594,7 +833,7 @@ class _PodTable:
         row = len(self.flags)
         self._uids.append(pod.uid)
         self._names.append(pod.name)
-        self._uid_index.add(pod.uid, row)
+        self._uid_index.add(self._uid_key(pod.uid), row)
         namespace, node, template, owner, end, flags = self._fields(pod)
         self._namespace.append(namespace)
         self._node.append(node)
@@ -610,33 +849,25 @@ class _PodTable:
         self._by_node = None
         return row
 
-    def append_many(self, pods: Sequence[PodRecord], addresses: Sequence[int]) -> Int32s:
-        """`append` for pods with one canonical address each and uids not in the table; their rows."""
+    def append_many(self, pods: PodColumns, keys: Words, addresses: Int32s, starts: Int64s, ends: Int64s) -> Int32s:
+        """`append` for pods with one canonical address each and uids not in the table (their
+        `uid_keys` given); their rows."""
         first = len(self.flags)
         rows = np.arange(first, first + len(pods), dtype=np.int32)
-        uids = [pod.uid for pod in pods]
-        self._uids.extend(uids)
-        self._names.extend([pod.name for pod in pods])
-        self._uid_index.add_many(uids, rows)
-        self._namespace.extend(self._strings.ids([pod.namespace for pod in pods]))
-        self._node.extend(self._strings.ids([pod.node for pod in pods]))
-        self._template.extend(self._strings.ids([pod.template_hash for pod in pods]))
-        self._owner.extend(self._owners.ids([(pod.owner.kind, pod.owner.name) if pod.owner else None for pod in pods]))
-        self.address.extend(addresses)
-        self.start.extend([pod.start for pod in pods])
-        self.end.extend([NO_END if pod.end is None else pod.end for pod in pods])
-        self.flags.extend(
-            [
-                _ALIVE | (_END_IS_ESTIMATE if p.end_is_estimate else 0) | (_BRANCH_ENI if p.branch_eni else 0)
-                for p in pods
-            ]
-        )
+        self._uids.extend(pods.uid)
+        self._names.extend(pods.name)
+        self._uid_index.add_many([keys], rows)
+        self._namespace.extend(self._strings.ids(pods.namespace))
+        self._node.extend(self._strings.ids(pods.node))
+        self._template.extend(self._strings.ids(pods.template_hash))
+        self._owner.extend(self._owners.ids(pods.owner))
+        self.address.frombytes(addresses.tobytes())
+        self.start.frombytes(starts.tobytes())
+        self.end.frombytes(ends.tobytes())
+        self.flags.extend(map(_flags, pods.end_is_estimate, pods.branch_eni))
         self.live += len(pods)
         self._by_node = None
         return rows
-
-    def find_many(self, uids: Sequence[str]) -> Int64s:
-        return self._uid_index.find_many(uids)
 
     def update(self, row: int, pod: PodRecord, address: int, ips: tuple[str, ...] | None) -> None:
         """Rewrite a live row (same uid and name)."""
@@ -663,17 +894,13 @@ class _PodTable:
             -1 if pod.template_hash is None else strings.id(pod.template_hash),
             -1 if pod.owner is None else self._owners.id((pod.owner.kind, pod.owner.name)),
             NO_END if pod.end is None else pod.end,
-            self._flags(pod),
+            _flags(pod.end_is_estimate, pod.branch_eni),
         )
 
-    @staticmethod
-    def _flags(pod: PodRecord) -> int:
-        return _ALIVE | (_END_IS_ESTIMATE if pod.end_is_estimate else 0) | (_BRANCH_ENI if pod.branch_eni else 0)
-
     def kill(self, row: int) -> None:
+        self._uid_index.remove(self._uid_key(self.uid(row)), row)
         self.flags[row] = 0
         self.live -= 1
-        self._uid_index.remove(self.uid(row))
         self._records.pop(row, None)
         self.ips.pop(row, None)
         self._by_node = None
@@ -681,7 +908,7 @@ class _PodTable:
     def live_rows(self) -> Int64s:
         return np.flatnonzero(_int8s(self.flags) & _ALIVE)
 
-    # -- records -------------------------------------------------------------------------------------
+    # -- records ---------------------------------------------------------------------------------------
     def record(self, row: int) -> PodRecord:
         found = self._records.get(row)
         if found is None:
@@ -699,15 +926,20 @@ class _PodTable:
             namespace=strings[self._namespace[row]],
             name=self._names[row],
             node=strings[self._node[row]],
-            ips=(self._addresses[address],) if address >= 0 else self.ips[row],
+            ips=(self._address_text(address),) if address >= 0 else self.ips[row],
             host_network=False,
             start=self.start[row],
             end=None if end == NO_END else end,
             end_is_estimate=bool(flags & _END_IS_ESTIMATE),
-            owner=OwnerRef(*self._owners.values[owner]) if owner >= 0 else None,
+            owner=self._owner_ref(owner) if owner >= 0 else None,
             template_hash=strings[template] if template >= 0 else None,
             branch_eni=bool(flags & _BRANCH_ENI),
         )
+
+    def _owner_ref(self, index: int) -> OwnerRef:
+        refs = self._owner_refs
+        refs.extend(OwnerRef(kind, name) for kind, name in self._owners.values[len(refs) :])
+        return refs[index]
 
     def on_node(self, node: str, start: int, end: int) -> list[int]:
         """Rows of pods on `node` at some time in [start, end)."""
@@ -758,7 +990,7 @@ class PodRecords(Mapping[str, PodRecord]):
 
 
 class _PodRecordValues(ValuesView[PodRecord]):
-    """Values in row order without finding each uid again."""
+    """Values in row order, without finding each uid again."""
 
     _mapping: PodRecords
 
@@ -766,52 +998,100 @@ class _PodRecordValues(ValuesView[PodRecord]):
         return self._mapping._ipmap.pods()
 
 
-def _network_key(cidr: str) -> tuple[int, int, int, str]:
-    """(family, prefix length, network as an integer, network address text) of an address or CIDR."""
-    if "/" not in cidr:
-        value = _ipv4_int(cidr)
-        if value >= 0:
-            return 4, 32, value, cidr
-    network = ipaddress.ip_network(cidr, strict=False)
-    return network.version, network.prefixlen, int(network.network_address), str(network.network_address)
-
-
 class IpMap:
     """Pod leases and node-owned addresses over time."""
 
     def __init__(self) -> None:
-        # Addresses by id, shared by pod leases (a group per address) and node host addresses.
-        self._address_ids: dict[str, int] = {}
-        self._addresses: list[str] = []
-        self._address_ints = array("q")  # IPv4 addresses as integers (prefix matches); -1 otherwise
+        # Addresses by id, shared by pod leases (a group each) and node host addresses. Short texts
+        # (every IPv4 address) are found by their bytes; others (IPv6) by canonical text in a dict.
+        self._short_addresses = _Slots(2)
+        self._long_addresses: dict[str, int] = {}
+        self._long_texts: dict[int, str] = {}  # the text of every address that has no IPv4 integer
+        self._found_addresses: dict[str, int] = {}  # recent finds by any spelling, for one-at-a-time lookups
+        self._address_ints = array("q")  # IPv4 addresses as integers; -1 for others
         self._address_node_group = array("i")  # the address's node group as a /32 (/128), or -1
-        self._pods = _PodTable(self._addresses)
+        self._pods = _PodTable(self._address_text)
         self._leases = _Timelines(self._pods.uid)  # holders: pod rows
         # Node groups: one per owned /32 (/128) or prefix; holders: (node, NodeAddress) pairs.
         self._node_holders = _Interned[tuple[str, NodeAddress]]()
         self._ownership = _Timelines(lambda holder: self._node_holders.values[holder][0])
-        self._prefixes: dict[tuple[int, int], dict[int, int]] = {}  # (family, length) -> network -> group
+        self._ipv4_prefixes: dict[int, _Slots] = {}  # length -> network + 1 -> group; longest first
+        self._ipv6_prefixes: dict[int, dict[int, int]] = {}  # length -> network -> group; longest first
         self._node_groups = 0
         self._node_owned: dict[str, tuple[array[int], frozenset[int]]] = {}  # node -> its groups, holders
         self.pod_records = PodRecords(self)
 
-    def _address_id(self, address: str) -> int:
-        """The id of an address in canonical form, added if new."""
-        found = self._address_ids.get(address)
+    # -- addresses -------------------------------------------------------------------------------------
+    def _find_address(self, address: str) -> int:
+        found = self._found_addresses.get(address)
         if found is None:
-            found = self._address_ids[address] = len(self._addresses)
-            self._addresses.append(address)
-            self._address_ints.append(_ipv4_int(address))
-            self._address_node_group.append(-1)
+            found = self._look_up_address(address, _text_key(address))
+            if found >= 0:  # ids never change, so found ones can be remembered
+                if len(self._found_addresses) >= ADDRESS_CACHE_SIZE:
+                    self._found_addresses.clear()
+                self._found_addresses[address] = found
         return found
 
-    def _find_address(self, address: str) -> int:
-        found = self._address_ids.get(address)
+    def _look_up_address(self, address: str, key: tuple[int, int] | None) -> int:
+        if key is not None:
+            return self._short_addresses.get(key)
+        found = self._long_addresses.get(address)
         if found is None and ":" in address:
-            found = self._address_ids.get(normalize_address(address))
+            found = self._long_addresses.get(normalize_address(address))
         return -1 if found is None else found
 
-    # -- updates -------------------------------------------------------------------------------
+    def _address_id(self, address: str) -> int:
+        """The id of an address in canonical form, added if new."""
+        key = _text_key(address)
+        found = self._look_up_address(address, key)
+        if found < 0:
+            found = len(self._address_ints)
+            if key is None:
+                self._long_addresses[address] = found
+            else:
+                self._short_addresses.add(key, found)
+            self._append_address(found, address, _ipv4_int(address))
+        return found
+
+    def _append_address(self, address_id: int, address: str, value: int) -> None:
+        if value < 0:
+            self._long_texts[address_id] = address
+        self._address_ints.append(value)
+        self._address_node_group.append(-1)
+
+    def _add_addresses(self, addresses: Sequence[str]) -> None:
+        """`_address_id` for many new, distinct addresses (canonical form)."""
+        first = len(self._address_ints)
+        ids = np.arange(first, first + len(addresses), dtype=np.int32)
+        low, high, short, data = _text_keys(addresses)
+        self._short_addresses.add_many([low[short], high[short]], ids[short])
+        for index in np.flatnonzero(~short).tolist():
+            self._long_addresses[addresses[index]] = first + index
+        values = _ipv4_values(addresses, data, short)
+        for index in np.flatnonzero(values < 0).tolist():
+            self._long_texts[first + index] = addresses[index]
+        self._address_ints.frombytes(values.tobytes())
+        self._address_node_group.frombytes(np.full(len(addresses), -1, np.int32).tobytes())
+
+    def _address_text(self, address_id: int) -> str:
+        value = self._address_ints[address_id]
+        return socket.inet_ntoa(value.to_bytes(4, "big")) if value >= 0 else self._long_texts[address_id]
+
+    def _find_addresses(self, addresses: Sequence[str]) -> tuple[Int64s, Int64s]:
+        """`_find_address` of many addresses at once, and their IPv4 integers (-1 if not IPv4)."""
+        low, high, short, data = _text_keys(addresses)
+        ids = np.full(len(addresses), -1, np.int64)
+        ids[short] = self._short_addresses.find([low[short], high[short]])
+        for index in np.flatnonzero(~short).tolist():  # without the cache: this only reads
+            ids[index] = self._look_up_address(addresses[index], _text_key(addresses[index]))
+        values = _by_id(_int64s(self._address_ints), ids)
+        unknown = np.flatnonzero(ids < 0)
+        if unknown.size:
+            texts = [addresses[index] for index in unknown.tolist()]
+            values[unknown] = _ipv4_values(texts, None if data is None else data[unknown], short[unknown])
+        return ids, values
+
+    # -- updates ---------------------------------------------------------------------------------------
     def put_pod(self, pod: PodRecord) -> None:
         """Add or replace a pod's lease (hostNetwork pods hold no address of their own)."""
         table = self._pods
@@ -841,35 +1121,47 @@ class IpMap:
             self._leases.add(address_id, pod.start, end, row)
 
     def put_pods(self, pods: Iterable[PodRecord]) -> None:
-        """`put_pod` for many pods (a restart's reload): new pods with one IPv4 address go in bulk."""
+        """`put_pod` for many pods, in bulk."""
         iterator = iter(pods)
         while chunk := list(itertools.islice(iterator, BULK_CHUNK)):
-            uids = [pod.uid for pod in chunk]
-            if len(set(uids)) < len(uids):  # the same pod twice: its versions must apply in order
-                for pod in chunk:
-                    self.put_pod(pod)
-                continue
-            found = self._pods.find_many(uids).tolist()
-            bulk = []
-            for pod, row in zip(chunk, found, strict=True):
-                if row < 0 and not pod.host_network and len(pod.ips) == 1 and ":" not in pod.ips[0]:
-                    bulk.append(pod)
-                else:
-                    self.put_pod(pod)
-            texts = [pod.ips[0] for pod in bulk]
-            for text in set(texts).difference(self._address_ids):
-                self._address_id(text)
-            addresses = list(map(self._address_ids.__getitem__, texts))
-            rows = self._pods.append_many(bulk, addresses)
-            starts = np.fromiter((pod.start for pod in bulk), np.int64, len(bulk))
-            ends = np.fromiter((NO_END if pod.end is None else pod.end for pod in bulk), np.int64, len(bulk))
-            self._leases.add_many(np.array(addresses, np.int32), starts, ends, rows)
+            self.put_pod_columns(PodColumns.of(chunk))
+
+    def put_pod_columns(self, pods: PodColumns) -> None:
+        """`put_pod` for many pods: new pods with one IPv4 address go in at once, others one by one."""
+        uids = pods.uid
+        if len(set(uids)) < len(uids):  # the same pod twice: its versions must apply in order
+            for index in range(len(uids)):
+                self.put_pod(pods.record(index))
+            return
+        keys = self._pods.uid_keys(uids)
+        texts = [ips[0] if ips else "" for ips in pods.ips]
+        low, high, short, _ = _text_keys(texts)
+        bulk = short & (self._pods.find_many(uids, keys) < 0)
+        bulk &= ~np.fromiter(pods.host_network, bool, len(pods))
+        bulk &= np.fromiter(map(len, pods.ips), np.int64, len(pods)) == 1
+        if not bulk.all():
+            for index in np.flatnonzero(~bulk).tolist():
+                self.put_pod(pods.record(index))
+            chosen = np.flatnonzero(bulk)
+            pods, keys, low, high = pods.select(chosen.tolist()), keys[chosen], low[chosen], high[chosen]
+            texts = [texts[index] for index in chosen.tolist()]
+        addresses = self._short_addresses.find([low, high])
+        new = np.flatnonzero(addresses < 0)
+        if new.size:
+            unseen = list(dict.fromkeys(texts[index] for index in new.tolist()))
+            self._add_addresses(unseen)
+            addresses[new] = self._short_addresses.find([low[new], high[new]])
+        groups = addresses.astype(np.int32)
+        starts = np.fromiter(pods.start, np.int64, len(pods))
+        ends = np.fromiter([NO_END if end is None else end for end in pods.end], np.int64, len(pods))
+        rows = self._pods.append_many(pods, keys, groups, starts, ends)
+        self._leases.add_many(groups, starts, ends, rows)
 
     def _row_addresses(self, row: int) -> list[int]:
         address = self._pods.address[row]
         if address >= 0:
             return [address]
-        return [self._address_ids[a] for a in dict.fromkeys(normalize_address(ip) for ip in self._pods.ips[row])]
+        return [self._find_address(a) for a in dict.fromkeys(normalize_address(ip) for ip in self._pods.ips[row])]
 
     def _drop_row(self, row: int) -> None:
         for address_id in self._row_addresses(row):
@@ -895,15 +1187,23 @@ class IpMap:
                 group = self._address_node_group[address_id]
                 if group < 0:
                     group = self._address_node_group[address_id] = self._new_node_group()
-            else:
-                table = self._prefixes.get((family, prefix))
+            elif family == 4:
+                table = self._ipv4_prefixes.get(prefix)
                 if table is None:
-                    table = self._prefixes[(family, prefix)] = {}
-                    # Longest prefix first: a /28 is more specific than a /24.
-                    self._prefixes = dict(sorted(self._prefixes.items(), key=lambda item: -item[0][1]))
-                group = table.get(network, -1)
+                    table = self._ipv4_prefixes[prefix] = _Slots(1)
+                    self._ipv4_prefixes = dict(sorted(self._ipv4_prefixes.items(), reverse=True))
+                group = table.get((network + 1,))
                 if group < 0:
-                    group = table[network] = self._new_node_group()
+                    group = self._new_node_group()
+                    table.add((network + 1,), group)
+            else:
+                networks = self._ipv6_prefixes.get(prefix)
+                if networks is None:
+                    networks = self._ipv6_prefixes[prefix] = {}
+                    self._ipv6_prefixes = dict(sorted(self._ipv6_prefixes.items(), reverse=True))
+                group = networks.get(network, -1)
+                if group < 0:
+                    group = networks[network] = self._new_node_group()
             holder = self._node_holders.id((node, info))
             self._ownership.add(group, start, NO_END if end is None else end, holder)
             groups.append(group)
@@ -919,6 +1219,12 @@ class IpMap:
         for group in dict.fromkeys(groups):
             self._ownership.remove(group, holders)
 
+    def rebuild(self) -> None:
+        """Sort and resolve everything changed since the last rebuild in one vectorised pass; reads
+        do it when they need to, a bulk load (a restart) does it once at its end."""
+        self._leases.rebuild()
+        self._ownership.rebuild()
+
     def prune(self, before: int) -> int:
         """Forget leases that ended before `before` (retention); returns how many were dropped.
 
@@ -932,138 +1238,207 @@ class IpMap:
             return 0
         dropped = sum(len(self._row_addresses(row)) for row in gone)
         kept = [table.build_record(row) for row in rows[(ends == NO_END) | (ends > before)].tolist()]
-        self._pods = _PodTable(self._addresses)
+        self._pods = _PodTable(self._address_text)
         self._leases = _Timelines(self._pods.uid)
-        for pod in kept:
-            self.put_pod(pod)
+        self.put_pods(kept)
         return dropped
 
-    # -- lookups -------------------------------------------------------------------------------
+    # -- lookups ---------------------------------------------------------------------------------------
     def lookup(self, address: str, first: int, last: int) -> list[Segment]:
         """Who held `address` from second `first` through second `last` (inclusive)."""
-        start, end = first, max(last, first) + 1
-        address_id = self._find_address(address)
-        segments: list[Segment] = []
+        pieces = self._pieces(address, self._find_address(address), first, max(last, first) + 1)
+        return [self._segment(piece) for piece in pieces]
+
+    def _segment(self, piece: Piece) -> Segment:
+        start, end, kind, holder = piece
+        if kind == HELD_BY_POD:
+            return Segment(start, end, self._pods.record(holder), None)
+        if kind == HELD_BY_NODE:
+            return Segment(start, end, None, self._node_holders.values[holder][1])
+        return Segment(start, end, None, None)
+
+    def _pieces(self, address: str, address_id: int, start: int, end: int) -> list[Piece]:
+        """Who held `address` (-1: an unknown one) in [start, end), as pieces."""
+        pieces: list[Piece] = []
         node_timelines: list[_View] | None = None
         for piece_start, piece_end, row in _cover(self._leases.timeline(address_id), start, end):
             if row >= 0:
-                segments.append(Segment(piece_start, piece_end, self._pods.record(row), None))
+                pieces.append((piece_start, piece_end, HELD_BY_POD, row))
                 continue
             if node_timelines is None:
-                node_timelines = [
-                    self._ownership.timeline(group) for group in self._node_groups_of(address, address_id)
-                ]
-            segments.extend(self._node_cover(node_timelines, piece_start, piece_end))
-        return segments
+                groups = self._node_groups_of(address, address_id)
+                node_timelines = [self._ownership.timeline(group) for group in groups]
+            self._node_pieces(node_timelines, piece_start, piece_end, pieces)
+        return pieces
 
     def _node_groups_of(self, address: str, address_id: int) -> list[int]:
         """The node groups an address falls in, most specific first."""
         groups = []
         if address_id >= 0 and self._address_node_group[address_id] >= 0:
             groups.append(self._address_node_group[address_id])
-        if self._prefixes:
-            value = self._address_ints[address_id] if address_id >= 0 else _ipv4_int(address)
-            family, bits = 4, 32
-            if value < 0:
-                try:
-                    parsed = ipaddress.ip_address(address)
-                except ValueError:
-                    return groups
-                family, bits, value = parsed.version, parsed.max_prefixlen, int(parsed)
-            for (table_family, prefix), table in self._prefixes.items():
-                if table_family == family:
-                    shift = bits - prefix
-                    group = table.get((value >> shift) << shift)
-                    if group is not None:
-                        groups.append(group)
+        value = self._address_ints[address_id] if address_id >= 0 else _ipv4_int(address)
+        if value >= 0:
+            for prefix, table in self._ipv4_prefixes.items():
+                group = table.get((((value >> (32 - prefix)) << (32 - prefix)) + 1,))
+                if group >= 0:
+                    groups.append(group)
+        elif self._ipv6_prefixes:
+            try:
+                value = int(ipaddress.IPv6Address(address))
+            except ValueError:
+                return groups
+            for prefix, networks in self._ipv6_prefixes.items():
+                group = networks.get((value >> (128 - prefix)) << (128 - prefix), -1)
+                if group >= 0:
+                    groups.append(group)
         return groups
 
-    def _node_cover(self, timelines: list[_View], start: int, end: int) -> Iterator[Segment]:
+    def _node_pieces(self, timelines: list[_View], start: int, end: int, pieces: list[Piece]) -> None:
         if not timelines:
-            yield Segment(start, end, None, None)
+            pieces.append((start, end, HELD_BY_NOBODY, -1))
             return
-        head, rest = timelines[0], timelines[1:]
-        for piece_start, piece_end, holder in _cover(head, start, end):
+        for piece_start, piece_end, holder in _cover(timelines[0], start, end):
             if holder >= 0:
-                yield Segment(piece_start, piece_end, None, self._node_holders.values[holder][1])
+                pieces.append((piece_start, piece_end, HELD_BY_NODE, holder))
             else:
-                yield from self._node_cover(rest, piece_start, piece_end)
+                self._node_pieces(timelines[1:], piece_start, piece_end, pieces)
 
     def lookup_columns(self, addresses: Sequence[str], firsts: npt.ArrayLike, lasts: npt.ArrayLike) -> HolderColumns:
-        """`lookup` for many queries at once, vectorised: where one pod or node (or nobody) held the
-        address for the whole query, its index; otherwise the Segments from `lookup` (several
-        holders, an address changed since the last rebuild, an IPv6 address inside a prefix)."""
+        """`lookup` for many queries at once, vectorised, as holder indices: where one pod or node
+        (or nobody) held the address for the whole query, its index; otherwise its pieces. Large
+        batches are answered in halves on two threads (numpy runs without the GIL)."""
         count = len(addresses)
         starts = np.asarray(firsts, np.int64).reshape(count)
         ends = np.maximum(np.asarray(lasts, np.int64).reshape(count), starts) + 1
-        ids = np.fromiter(map(self._address_ids.get, addresses, repeat(-1)), np.int64, count)
-        for index in np.flatnonzero(ids < 0).tolist():
-            if ":" in addresses[index]:
-                ids[index] = self._find_address(addresses[index])
-        kinds = np.full(count, SEGMENTS, np.int8)
-        holders, pod_free = self._leases.classify(ids, starts, ends)
-        kinds[holders >= 0] = HELD_BY_POD
-        # Where no pod held it: the node groups, most specific first, until one decides.
-        pending = np.flatnonzero(pod_free)
-        pending_ids = ids[pending]
-        groups = _by_id(_int32s(self._address_node_group), pending_ids)
-        free = self._decide_by_node(pending, groups, starts, ends, kinds, holders)
-        pending, pending_ids = pending[free], pending_ids[free]
-        if self._prefixes and pending.size:
-            values = _by_id(_int64s(self._address_ints), pending_ids)
-            for position in np.flatnonzero(pending_ids < 0).tolist():
-                values[position] = _ipv4_int(addresses[pending[position]])
-            if any(family == 6 for family, _ in self._prefixes):
-                pending, values = pending[values >= 0], values[values >= 0]  # the rest: `lookup`
-            for (family, prefix), table in self._prefixes.items():
-                if family == 4 and pending.size:
-                    shift = 32 - prefix
-                    networks = ((values >> shift) << shift).tolist()
-                    groups = np.fromiter(map(table.get, networks, repeat(-1)), np.int64, len(networks))
-                    free = self._decide_by_node(pending, groups, starts, ends, kinds, holders)
-                    pending, values = pending[free], values[free]
-        kinds[pending] = HELD_BY_NOBODY
-        segments = {
-            index: self.lookup(addresses[index], int(starts[index]), int(ends[index]) - 1)
-            for index in np.flatnonzero(kinds == SEGMENTS).tolist()
+        self._leases.prepare_reads()
+        self._ownership.prepare_reads()
+        bounds = [0, count] if count < PARALLEL_QUERIES else [0, count // 2, count]
+        parts = [(addresses[low:high], starts[low:high], ends[low:high]) for low, high in itertools.pairwise(bounds)]
+        if len(parts) == 1:
+            answers = [self._answer(*parts[0])]
+        else:
+            with ThreadPoolExecutor(len(parts)) as pool:
+                answers = list(pool.map(lambda part: self._answer(*part), parts))
+        kinds = np.concatenate([answer[0] for answer in answers])
+        holders = np.concatenate([answer[1] for answer in answers])
+        ids = np.concatenate([answer[2] for answer in answers])
+        pieces = {
+            low + index: found
+            for low, answer in zip(bounds, answers, strict=False)
+            for index, found in answer[3].items()
         }
-        return HolderColumns(kinds, holders, segments)
+        for index in np.flatnonzero(kinds == SPLIT).tolist():
+            if index not in pieces:  # a changed address, or a gap the node groups split
+                pieces[index] = self._pieces(addresses[index], int(ids[index]), int(starts[index]), int(ends[index]))
+        return HolderColumns(kinds, holders, pieces)
 
-    def _decide_by_node(
-        self,
-        pending: Int64s,
-        groups: Int64s,
-        starts: Int64s,
-        ends: Int64s,
-        kinds: npt.NDArray[np.int8],
-        holders: Int32s,
-    ) -> Bools:
-        """Settle the pending queries one node group covers; returns which ones no group touched."""
-        found, free = self._ownership.classify(groups, starts[pending], ends[pending])
-        held = found >= 0
-        kinds[pending[held]] = HELD_BY_NODE
-        holders[pending[held]] = found[held]
-        return free
+    def _answer(
+        self, addresses: Sequence[str], starts: Int64s, ends: Int64s
+    ) -> tuple[npt.NDArray[np.int8], Int32s, Int64s, dict[int, list[Piece]]]:
+        """The vectorised part of `lookup_columns` (it only reads): kinds, holders, address ids, and
+        the pieces of the SPLIT queries it could answer."""
+        ids, values = self._find_addresses(addresses)
+        kinds = np.full(len(addresses), SPLIT, np.int8)
+        holders, pod_free, changed = self._leases.classify(ids, starts, ends)
+        kinds[holders >= 0] = HELD_BY_POD
+        pod_split = np.flatnonzero((holders < 0) & ~pod_free & ~changed)  # leases cover part of it
+        free = np.flatnonzero(pod_free)
+        kinds[free], holders[free] = self._node_answers(ids[free], values[free], starts[free], ends[free])
+        return kinds, holders, ids, self._split_pieces(pod_split, ids, values, starts, ends)
+
+    def _node_answers(
+        self, ids: Int64s, values: Int64s, starts: Int64s, ends: Int64s
+    ) -> tuple[npt.NDArray[np.int8], Int32s]:
+        """Kind and holder of queries no pod touched: the node groups decide, most specific first;
+        SPLIT where one covers part of a query, and for IPv6 addresses when IPv6 prefixes exist."""
+        count = len(ids)
+        kinds = np.full(count, HELD_BY_NOBODY, np.int8)
+        holders = np.full(count, -1, np.int32)
+        pending = np.arange(count)
+        if self._ipv6_prefixes:
+            kinds[values < 0] = SPLIT  # answered one by one
+            pending = pending[values >= 0]
+        levels: list[tuple[int, _Slots | None]] = [(0, None), *self._ipv4_prefixes.items()]
+        for prefix, table in levels:
+            if table is None:  # the address itself
+                groups = _by_id(_int32s(self._address_node_group), ids[pending])
+            else:
+                ipv4 = values[pending] >= 0
+                networks = ((values[pending][ipv4] >> (32 - prefix)) << (32 - prefix)) + 1
+                groups = np.full(len(pending), -1, np.int64)
+                groups[ipv4] = table.find([networks.astype(np.uint64)])
+            found, free, _ = self._ownership.classify(groups, starts[pending], ends[pending])
+            held = found >= 0
+            kinds[pending[held]] = HELD_BY_NODE
+            holders[pending[held]] = found[held]
+            kinds[pending[~held & ~free]] = SPLIT
+            pending = pending[free]
+        return kinds, holders
+
+    def _split_pieces(
+        self, split: Int64s, ids: Int64s, values: Int64s, starts: Int64s, ends: Int64s
+    ) -> dict[int, list[Piece]]:
+        """Pieces of queries that pod leases cover in part, vectorised: each lease's part, and the
+        gaps between, each decided by the node groups. Queries with a gap the node groups split
+        are left out."""
+        group, start, end = ids[split], starts[split], ends[split]
+        first, stop = self._leases.touching(group, start, end)
+        counts = stop - first
+        owner = np.repeat(np.arange(len(split)), counts)  # the query of each lease piece
+        index = first[owner] + np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+        lease_starts, lease_ends, lease_holders = self._leases.resolved
+        piece_start = np.maximum(lease_starts[index], start[owner])
+        piece_end = np.minimum(lease_ends[index], end[owner])
+        # Gaps: before each lease piece (from the previous piece's end, or the query's start), after the last.
+        previous_end = np.where(index == first[owner], start[owner], np.roll(piece_end, 1))
+        before = piece_start > previous_end
+        after = (index == stop[owner] - 1) & (piece_end < end[owner])
+        gap_owner = np.concatenate((owner[before], owner[after]))
+        gap_start = np.concatenate((previous_end[before], piece_end[after]))
+        gap_end = np.concatenate((piece_start[before], end[owner][after]))
+        gap_kinds, gap_holders = self._node_answers(group[gap_owner], values[split][gap_owner], gap_start, gap_end)
+        undecided = np.zeros(len(split), bool)
+        undecided[gap_owner[gap_kinds == SPLIT]] = True
+        all_owner = np.concatenate((owner, gap_owner))
+        all_start = np.concatenate((piece_start, gap_start))
+        order = np.lexsort((all_start, all_owner))
+        order = order[~undecided[all_owner[order]]]
+        columns = zip(
+            split[all_owner[order]].tolist(),
+            all_start[order].tolist(),
+            np.concatenate((piece_end, gap_end))[order].tolist(),
+            np.concatenate((np.full(len(owner), HELD_BY_POD, np.int8), gap_kinds))[order].tolist(),
+            np.concatenate((lease_holders[index], gap_holders))[order].tolist(),
+            strict=True,
+        )
+        pieces: dict[int, list[Piece]] = {}
+        for query, piece_from, piece_to, kind, holder in columns:
+            found = pieces.get(query)
+            if found is None:
+                pieces[query] = [(piece_from, piece_to, kind, holder)]
+            else:
+                found.append((piece_from, piece_to, kind, holder))
+        return pieces
 
     def lookup_many(self, addresses: Sequence[str], firsts: npt.ArrayLike, lasts: npt.ArrayLike) -> list[list[Segment]]:
         """`lookup` for each query, computed by `lookup_columns`."""
         columns = self.lookup_columns(addresses, firsts, lasts)
         starts = np.asarray(firsts, np.int64).reshape(len(addresses))
         ends = np.maximum(np.asarray(lasts, np.int64).reshape(len(addresses)), starts) + 1
-        record = self._pods.record
+        rows = np.unique(columns.holders[columns.kinds == HELD_BY_POD]).tolist()
+        records = {row: self._pods.record(row) for row in rows}  # once per pod, not per query
         nodes = self._node_holders.values
         found: list[list[Segment]] = []
-        for index, (kind, holder, start, end) in enumerate(
-            zip(columns.kinds.tolist(), columns.holders.tolist(), starts.tolist(), ends.tolist(), strict=True)
-        ):
+        answers = zip(columns.kinds.tolist(), columns.holders.tolist(), starts.tolist(), ends.tolist(), strict=True)
+        for index, (kind, holder, start, end) in enumerate(answers):
             if kind == HELD_BY_POD:
-                found.append([Segment(start, end, record(holder), None)])
+                found.append([Segment(start, end, records[holder], None)])
             elif kind == HELD_BY_NODE:
                 found.append([Segment(start, end, None, nodes[holder][1])])
             elif kind == HELD_BY_NOBODY:
                 found.append([Segment(start, end, None, None)])
             else:
-                found.append(columns.segments[index])
+                found.append([self._segment(piece) for piece in columns.pieces[index]])
         return found
 
     def pod_at(self, index: int) -> PodRecord:
@@ -1074,7 +1449,7 @@ class IpMap:
         """The node address of a HELD_BY_NODE index from `lookup_columns`."""
         return self._node_holders.values[index][1]
 
-    # -- introspection -------------------------------------------------------------------------
+    # -- introspection ---------------------------------------------------------------------------------
     @property
     def lease_conflicts(self) -> int:
         """Leases dropped because they lay wholly inside another holder's lease of the same IP."""

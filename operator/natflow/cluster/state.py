@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from natflow.cluster.ipmap import IpMap, NodeAddress
+from natflow.cluster.ipmap import IpMap, NodeAddress, PodColumns
 from natflow.cluster.objects import (
     NodeRecord,
     OwnerRef,
@@ -99,6 +99,25 @@ class ClusterState:
             self._host_network_by_node.setdefault(pod.node, set()).add(pod.uid)
         self.ipmap.put_pod(pod)  # also drops the pod's lease if it became hostNetwork
         self._workloads.pop(pod.uid, None)
+
+    def put_pod_columns(self, pods: PodColumns) -> None:
+        """`put_pod` for many pods at once (a restart's reload)."""
+        host_network = self.host_network_pods
+        if len(set(pods.uid)) < len(pods):  # the same pod twice: its versions must apply in order
+            one_by_one = list(range(len(pods)))
+        elif any(pods.host_network) or any(map(host_network.__contains__, pods.uid)):
+            held = zip(pods.uid, pods.host_network, strict=True)
+            one_by_one = [index for index, (uid, host) in enumerate(held) if host or uid in host_network]
+        else:
+            one_by_one = []
+        for index in one_by_one:
+            self.put_pod(pods.record(index))
+        if one_by_one:
+            pods = pods.select(sorted(set(range(len(pods))).difference(one_by_one)))
+        self.ipmap.put_pod_columns(pods)
+        if self._workloads:
+            for uid in pods.uid:
+                self._workloads.pop(uid, None)
 
     def put_node(self, node: NodeRecord) -> None:
         self.nodes[node.name] = node
