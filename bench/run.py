@@ -143,17 +143,21 @@ def memory(figure: str, peak: int) -> Row:
 
 
 def other_figures(quick: bool) -> list[Row]:
-    """The operator's figures from their own modules, as rows of the same table."""
-    from bench import operator_events
+    """The IP map's and the operator's figures from their own modules, as rows of the same table."""
+    from bench import ipmap, operator_events
 
     found: list[Row] = []
-    for figure, value, baseline, target, unit in operator_events.run(quick):
-        higher_is_better = not unit.startswith("MB")
-        verdict = "pass" if (value >= target if higher_is_better else value <= target) else "fail"
-        ratio = f"{value / baseline:.1f}x" if baseline else "-"
-        sign = ">=" if higher_is_better else "<="
-        found.append(Row(figure, f"{value:,.0f} {unit.split(';')[0]}", f"{baseline:,.0f}" if baseline else "-",
-                         ratio, f"{sign} {target:,.0f}", verdict))  # fmt: skip
+    for figure, value, baseline, target, unit in [*ipmap.run(quick), *operator_events.run(quick)]:
+        # Memory and seconds: lower is better; rates: higher.
+        lower_is_better = figure.endswith((" MB", " s")) or unit.startswith("MB")
+        verdict = "pass" if (value <= target if lower_is_better else value >= target) else "fail"
+        shown = f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+        label = unit.split(";")[0] if len(unit.split(";")[0]) <= 10 else ""
+        found.append(Row(
+            figure, f"{shown} {label}".strip(), f"{baseline:,.1f}" if baseline else "-",
+            f"{value / baseline:.2f}x" if baseline else "-", f"{'<=' if lower_is_better else '>='} {target:,.0f}",
+            verdict,
+        ))  # fmt: skip
     return found
 
 
