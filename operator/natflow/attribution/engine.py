@@ -150,8 +150,14 @@ class Attributor:
         gateways = {gid: GatewayTotals(gid) for gid in self.nat_gateway_ids}
         rows: dict[RowKey, Attribution] = {}
         split_rows = split_bytes = 0
-        lookup = self.state.ipmap.lookup
-        for (eni, address, direction, _minute, peer, service), value in reduction.rows.items():
+        items = list(reduction.rows.items())
+        # One batched lookup for every row: holders are resolved once each, not once per row.
+        found = self.state.ipmap.lookup_many(
+            [key[1] for key, _ in items],
+            [value[FIRST_START] for _, value in items],
+            [value[LAST_END] for _, value in items],
+        )
+        for ((eni, address, direction, _minute, peer, service), value), segments in zip(items, found, strict=True):
             gateway_id = self.natgw_by_eni[eni]
             totals = gateways.setdefault(gateway_id, GatewayTotals(gateway_id))
             nbytes, packets = value[BYTES], value[PACKETS]
@@ -161,7 +167,6 @@ class Attributor:
             else:
                 totals.bytes_in += nbytes
                 totals.packets_in += packets
-            segments = lookup(address, value[FIRST_START], value[LAST_END])
             if len(segments) == 1:
                 parts = [(segments[0], nbytes, packets)]
             else:
