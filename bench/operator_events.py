@@ -60,29 +60,29 @@ def _create_pods(kube: KubeAPI, first: int, count: int) -> float:
     return time.perf_counter() - started
 
 
-def _stored_pods(store: Path) -> int:
+def _stored(store: Path, table: str) -> int:
     try:
         with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as db:
-            return int(db.execute("SELECT count(*) FROM pods").fetchone()[0])
+            return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
     except sqlite3.Error:
         return 0
 
 
 def _wait_stored(store: Path, count: int, process: subprocess.Popen[bytes], timeout: float) -> tuple[float, float]:
-    """Wait until the store holds `count` pods; returns when the first new one and the last arrived."""
+    """Wait until the store holds `count` pods; returns when its watches were up (the Node stored,
+    it is listed first and applied with the first batch) and when the last pod arrived."""
     started = time.perf_counter()
-    before = _stored_pods(store)
-    first_seen = None
-    while (stored := _stored_pods(store)) < count:
-        if first_seen is None and stored > before:
-            first_seen = time.perf_counter()
+    watching = None
+    while _stored(store, "pods") < count:
+        if watching is None and _stored(store, "nodes") > 0:
+            watching = time.perf_counter()
         if process.poll() is not None:
             raise RuntimeError(f"the operator exited with {process.returncode}")
         if time.perf_counter() - started > timeout:
-            raise RuntimeError(f"only {stored} of {count} pods stored after {timeout} s")
+            raise RuntimeError(f"only {_stored(store, 'pods')} of {count} pods stored after {timeout} s")
         time.sleep(0.05)
     done = time.perf_counter()
-    return (first_seen or done) - started, done - started
+    return (watching or done) - started, done - started
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -111,7 +111,8 @@ def run(quick: bool) -> list[Row]:
         try:
             first, last = _wait_stored(store, synced_pods, process, timeout=900)
             sync_seconds = time.perf_counter() - started
-            handling_seconds = max(last - first, 1e-3)  # from the first stored pod: kopf's start-up excluded
+            # From the moment its watches delivered the first batch (the Node): kopf's start-up excluded.
+            handling_seconds = max(last - first, 0.2)
             live_started = time.perf_counter()
             live_write_seconds = _create_pods(kube, synced_pods, live_pods)
             _wait_stored(store, synced_pods + live_pods, process, timeout=900)
@@ -124,7 +125,7 @@ def run(quick: bool) -> list[Row]:
     return [
         (f"initial sync pods/s ({synced_pods} pods, incl. start-up)", synced_pods / sync_seconds,
          synced_pods / write_seconds, SYNC_TARGET_PODS_PER_S, "pods/s; baseline: API server writes"),
-        ("pod events/s through the kopf handlers (listed pods)", synced_pods / handling_seconds,
+        ("pod events/s through the kopf handlers (listed pods, from the first batch)", synced_pods / handling_seconds,
          synced_pods / write_seconds, EVENTS_TARGET_PER_S, "events/s"),
         (f"live pod events/s ({live_pods} pods x 2 events)", 2 * live_pods / live_seconds,
          2 * live_pods / live_write_seconds, EVENTS_TARGET_PER_S, "events/s; bounded by the writer"),
