@@ -22,6 +22,7 @@ reports read the map; many updates trigger one bulk rebuild. `lookup` answers on
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import ipaddress
 import itertools
 import socket
@@ -161,20 +162,8 @@ class PodColumns:
         )
 
     def select(self, indices: Sequence[int]) -> PodColumns:
-        return PodColumns(
-            uid=_pick(self.uid, indices),
-            namespace=_pick(self.namespace, indices),
-            name=_pick(self.name, indices),
-            node=_pick(self.node, indices),
-            ips=_pick(self.ips, indices),
-            host_network=_pick(self.host_network, indices),
-            start=_pick(self.start, indices),
-            end=_pick(self.end, indices),
-            end_is_estimate=_pick(self.end_is_estimate, indices),
-            owner=_pick(self.owner, indices),
-            template_hash=_pick(self.template_hash, indices),
-            branch_eni=_pick(self.branch_eni, indices),
-        )
+        picked = {column.name: _pick(getattr(self, column.name), indices) for column in dataclasses.fields(self)}
+        return PodColumns(**picked)
 
 
 def _pick(column: Sequence[T], indices: Sequence[int]) -> list[T]:
