@@ -219,7 +219,7 @@ class Controller:
                     "logs:FilterLogEvents",
                     partial(read_cloudwatch_window, self.aws.logs, group, enis, window, choices, reduction),
                 )
-        price = spec.pricePerGB if spec.pricePerGB is not None else price_per_gb(self.aws.region)[0]
+        price = self._price(spec)
         attributor = Attributor(
             self.state, topology.natgw_by_eni, inventory.nat_gateways, inventory.address_owners(), spec.groupBy, price
         )
@@ -412,7 +412,7 @@ class Controller:
         if status.get("period") != period_name:
             status["period"], status["natGateways"], status["windowsProcessed"] = period_name, [], 0
         totals = {g["natGatewayId"]: dict(g) for g in status.get("natGateways") or []}
-        price = spec.pricePerGB if spec.pricePerGB is not None else price_per_gb(self.aws.region)[0]
+        price = self._price(spec)
         for gateway_id, add in outcome.gateways.items():
             entry = totals.setdefault(gateway_id, {"natGatewayId": gateway_id})
             for key, value in add.items():
@@ -468,20 +468,23 @@ class Controller:
             )
 
     # -- events, at most one per reason per report per interval ------------------------------------------
+    def _price(self, spec: FlowReportSpec) -> float:
+        return spec.pricePerGB if spec.pricePerGB is not None else price_per_gb(self.aws.region)[0]
+
     def _event(self, report: dict[str, Any], reason: str, message: str, now: int, every: int) -> None:
         meta = report["metadata"]
-        key = (f"FlowReport/{meta['name']}", reason)
-        if now - self._last_event.get(key, -(1 << 62)) < every:
-            return
-        self._last_event[key] = now
         involved = {"api_version": f"{GROUP}/{VERSION}", "kind": "FlowReport", "name": meta["name"], "uid": meta["uid"]}
-        self.writer.event(CLUSTER_EVENTS_NAMESPACE, involved, reason, message)
+        self._post(involved, reason, message, now, every)
 
     def _node_event(self, node: str, message: str, now: int, every: int) -> None:
-        key = (f"Node/{node}", "NodeSNATHidesPodIPs")
+        record = self.state.nodes.get(node)
+        involved = {"api_version": "v1", "kind": "Node", "name": node, "uid": record.uid if record else None}
+        self._post(involved, "NodeSNATHidesPodIPs", message, now, every)
+
+    def _post(self, involved: dict[str, Any], reason: str, message: str, now: int, every: int) -> None:
+        """An Event on a cluster-scoped object, at most one per object and reason per `every` seconds."""
+        key = (f"{involved['kind']}/{involved['name']}", reason)
         if now - self._last_event.get(key, -(1 << 62)) < every:
             return
         self._last_event[key] = now
-        record = self.state.nodes.get(node)
-        involved = {"api_version": "v1", "kind": "Node", "name": node, "uid": record.uid if record else None}
-        self.writer.event(CLUSTER_EVENTS_NAMESPACE, involved, "NodeSNATHidesPodIPs", message)
+        self.writer.event(CLUSTER_EVENTS_NAMESPACE, involved, reason, message)

@@ -16,7 +16,7 @@ import pytest
 from moto import mock_aws
 
 from natflow.aws.discovery import covering_flow_logs, discover_inventory
-from natflow.aws.flowsource import read_cloudwatch_window, read_s3_window, s3_prefixes
+from natflow.aws.flowsource import read_cloudwatch_window, read_s3_objects, s3_prefixes, window_objects
 from natflow.aws.inventory import FlowLog
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs.readers import FormatChoices
@@ -115,8 +115,8 @@ def test_a_window_reads_only_its_objects(aws: dict[str, Any]) -> None:
     put("20261121T0900Z", window[0] - 3600, 7)  # an hour before: not fetched
     put("20261120T1005Z", window[0] - 86400, 5)  # the day before: not listed
     reduction = Reduction(topology, window)
-    objects = read_s3_window(aws["s3"], flow_log, ACCOUNT, REGION, window, FormatChoices(), reduction, Diagnostics())
-    assert objects == 2
+    objects = window_objects(aws["s3"], flow_log, ACCOUNT, REGION, window)
+    assert read_s3_objects(aws["s3"], flow_log, objects, FormatChoices(), reduction, Diagnostics()) == 2
     assert sum(v[0] for v in reduction.rows.values()) == 120
 
 

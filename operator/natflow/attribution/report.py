@@ -51,7 +51,6 @@ class RunContext:
 
     files_read: int = 0
     files_skipped: int = 0
-    price_per_gb: float = 0.045
     price_source: str = ""
 
 

@@ -118,21 +118,6 @@ def read_s3_objects(
     return len(objects)
 
 
-def read_s3_window(
-    s3: Any,
-    flow_log: FlowLog,
-    account_id: str,
-    region: str,
-    window: tuple[int, int],
-    choices: FormatChoices,
-    reduction: Reduction,
-    diagnostics: Diagnostics,
-) -> int:
-    """Fetch and reduce the objects of one flow log for the window; returns objects read."""
-    objects = window_objects(s3, flow_log, account_id, region, window)
-    return read_s3_objects(s3, flow_log, objects, choices, reduction, diagnostics)
-
-
 def read_cloudwatch_window(
     logs: Any,
     log_group: str,

@@ -138,14 +138,15 @@ def _add_parts(
     )
 
 
-def _count_status(
-    status: str, start_text: str, reduction: Reduction, fallback_time: tuple[int, int] | None
-) -> None:
+def _count_status(status: str, start_text: str, reduction: Reduction, fallback_time: tuple[int, int] | None) -> None:
     """Count a NODATA/SKIPDATA record, unless its start lies outside the window."""
     window = reduction.window
     if window is not None:
         start_number = _number(start_text) if start_text != "-" else None
-        start = flow_seconds(start_number) if start_number is not None else (fallback_time or (None,))[0]
+        if start_number is not None:
+            start: int | None = flow_seconds(start_number)
+        else:
+            start = fallback_time[0] if fallback_time else None
         if start is not None and not (window[0] <= start < window[1]):
             reduction.stats.outside_window_records += 1
             return
