@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from natflow.diagnostics import Diagnostics
-from natflow.flowlogs import vectorised
+from natflow.flowlogs import columnar, vectorised
 from natflow.flowlogs.fields import DEFAULT_FORMAT, RECOMMENDED_FORMAT, LogFormat, column_name, parse_log_format
 from natflow.flowlogs.readers import READERS, FormatChoices
 from natflow.flowlogs.reduce import NatTopology, Reduction
@@ -107,8 +107,8 @@ def small_chunks(text_bytes: int = 400, parquet_rows: int = 5) -> Iterator[None]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(vectorised, "TEXT_CHUNK_BYTES", text_bytes)
         patch.setattr(vectorised, "COMPRESSED_BLOCK_BYTES", 64)
-        patch.setattr(vectorised, "PARQUET_SLICE_ROWS", parquet_rows)
-        patch.setattr(vectorised, "COMPACT_ROWS", 8)
+        patch.setattr(columnar, "PARQUET_SLICE_ROWS", parquet_rows)
+        patch.setattr(columnar, "COMPACT_ROWS", 8)
         patch.setattr(vectorised, "BATCH_BYTES", text_bytes * 3)
         yield
 
@@ -118,14 +118,14 @@ def counting_reference_calls() -> Iterator[list[str]]:
     """Counts the chunks and slices the vectorised reader hands to the reference code."""
     calls: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("_add_lines", "_add_rows"):
-            original = getattr(vectorised, name)
+        for module, name in ((vectorised, "add_lines"), (columnar, "add_rows")):
+            original = getattr(module, name)
 
             def counted(*args: Any, _original: Any = original, _name: str = name) -> None:
                 calls.append(_name)
                 _original(*args)
 
-            patch.setattr(vectorised, name, counted)
+            patch.setattr(module, name, counted)
         yield calls
 
 
@@ -309,7 +309,7 @@ def test_one_bad_line_sends_only_its_chunk_to_the_reference(tmp_path: Path) -> N
     file = write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=True)
     with small_chunks(text_bytes=2000), counting_reference_calls() as calls:
         expected = assert_same([file])
-    assert calls == ["_add_lines", "_add_lines"]
+    assert calls == ["add_lines", "add_lines"]
     assert expected.stats.malformed_records == 1
     assert expected.stats.malformed_examples[0].endswith(f"{NAME}.log.gz:302: 21 fields, the format has 20")
 
@@ -379,7 +379,7 @@ def test_an_odd_line_sends_its_block_to_the_reference(tmp_path: Path, oddity: st
     file = write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=True)
     with small_chunks(text_bytes=2000), counting_reference_calls() as calls:
         assert_same([file], window=WINDOW)
-    assert calls == ["_add_lines"]
+    assert calls == ["add_lines"]
 
 
 def record_line(**fields: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 # Flow-log start/end are Unix seconds, but some producers write milliseconds.
-_MAX_SECONDS = 2_147_483_647
+MAX_SECONDS = 2_147_483_647
 
 
 def parse_time(text: str) -> int:
@@ -32,4 +32,4 @@ def format_time(seconds: int) -> str:
 
 def flow_seconds(value: int) -> int:
     """A flow-log start/end value in seconds, accepting millisecond values."""
-    return value // 1000 if value > _MAX_SECONDS else value
+    return value // 1000 if value > MAX_SECONDS else value

@@ -37,7 +37,7 @@ from natflow.flowlogs.fields import INTEGER_FIELDS, LogFormat, column_name, defa
 from natflow.flowlogs.reduce import IN, OUT, NatTopology, Reduction, RowKey
 from natflow.flowlogs.sources import key_time
 from natflow.net import cidr_range, normalize_address
-from natflow.timeutil import _MAX_SECONDS
+from natflow.timeutil import MAX_SECONDS
 
 # Result columns of `reduction_sql`, in order.
 RESULT_COLUMNS = (
@@ -197,7 +197,7 @@ def _integer_division(expression: str, divisor: int) -> str:
 
 def _flow_seconds(expression: str) -> str:
     """`natflow.timeutil.flow_seconds` in SQL: values above the 32-bit range are milliseconds."""
-    return f"CASE WHEN {expression} > {_MAX_SECONDS} THEN {_integer_division(expression, 1000)} ELSE {expression} END"
+    return f"CASE WHEN {expression} > {MAX_SECONDS} THEN {_integer_division(expression, 1000)} ELSE {expression} END"
 
 
 def _ipv4_number(expression: str) -> str:

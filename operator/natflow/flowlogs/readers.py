@@ -49,7 +49,11 @@ class FormatChoices:
         return [*self.cloudwatch, default_format()]
 
 
-class _Layout:
+class NeedsReference(Exception):
+    """Raised by a faster reader: the whole file must be read by this module's reader."""
+
+
+class Layout:
     """Positions of the used fields in a split record; absent fields point at an appended '-'."""
 
     def __init__(self, fmt: LogFormat) -> None:
@@ -84,7 +88,7 @@ def _optional(text: str) -> str | None:
 
 def _add_parts(
     parts: list[str],
-    layout: _Layout,
+    layout: Layout,
     reduction: Reduction,
     where: Any,
     fallback_time: tuple[int, int] | None,
@@ -156,7 +160,7 @@ def _count_status(status: str, start_text: str, reduction: Reduction, fallback_t
         reduction.stats.skip_data_records += 1
 
 
-class _Where:
+class Where:
     """file:line, formatted only when a message needs it."""
 
     __slots__ = ("line", "path")
@@ -176,17 +180,17 @@ def _open_text(path: str) -> IO[str]:
     return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
 
 
-_DAMAGE = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
+DAMAGE = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
 
 
-def _begin_text(
+def begin_text(
     file: FlowLogFile,
     first: str,
     choices: FormatChoices,
     reduction: Reduction,
     diagnostics: Diagnostics,
-    where: _Where,
-) -> _Layout:
+    where: Where,
+) -> Layout:
     """The layout of a text object from its first line (a header or a record, which is then added)."""
     where.line = 1
     header = header_format(first, f"{file.path} header")
@@ -196,19 +200,19 @@ def _begin_text(
             "LogFormatOverridesHeader",
             f"{file.path}: --log-format differs from the file's header; using --log-format",
         )
-    layout = _Layout(fmt)
+    layout = Layout(fmt)
     reduction.formats.setdefault(fmt.fields, fmt.origin)
     if header is None and first.strip():
         _add_parts(first.split(), layout, reduction, where, file.key_time)
     return layout
 
 
-def _add_lines(
+def add_lines(
     lines: Iterable[str],
     first_number: int,
-    layout: _Layout,
+    layout: Layout,
     reduction: Reduction,
-    where: _Where,
+    where: Where,
     fallback_time: tuple[int, int] | None,
 ) -> None:
     """Split and add record lines; blank lines are skipped, not counted."""
@@ -220,14 +224,14 @@ def _add_lines(
 
 def read_text(file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics) -> None:
     """An S3 text object: optional header line, then one record per line."""
-    where = _Where(file.path)
+    where = Where(file.path)
     try:
         with _open_text(file.path) as handle:
-            layout = _begin_text(file, handle.readline(), choices, reduction, diagnostics, where)
-            _add_lines(handle, 2, layout, reduction, where, file.key_time)
+            layout = begin_text(file, handle.readline(), choices, reduction, diagnostics, where)
+            add_lines(handle, 2, layout, reduction, where, file.key_time)
     except FormatError as error:
         diagnostics.warn("UnreadableFlowLog", str(error), file=file.path)
-    except _DAMAGE as error:
+    except DAMAGE as error:
         diagnostics.warn(
             "DamagedFlowLog",
             f"{file.path}: truncated or corrupt after line {where.line} ({error}); "
@@ -240,16 +244,16 @@ def read_parquet(file: FlowLogFile, choices: FormatChoices, reduction: Reduction
     """An S3 Parquet object: underscore column names, nulls for missing values."""
     import pyarrow.parquet as pq
 
-    where = _Where(file.path)
+    where = Where(file.path)
     try:
         parquet = pq.ParquetFile(file.path)
         columns = {canonical_name(name): name for name in parquet.schema_arrow.names}
         fmt = LogFormat(tuple(columns), f"{file.path} columns")
-        layout = _Layout(fmt)
+        layout = Layout(fmt)
         reduction.formats.setdefault(fmt.fields, fmt.origin)
         for batch in parquet.iter_batches(batch_size=65536, columns=list(columns.values())):
             values = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-            _add_rows(values, layout, reduction, where, file.key_time)
+            add_rows(values, layout, reduction, where, file.key_time)
     except Exception as error:  # pyarrow raises many types for damaged files; report and go on
         diagnostics.warn(
             "DamagedFlowLog",
@@ -259,11 +263,11 @@ def read_parquet(file: FlowLogFile, choices: FormatChoices, reduction: Reduction
         )
 
 
-def _add_rows(
+def add_rows(
     columns: list[list[Any]],
-    layout: _Layout,
+    layout: Layout,
     reduction: Reduction,
-    where: _Where,
+    where: Where,
     fallback_time: tuple[int, int] | None,
 ) -> None:
     """Add rows given column by column (Parquet values); `where.line` counts them."""
@@ -280,8 +284,8 @@ def _column_text(values: list[Any]) -> list[str]:
 
 def add_events(events: Iterable[Any], source: str, choices: FormatChoices, reduction: Reduction) -> None:
     """CloudWatch Logs events (``message`` without header, ``timestamp`` in ms) from a file or the API."""
-    candidates = [_Layout(f) for f in choices.cloudwatch_formats()]
-    by_width: dict[int, _Layout] = {}
+    candidates = [Layout(f) for f in choices.cloudwatch_formats()]
+    by_width: dict[int, Layout] = {}
     for layout in candidates:
         by_width.setdefault(layout.width, layout)
     for index, item in enumerate(events, start=1):
