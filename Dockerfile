@@ -2,15 +2,19 @@
 #
 #   docker build -t ghcr.io/natflow/natflow:0.1.0 .
 #
-# Build stage: install natflow and its runtime dependencies (no dev extras) into a virtualenv.
+# Build stage: compile natflow's C line scanner and install natflow and its runtime dependencies
+# (no dev extras) into a virtualenv; the compiler stays in this stage.
 # Runtime stage: the same base image (same Python path, so the venv's scripts work), the venv,
-# and a non-root user. .dockerignore is an allow-list: only pyproject.toml, README.md and the
-# operator/ source root reach the build.
+# and a non-root user. .dockerignore is an allow-list: only pyproject.toml, setup.py, README.md
+# and the operator/ source root reach the build.
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/natflow
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/* \
+ && python -m venv /opt/natflow
 WORKDIR /src
 COPY . .
 RUN /opt/natflow/bin/pip install . \

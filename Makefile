@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test lint unit demo bench clean
 
-$(STAMP): pyproject.toml
+# setup.py builds the C line scanner (operator/natflow/flowlogs/_textscan.c) in place.
+$(STAMP): pyproject.toml setup.py operator/natflow/flowlogs/_textscan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

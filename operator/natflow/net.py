@@ -57,6 +57,15 @@ class CidrSet:
     def __bool__(self) -> bool:
         return bool(self._firsts)
 
+    def ipv4_ranges(self) -> list[tuple[int, int]]:
+        """The [first, last] ranges of IPv4 addresses in the set, as integers."""
+        last_ipv4 = (1 << 32) - 1
+        return [
+            (first, min(last, last_ipv4))
+            for first, last in zip(self._firsts, self._lasts, strict=True)
+            if first <= last_ipv4
+        ]
+
     def contains_key(self, key: int) -> bool:
         index = bisect.bisect_right(self._firsts, key) - 1
         return index >= 0 and key <= self._lasts[index]

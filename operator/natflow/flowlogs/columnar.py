@@ -141,7 +141,7 @@ def _flow_seconds(value: pl.Expr) -> pl.Expr:
 
 
 class FrameReducer:
-    """Adds frames of one file's records to a Reduction exactly as `_add_parts` and `Reduction.add` would.
+    """Adds frames of one file's records to a Reduction exactly as `add_parts` and `Reduction.add` would.
 
     Frames hold the used fields present in the format, named by field: strings with '-' for a
     missing value, or integers with nulls for number fields. Counters and reduced rows are collected
@@ -203,7 +203,7 @@ class FrameReducer:
         return True
 
     def _record_columns(self, schema: pl.Schema, canonical: dict[str, str], inside: pl.Series) -> dict[str, pl.Expr]:
-        """Per record, what `_add_parts` and `Reduction.add` decide, as columns."""
+        """Per record, what `add_parts` and `Reduction.add` decide, as columns."""
         status = pl.col("log-status")
         no_data, skip_data = status == "NODATA", status == "SKIPDATA"
         data = ~(no_data | skip_data)

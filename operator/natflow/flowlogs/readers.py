@@ -86,7 +86,7 @@ def _optional(text: str) -> str | None:
     return None if text == "-" else text
 
 
-def _add_parts(
+def add_parts(
     parts: list[str],
     layout: Layout,
     reduction: Reduction,
@@ -203,7 +203,7 @@ def begin_text(
     layout = Layout(fmt)
     reduction.formats.setdefault(fmt.fields, fmt.origin)
     if header is None and first.strip():
-        _add_parts(first.split(), layout, reduction, where, file.key_time)
+        add_parts(first.split(), layout, reduction, where, file.key_time)
     return layout
 
 
@@ -219,7 +219,7 @@ def add_lines(
     for where.line, line in enumerate(lines, start=first_number):
         parts = line.split()
         if parts:
-            _add_parts(parts, layout, reduction, where, fallback_time)
+            add_parts(parts, layout, reduction, where, fallback_time)
 
 
 def read_text(file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics) -> None:
@@ -274,7 +274,7 @@ def add_rows(
     as_text = [_column_text(values) for values in columns]
     for row in zip(*as_text, strict=True):
         where.line += 1
-        _add_parts(list(row), layout, reduction, where, fallback_time)
+        add_parts(list(row), layout, reduction, where, fallback_time)
 
 
 def _column_text(values: list[Any]) -> list[str]:
@@ -300,7 +300,7 @@ def add_events(events: Iterable[Any], source: str, choices: FormatChoices, reduc
         fallback = None
         if isinstance(timestamp, int) and not isinstance(timestamp, bool):
             fallback = (timestamp // 1000, timestamp // 1000)
-        _add_parts(parts, layout, reduction, _EventWhere(source, index), fallback)
+        add_parts(parts, layout, reduction, _EventWhere(source, index), fallback)
 
 
 def read_cloudwatch(file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics) -> None:

@@ -111,7 +111,7 @@ class Reduction:
         topology = self.topology
         nat_ips = topology.eni_by_nat_ip
         if eni is None:  # format lacks interface-id: a NAT private IP on either side marks NAT legs
-            eni = nat_ips.get(srcaddr) or nat_ips.get(dstaddr)
+            eni = nat_ips.get(srcaddr) or nat_ips.get(dstaddr) or None  # an empty ENI id names none
             if eni is None:
                 self.stats.other_interface_records += 1
                 return

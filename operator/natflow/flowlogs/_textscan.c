@@ -1,0 +1,847 @@
+/*
+ * natflow.flowlogs._textscan: S3 text flow-log lines -> the reduction, in one pass of compiled code.
+ *
+ * The rules are those of readers.add_parts and reduce.Reduction.add (the reference, in Python).
+ * This code applies them only to lines it can read with certainty: printable-ASCII tokens, the
+ * format's number of fields, plain digits of at most 18 characters, dotted-quad IPv4 addresses in
+ * the form Python's ipaddress accepts. Any other line is handed back (its line number and place)
+ * for the reference code to add, so that a record is never decided differently from the reference.
+ * A sum that would overflow 64 bits hands its line back as well: Python's integers take it.
+ *
+ * One TextScanner reads one file (the caller merges files). `scan` releases the GIL while it works.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#define MAX_FIELDS 64
+#define MAX_DIGITS 18 /* below 2**63: sums of two never wrap before the overflow test */
+#define MAX_SECONDS 2147483647LL
+
+enum { TOKEN = 0, SEPARATOR = 1, NEWLINE = 2, OTHER = 3 };
+static unsigned char byte_class[256];
+
+/* Field slots of the layout, in this order; -1 = absent (reads as "-"). */
+enum {
+    F_ENI, F_SRC, F_DST, F_PKT_SRC, F_PKT_DST, F_SRC_SERVICE, F_DST_SERVICE,
+    F_PACKETS, F_BYTES, F_START, F_END, F_ACTION, F_STATUS, F_COUNT
+};
+
+/* Counters, named as ReductionStats' fields. */
+enum {
+    S_RECORDS_READ, S_RECORDS_COUNTED, S_NO_DATA, S_SKIP_DATA, S_OTHER_INTERFACE, S_OUTSIDE_WINDOW,
+    S_REJECTED, S_REJECTED_BYTES, S_INTERNET, S_INTERNET_BYTES, S_UNCLASSIFIED, S_UNCLASSIFIED_BYTES, S_COUNT
+};
+static const char *stat_names[S_COUNT] = {
+    "records_read", "records_counted", "no_data_records", "skip_data_records", "other_interface_records",
+    "outside_window_records", "rejected_records", "rejected_bytes", "internet_leg_records", "internet_leg_bytes",
+    "unclassified_nat_records", "unclassified_nat_bytes",
+};
+
+typedef struct {
+    uint64_t hash;
+    int64_t minute, first, last;
+    uint64_t bytes, packets, records;
+    uint32_t eni, address;
+    uint32_t peer_at, peer_len, service_at, service_len; /* in the arena */
+    uint8_t direction;
+} Row;
+
+typedef struct {
+    const char *text;
+    Py_ssize_t length;
+} Token;
+
+typedef struct {
+    uint32_t address;
+    int32_t eni; /* -1: the NAT IP's ENI is unknown (empty) */
+} NatAddress;
+
+typedef struct {
+    PyObject_HEAD
+    int width;
+    int field[F_COUNT];
+    PyObject *eni_names;     /* tuple of str: the ENIs rows are keyed by */
+    Token *nat_enis;         /* interface-id tokens of NAT Gateway ENIs */
+    int32_t *nat_eni_index;  /* their index in eni_names */
+    Py_ssize_t nat_eni_count;
+    NatAddress *nat_addresses; /* sorted by address */
+    Py_ssize_t nat_address_count;
+    uint32_t *inside_first, *inside_last; /* IPv4 ranges inside the VPC */
+    Py_ssize_t inside_count;
+    int has_window;
+    int64_t window_start, window_end;
+    int has_fallback;
+    int64_t fallback_start, fallback_end;
+    uint64_t stats[S_COUNT];
+    int has_times;
+    int64_t first_time, last_time;
+    Row *rows;          /* dense, in the order they were made: the recent ones stay in the caches */
+    size_t row_capacity, row_count;
+    uint32_t *slots;    /* open-addressing index: row number + 1, 0 for a free slot */
+    size_t slot_count;  /* a power of two, at least twice row_count */
+    char *arena;
+    size_t arena_size, arena_capacity;
+    int failed; /* out of memory during a scan */
+} Scanner;
+
+/* Handed-back lines of one scan: (line number, start, end) triples. */
+typedef struct {
+    Py_ssize_t *items;
+    size_t count, capacity;
+} Handback;
+
+static int handback_add(Handback *h, Py_ssize_t line, Py_ssize_t start, Py_ssize_t end) {
+    if (h->count + 3 > h->capacity) {
+        size_t capacity = h->capacity ? h->capacity * 2 : 48;
+        Py_ssize_t *items = realloc(h->items, capacity * sizeof(Py_ssize_t));
+        if (!items) return -1;
+        h->items = items;
+        h->capacity = capacity;
+    }
+    h->items[h->count++] = line;
+    h->items[h->count++] = start;
+    h->items[h->count++] = end;
+    return 0;
+}
+
+/* -- field readers ------------------------------------------------------------------------------ */
+
+static inline int is_dash(Token t) { return t.length == 1 && t.text[0] == '-'; }
+
+static inline int token_is(Token t, const char *word, Py_ssize_t length) {
+    return t.length == length && memcmp(t.text, word, (size_t)length) == 0;
+}
+
+/* readers._number: digits -> value (1), "-" -> 0 (1); anything else 0 (not a number). Digits
+ * longer than MAX_DIGITS -> -1: the reference reads them. */
+static inline int read_number(Token t, uint64_t *value) {
+    if (is_dash(t)) {
+        *value = 0;
+        return 1;
+    }
+    if (t.length > MAX_DIGITS) {
+        for (Py_ssize_t i = 0; i < t.length; i++)
+            if ((unsigned char)(t.text[i] - '0') > 9) return 0;
+        return -1;
+    }
+    uint64_t v = 0;
+    for (Py_ssize_t i = 0; i < t.length; i++) {
+        unsigned d = (unsigned char)(t.text[i] - '0');
+        if (d > 9) return 0;
+        v = v * 10 + d;
+    }
+    *value = v;
+    return 1;
+}
+
+static inline int64_t flow_seconds(uint64_t value) {
+    return value > (uint64_t)MAX_SECONDS ? (int64_t)(value / 1000) : (int64_t)value;
+}
+
+/* Dotted-quad IPv4 as ipaddress.IPv4Address accepts it (no leading zeros, octets <= 255). */
+static inline int read_ipv4(Token t, uint32_t *address) {
+    const char *p = t.text, *end = t.text + t.length;
+    uint32_t result = 0;
+    for (int octet = 0; octet < 4; octet++) {
+        const char *begin = p;
+        unsigned value = 0;
+        while (p < end && (unsigned char)(*p - '0') <= 9 && p - begin < 3) value = value * 10 + (unsigned)(*p++ - '0');
+        Py_ssize_t digits = p - begin;
+        if (digits == 0 || value > 255 || (digits > 1 && *begin == '0')) return 0;
+        if (p < end && (unsigned char)(*p - '0') <= 9) return 0; /* a fourth digit */
+        result = (result << 8) | value;
+        if (octet < 3) {
+            if (p >= end || *p != '.') return 0;
+            p++;
+        }
+    }
+    if (p != end) return 0;
+    *address = result;
+    return 1;
+}
+
+static int nat_address_find(const Scanner *s, uint32_t address) {
+    Py_ssize_t low = 0, high = s->nat_address_count;
+    while (low < high) {
+        Py_ssize_t middle = (low + high) / 2;
+        if (s->nat_addresses[middle].address < address)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    return low < s->nat_address_count && s->nat_addresses[low].address == address ? (int)low : -1;
+}
+
+static inline int inside(const Scanner *s, uint32_t address) {
+    for (Py_ssize_t i = 0; i < s->inside_count; i++)
+        if (address >= s->inside_first[i] && address <= s->inside_last[i]) return 1;
+    return 0;
+}
+
+static inline int32_t nat_eni_of(const Scanner *s, Token t) {
+    for (Py_ssize_t i = 0; i < s->nat_eni_count; i++)
+        if (t.length == s->nat_enis[i].length && memcmp(t.text, s->nat_enis[i].text, (size_t)t.length) == 0)
+            return s->nat_eni_index[i];
+    return -1;
+}
+
+/* -- the reduced rows ---------------------------------------------------------------------------- */
+
+static inline uint64_t mix(uint64_t h, uint64_t v) {
+    h ^= v + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2);
+    return h * 0xC2B2AE3D27D4EB4FULL;
+}
+
+static uint64_t text_hash(uint64_t h, Token t) {
+    for (Py_ssize_t i = 0; i < t.length; i++) h = (h ^ (unsigned char)t.text[i]) * 0x100000001B3ULL;
+    return mix(h, (uint64_t)t.length);
+}
+
+static int arena_put(Scanner *s, Token t, uint32_t *at) {
+    *at = 0;
+    if (!t.length) return 0;
+    if (s->arena_size + (size_t)t.length > s->arena_capacity) {
+        size_t capacity = s->arena_capacity ? s->arena_capacity : 1 << 16;
+        while (capacity < s->arena_size + (size_t)t.length) capacity *= 2;
+        if (capacity > UINT32_MAX) return -1;
+        char *arena = realloc(s->arena, capacity);
+        if (!arena) return -1;
+        s->arena = arena;
+        s->arena_capacity = capacity;
+    }
+    memcpy(s->arena + s->arena_size, t.text, (size_t)t.length);
+    *at = (uint32_t)s->arena_size;
+    s->arena_size += (size_t)t.length;
+    return 0;
+}
+
+static int rows_grow(Scanner *s) {
+    if (s->row_count == s->row_capacity) {
+        size_t capacity = s->row_capacity ? s->row_capacity * 2 : 1 << 10;
+        Row *rows = realloc(s->rows, capacity * sizeof(Row));
+        if (!rows || capacity > UINT32_MAX - 1) {
+            free(rows == s->rows ? NULL : rows);
+            return -1;
+        }
+        s->rows = rows;
+        s->row_capacity = capacity;
+    }
+    if ((s->row_count + 1) * 2 > s->slot_count) {
+        size_t count = s->slot_count ? s->slot_count * 2 : 1 << 11;
+        uint32_t *slots = calloc(count, sizeof(uint32_t));
+        if (!slots) return -1;
+        for (size_t i = 0; i < s->row_count; i++) {
+            size_t slot = s->rows[i].hash & (count - 1);
+            while (slots[slot]) slot = (slot + 1) & (count - 1);
+            slots[slot] = (uint32_t)(i + 1);
+        }
+        free(s->slots);
+        s->slots = slots;
+        s->slot_count = count;
+    }
+    return 0;
+}
+
+/* The row of a key, created empty when new; NULL when out of memory. */
+static Row *row_of(Scanner *s, uint32_t eni, uint32_t address, uint8_t direction, int64_t minute, Token peer,
+                   Token service) {
+    if (rows_grow(s) < 0) return NULL;
+    uint64_t hash = mix(mix(mix(mix(eni, address), direction), (uint64_t)minute), 0);
+    hash = text_hash(text_hash(hash, peer), service);
+    hash ^= hash >> 33; /* products carry low bits up only: bring the high bits down for the slot */
+    hash *= 0xFF51AFD7ED558CCDULL;
+    hash ^= hash >> 33;
+    size_t mask = s->slot_count - 1, slot = hash & mask;
+    for (;; slot = (slot + 1) & mask) {
+        if (!s->slots[slot]) break;
+        Row *row = &s->rows[s->slots[slot] - 1];
+        if (row->hash == hash && row->eni == eni && row->address == address && row->direction == direction &&
+            row->minute == minute && row->peer_len == (uint32_t)peer.length &&
+            row->service_len == (uint32_t)service.length &&
+            (!peer.length || memcmp(s->arena + row->peer_at, peer.text, (size_t)peer.length) == 0) &&
+            (!service.length || memcmp(s->arena + row->service_at, service.text, (size_t)service.length) == 0))
+            return row;
+    }
+    uint32_t peer_at, service_at;
+    if (arena_put(s, peer, &peer_at) < 0 || arena_put(s, service, &service_at) < 0) return NULL;
+    Row *row = &s->rows[s->row_count];
+    s->slots[slot] = (uint32_t)(++s->row_count);
+    memset(row, 0, sizeof(*row));
+    row->hash = hash;
+    row->eni = eni;
+    row->address = address;
+    row->direction = direction;
+    row->minute = minute;
+    row->peer_at = peer_at;
+    row->peer_len = (uint32_t)peer.length;
+    row->service_at = service_at;
+    row->service_len = (uint32_t)service.length;
+    row->first = INT64_MAX;
+    row->last = INT64_MIN;
+    return row;
+}
+
+/* -- one record ---------------------------------------------------------------------------------- */
+
+enum { TAKEN = 0, HAND_BACK = 1, NO_MEMORY = -1 };
+
+/* The token of a field: it runs from its start to the next space, newline or other separator (the
+ * lines that reach here hold no bytes above 0x7E). */
+static inline Token field(const Scanner *s, const char *const *starts, int slot) {
+    static const Token dash = {"-", 1};
+    int index = s->field[slot];
+    if (index < 0) return dash;
+    const char *p = starts[index];
+    while ((unsigned char)*p > ' ') p++;
+    return (Token){starts[index], p - starts[index]};
+}
+
+static inline int add_to(uint64_t *total, uint64_t value) { return __builtin_add_overflow(*total, value, total); }
+
+/* readers.add_parts + Reduction.add for a line of exactly `width` tokens. */
+static int add_record(Scanner *s, const char *const *tokens) {
+    uint64_t *stats = s->stats;
+    Token status = field(s, tokens, F_STATUS);
+    int no_data = token_is(status, "NODATA", 6), skip_data = !no_data && token_is(status, "SKIPDATA", 8);
+    if (no_data || skip_data) { /* readers._count_status */
+        if (s->has_window) {
+            Token start_text = field(s, tokens, F_START);
+            uint64_t value;
+            int has_start = 0;
+            int64_t start = 0;
+            if (!is_dash(start_text)) {
+                int number = read_number(start_text, &value);
+                if (number < 0) return HAND_BACK;
+                if (number) {
+                    start = flow_seconds(value);
+                    has_start = 1;
+                }
+            }
+            if (!has_start && s->has_fallback) {
+                start = s->fallback_start;
+                has_start = 1;
+            }
+            if (has_start && !(s->window_start <= start && start < s->window_end)) {
+                stats[S_RECORDS_READ]++;
+                stats[S_OUTSIDE_WINDOW]++;
+                return TAKEN;
+            }
+        }
+        stats[S_RECORDS_READ]++;
+        stats[no_data ? S_NO_DATA : S_SKIP_DATA]++;
+        return TAKEN;
+    }
+    int32_t eni = -1;
+    if (s->field[F_ENI] >= 0) {
+        eni = nat_eni_of(s, field(s, tokens, F_ENI));
+        if (eni < 0) {
+            stats[S_RECORDS_READ]++;
+            stats[S_OTHER_INTERFACE]++;
+            return TAKEN;
+        }
+    }
+    uint64_t packets, nbytes;
+    if (read_number(field(s, tokens, F_PACKETS), &packets) != 1) return HAND_BACK; /* malformed or long */
+    if (read_number(field(s, tokens, F_BYTES), &nbytes) != 1) return HAND_BACK;
+    Token start_text = field(s, tokens, F_START), end_text = field(s, tokens, F_END);
+    int64_t start, end;
+    if (!is_dash(start_text) || !is_dash(end_text)) {
+        uint64_t start_value, end_value;
+        if (read_number(start_text, &start_value) != 1 || read_number(end_text, &end_value) != 1) return HAND_BACK;
+        start = flow_seconds(is_dash(start_text) ? end_value : start_value);
+        end = is_dash(end_text) ? start : flow_seconds(end_value);
+    } else if (s->has_fallback) {
+        start = s->fallback_start;
+        end = s->fallback_end;
+    } else {
+        return HAND_BACK; /* malformed: the reference keeps the example */
+    }
+    /* Reduction.add */
+    Token src_text = field(s, tokens, F_SRC), dst_text = field(s, tokens, F_DST);
+    uint32_t src, dst;
+    if (!read_ipv4(src_text, &src) || !read_ipv4(dst_text, &dst)) return HAND_BACK; /* IPv6, odd text */
+    int src_nat = nat_address_find(s, src), dst_nat = nat_address_find(s, dst);
+    if (eni < 0) { /* no interface-id: a NAT private IP on either side names the ENI */
+        if (src_nat >= 0) eni = s->nat_addresses[src_nat].eni;
+        if (eni < 0 && dst_nat >= 0) eni = s->nat_addresses[dst_nat].eni;
+        if (eni < 0) {
+            stats[S_RECORDS_READ]++;
+            stats[S_OTHER_INTERFACE]++;
+            return TAKEN;
+        }
+    }
+    if (s->has_window && !(s->window_start <= start && start < s->window_end)) {
+        stats[S_RECORDS_READ]++;
+        stats[S_OUTSIDE_WINDOW]++;
+        return TAKEN;
+    }
+    if (token_is(field(s, tokens, F_ACTION), "REJECT", 6)) {
+        uint64_t total = stats[S_REJECTED_BYTES];
+        if (add_to(&total, nbytes)) return HAND_BACK;
+        stats[S_REJECTED_BYTES] = total;
+        stats[S_RECORDS_READ]++;
+        stats[S_REJECTED]++;
+        return TAKEN;
+    }
+    uint8_t direction;
+    uint32_t address;
+    Token peer, service, far_end;
+    if (dst_nat >= 0 && src_nat < 0 && inside(s, src)) {
+        direction = 0; /* reduce.OUT */
+        address = src;
+        peer = field(s, tokens, F_PKT_DST);
+        service = field(s, tokens, F_DST_SERVICE);
+        far_end = dst_text;
+    } else if (src_nat >= 0 && dst_nat < 0 && inside(s, dst)) {
+        direction = 1; /* reduce.IN */
+        address = dst;
+        peer = field(s, tokens, F_PKT_SRC);
+        service = field(s, tokens, F_SRC_SERVICE);
+        far_end = src_text;
+    } else {
+        int leg = src_nat >= 0 || dst_nat >= 0;
+        uint64_t total = stats[leg ? S_INTERNET_BYTES : S_UNCLASSIFIED_BYTES];
+        if (add_to(&total, nbytes)) return HAND_BACK;
+        stats[leg ? S_INTERNET_BYTES : S_UNCLASSIFIED_BYTES] = total;
+        stats[S_RECORDS_READ]++;
+        stats[leg ? S_INTERNET : S_UNCLASSIFIED]++;
+        return TAKEN;
+    }
+    /* `peer or ""`: '-' and the leg's own far end read as no peer; '-' service as none */
+    if (is_dash(peer) || (peer.length == far_end.length && memcmp(peer.text, far_end.text, (size_t)peer.length) == 0))
+        peer.length = 0;
+    if (is_dash(service)) service.length = 0;
+    Row *row = row_of(s, (uint32_t)eni, address, direction, start / 60, peer, service);
+    if (!row) return NO_MEMORY;
+    uint64_t row_bytes = row->bytes, row_packets = row->packets;
+    if (add_to(&row_bytes, nbytes) || add_to(&row_packets, packets)) return HAND_BACK;
+    row->bytes = row_bytes;
+    row->packets = row_packets;
+    if (start < row->first) row->first = start;
+    if (end > row->last) row->last = end;
+    row->records++;
+    stats[S_RECORDS_READ]++;
+    stats[S_RECORDS_COUNTED]++;
+    if (!s->has_times || start < s->first_time) s->first_time = start;
+    if (!s->has_times || end > s->last_time) s->last_time = end;
+    s->has_times = 1;
+    return TAKEN;
+}
+
+/* Token, newline and other bytes (neither token nor space) of 64 bytes, one bit each. */
+static inline void classify64(const unsigned char *p, uint64_t *token, uint64_t *newline, uint64_t *other) {
+    uint64_t t = 0, n = 0, space = 0;
+#if defined(__SSE2__)
+    const __m128i below = _mm_set1_epi8(0x20), above = _mm_set1_epi8(0x7F);
+    const __m128i blank = _mm_set1_epi8(' '), end_of_line = _mm_set1_epi8('\n');
+    for (int i = 0; i < 4; i++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 * i));
+        /* signed compares: bytes from 0x80 up are negative, so never tokens */
+        __m128i is_token = _mm_and_si128(_mm_cmpgt_epi8(v, below), _mm_cmplt_epi8(v, above));
+        t |= (uint64_t)(uint16_t)_mm_movemask_epi8(is_token) << (16 * i);
+        n |= (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v, end_of_line)) << (16 * i);
+        space |= (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v, blank)) << (16 * i);
+    }
+#else
+    for (int i = 0; i < 64; i++) {
+        t |= (uint64_t)(byte_class[p[i]] == TOKEN) << i;
+        n |= (uint64_t)(p[i] == '\n') << i;
+        space |= (uint64_t)(p[i] == ' ') << i;
+    }
+#endif
+    *token = t;
+    *newline = n;
+    *other = ~(t | n | space);
+}
+
+/* The tokens of a line that holds bytes other than tokens, spaces and its newline, split as
+ * str.split() splits (tabs and the like separate too); -1 when a byte is none of those. */
+static int split_odd_line(const char *p, const char **starts) {
+    int count = 0, in_token = 0;
+    for (;; p++) {
+        int kind = byte_class[(unsigned char)*p];
+        if (kind == TOKEN) {
+            if (!in_token && count < MAX_FIELDS) starts[count] = p;
+            count += !in_token;
+            in_token = 1;
+        } else if (kind == NEWLINE) {
+            return count;
+        } else if (kind == SEPARATOR) {
+            in_token = 0;
+        } else {
+            return -1;
+        }
+    }
+}
+
+/* Every line of text[0:size] (whole lines, the last ending with a newline), 64 bytes at a time:
+ * a line's tokens start where a token byte follows a non-token byte. */
+static int scan_lines(Scanner *s, const char *text, Py_ssize_t size, Py_ssize_t first_line, Handback *handback,
+                      Py_ssize_t *lines) {
+    const char *starts[MAX_FIELDS];
+    unsigned char tail[64];
+    Py_ssize_t line = first_line, line_begin = 0;
+    int count = 0, odd = 0;
+    uint64_t token_before = 0; /* the last byte of the previous 64 was a token byte */
+    for (Py_ssize_t base = 0; base < size; base += 64) {
+        const unsigned char *chunk = (const unsigned char *)text + base;
+        if (size - base < 64) { /* past the end: spaces, which start nothing */
+            memset(tail, ' ', sizeof tail);
+            memcpy(tail, chunk, (size_t)(size - base));
+            chunk = tail;
+        }
+        uint64_t token, newline, other;
+        classify64(chunk, &token, &newline, &other);
+        uint64_t token_starts = token & ~((token << 1) | token_before);
+        token_before = token >> 63;
+        for (;;) {
+            /* the bits of the current line: all of them, or those before its newline */
+            uint64_t before = newline ? (newline & -newline) - 1 : ~0ULL;
+            for (uint64_t bits = token_starts & before; bits; bits &= bits - 1) {
+                if (count < MAX_FIELDS) starts[count] = text + base + __builtin_ctzll(bits);
+                count++;
+            }
+            odd |= (other & before) != 0;
+            if (!newline) break;
+            /* the newline: the line text[line_begin : line_end] is complete */
+            Py_ssize_t line_end = base + __builtin_ctzll(newline) + 1;
+            if (odd) count = split_odd_line(text + line_begin, starts);
+            int outcome = TAKEN;
+            if (count < 0 || (count != s->width && count != 0))
+                outcome = HAND_BACK;
+            else if (count)
+                outcome = add_record(s, starts);
+            if (outcome == NO_MEMORY) return -1;
+            if (outcome == HAND_BACK && handback_add(handback, line, line_begin, line_end) < 0) return -1;
+            line++;
+            line_begin = line_end;
+            count = odd = 0;
+            uint64_t done = before | (newline & -newline);
+            token_starts &= ~done;
+            other &= ~done;
+            newline &= ~done;
+        }
+    }
+    *lines = line - first_line;
+    return 0;
+}
+
+/* -- Python ---------------------------------------------------------------------------------------- */
+
+static void Scanner_dealloc(Scanner *s) {
+    Py_XDECREF(s->eni_names);
+    PyMem_Free(s->nat_enis);
+    PyMem_Free(s->nat_eni_index);
+    PyMem_Free(s->nat_addresses);
+    PyMem_Free(s->inside_first);
+    PyMem_Free(s->inside_last);
+    free(s->rows);
+    free(s->slots);
+    free(s->arena);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static int read_pair(PyObject *item, const char *what, long long *first, long long *second) {
+    if (!PyArg_ParseTuple(item, "LL", first, second)) {
+        PyErr_Format(PyExc_TypeError, "%s: a pair of integers expected", what);
+        return -1;
+    }
+    return 0;
+}
+
+static int compare_nat_addresses(const void *a, const void *b) {
+    uint32_t x = ((const NatAddress *)a)->address, y = ((const NatAddress *)b)->address;
+    return (x > y) - (x < y);
+}
+
+/* TextScanner(width, fields, eni_names, nat_enis, nat_addresses, inside, window, fallback)
+ *   fields: F_COUNT field positions (-1 absent), in the order of the F_ enum;
+ *   eni_names: tuple of str; nat_enis: tuple of (bytes token, index); nat_addresses: tuple of
+ *   (IPv4 as int, index or -1); inside: tuple of (first, last) IPv4 ints; window, fallback: pair or None. */
+static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"width", "fields", "eni_names", "nat_enis", "nat_addresses", "inside", "window",
+                               "fallback", NULL};
+    PyObject *fields, *eni_names, *nat_enis, *nat_addresses, *inside_ranges, *window, *fallback;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!O!O!O!O!OO", keywords, &s->width, &PyTuple_Type, &fields,
+                                     &PyTuple_Type, &eni_names, &PyTuple_Type, &nat_enis, &PyTuple_Type,
+                                     &nat_addresses, &PyTuple_Type, &inside_ranges, &window, &fallback))
+        return -1;
+    if (s->eni_names) { /* __init__ again: start over */
+        PyErr_SetString(PyExc_RuntimeError, "TextScanner is initialised once");
+        return -1;
+    }
+    if (s->width < 1 || s->width > MAX_FIELDS || PyTuple_GET_SIZE(fields) != F_COUNT) {
+        PyErr_SetString(PyExc_ValueError, "TextScanner: unsupported layout");
+        return -1;
+    }
+    for (int i = 0; i < F_COUNT; i++) {
+        long index = PyLong_AsLong(PyTuple_GET_ITEM(fields, i));
+        if (index == -1 && PyErr_Occurred()) return -1;
+        if (index < -1 || index >= s->width) {
+            PyErr_SetString(PyExc_ValueError, "TextScanner: field position outside the layout");
+            return -1;
+        }
+        s->field[i] = (int)index;
+    }
+    Py_INCREF(eni_names);
+    s->eni_names = eni_names;
+    Py_ssize_t names = PyTuple_GET_SIZE(eni_names);
+    s->nat_eni_count = PyTuple_GET_SIZE(nat_enis);
+    s->nat_enis = PyMem_Calloc((size_t)s->nat_eni_count + 1, sizeof(Token));
+    s->nat_eni_index = PyMem_Calloc((size_t)s->nat_eni_count + 1, sizeof(int32_t));
+    s->nat_address_count = PyTuple_GET_SIZE(nat_addresses);
+    s->nat_addresses = PyMem_Calloc((size_t)s->nat_address_count + 1, sizeof(NatAddress));
+    s->inside_count = PyTuple_GET_SIZE(inside_ranges);
+    s->inside_first = PyMem_Calloc((size_t)s->inside_count + 1, sizeof(uint32_t));
+    s->inside_last = PyMem_Calloc((size_t)s->inside_count + 1, sizeof(uint32_t));
+    if (!s->nat_enis || !s->nat_eni_index || !s->nat_addresses || !s->inside_first || !s->inside_last) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < s->nat_eni_count; i++) {
+        PyObject *token;
+        int index;
+        /* the bytes objects stay alive in the tuple, which eni tokens point into: keep it */
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(nat_enis, i), "Si", &token, &index)) return -1;
+        if (index < 0 || index >= names) {
+            PyErr_SetString(PyExc_ValueError, "TextScanner: ENI index outside eni_names");
+            return -1;
+        }
+        s->nat_enis[i].text = PyBytes_AS_STRING(token);
+        s->nat_enis[i].length = PyBytes_GET_SIZE(token);
+        s->nat_eni_index[i] = index;
+    }
+    for (Py_ssize_t i = 0; i < s->nat_address_count; i++) {
+        long long address, index;
+        if (read_pair(PyTuple_GET_ITEM(nat_addresses, i), "nat_addresses", &address, &index) < 0) return -1;
+        if (address < 0 || address > UINT32_MAX || index < -1 || index >= names) {
+            PyErr_SetString(PyExc_ValueError, "TextScanner: NAT address or ENI index out of range");
+            return -1;
+        }
+        s->nat_addresses[i].address = (uint32_t)address;
+        s->nat_addresses[i].eni = (int32_t)index;
+    }
+    qsort(s->nat_addresses, (size_t)s->nat_address_count, sizeof(NatAddress), compare_nat_addresses);
+    for (Py_ssize_t i = 0; i < s->inside_count; i++) {
+        long long first, last;
+        if (read_pair(PyTuple_GET_ITEM(inside_ranges, i), "inside", &first, &last) < 0) return -1;
+        if (first < 0 || last > UINT32_MAX || first > last) {
+            PyErr_SetString(PyExc_ValueError, "TextScanner: inside range outside IPv4");
+            return -1;
+        }
+        s->inside_first[i] = (uint32_t)first;
+        s->inside_last[i] = (uint32_t)last;
+    }
+    if (window != Py_None) {
+        long long first, second;
+        if (read_pair(window, "window", &first, &second) < 0) return -1;
+        s->has_window = 1;
+        s->window_start = first;
+        s->window_end = second;
+    }
+    if (fallback != Py_None) {
+        long long first, second;
+        if (read_pair(fallback, "fallback", &first, &second) < 0) return -1;
+        s->has_fallback = 1;
+        s->fallback_start = first;
+        s->fallback_end = second;
+    }
+    /* nat_enis' bytes must outlive the scanner: keep the tuple with the names */
+    PyObject *kept = PyTuple_Pack(2, eni_names, nat_enis);
+    if (!kept) return -1;
+    Py_SETREF(s->eni_names, kept);
+    return 0;
+}
+
+/* scan(buffer, start, end, first_line) -> (lines, handed_back): the lines of buffer[start:end]
+ * (whole lines, the last ending with a newline) are read; handed_back is a list of
+ * (line number, start, end) of the lines the reference must read, offsets into buffer. */
+static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t start, end, first_line;
+    if (!s->eni_names) {
+        PyErr_SetString(PyExc_RuntimeError, "TextScanner is not initialised");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*nnn", &view, &start, &end, &first_line)) return NULL;
+    if (start < 0 || end > view.len || start > end || (end > start && ((const char *)view.buf)[end - 1] != '\n')) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "scan: the range must hold whole lines, the last ending with a newline");
+        return NULL;
+    }
+    Handback handback = {NULL, 0, 0};
+    Py_ssize_t lines = 0;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = scan_lines(s, (const char *)view.buf + start, end - start, first_line, &handback, &lines);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (status < 0) {
+        free(handback.items);
+        return PyErr_NoMemory();
+    }
+    PyObject *handed = PyList_New((Py_ssize_t)(handback.count / 3));
+    for (size_t i = 0; handed && i < handback.count; i += 3) {
+        PyObject *item = Py_BuildValue("(nnn)", handback.items[i], handback.items[i + 1] + start,
+                                       handback.items[i + 2] + start);
+        if (!item) Py_CLEAR(handed);
+        else PyList_SET_ITEM(handed, (Py_ssize_t)(i / 3), item);
+    }
+    free(handback.items);
+    if (!handed) return NULL;
+    return Py_BuildValue("(nN)", lines, handed);
+}
+
+static PyObject *ipv4_text(uint32_t a) {
+    char text[16];
+    int length = snprintf(text, sizeof text, "%u.%u.%u.%u", (a >> 24) & 255, (a >> 16) & 255, (a >> 8) & 255, a & 255);
+    return PyUnicode_FromStringAndSize(text, length);
+}
+
+static PyObject *row_key(const Scanner *s, const Row *row) {
+    PyObject *eni = PyTuple_GET_ITEM(PyTuple_GET_ITEM(s->eni_names, 0), row->eni);
+    Py_INCREF(eni);
+    PyObject *items[6] = {
+        eni,
+        ipv4_text(row->address),
+        PyLong_FromLong(row->direction),
+        PyLong_FromLongLong(row->minute),
+        PyUnicode_FromStringAndSize(row->peer_len ? s->arena + row->peer_at : "", row->peer_len),
+        PyUnicode_FromStringAndSize(row->service_len ? s->arena + row->service_at : "", row->service_len),
+    };
+    PyObject *key = PyTuple_New(6);
+    for (int i = 0; i < 6; i++) {
+        if (!key || !items[i]) {
+            for (int j = i; j < 6; j++) Py_XDECREF(items[j]);
+            Py_XDECREF(key);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(key, i, items[i]);
+    }
+    return key;
+}
+
+/* value[index] = value[index] (+, min or max) number, in Python integers. */
+static int fold(PyObject *value, Py_ssize_t index, PyObject *number, int op) {
+    PyObject *old = PyList_GET_ITEM(value, index), *result;
+    if (op == 0) {
+        result = PyNumber_Add(old, number);
+    } else {
+        int less = PyObject_RichCompareBool(number, old, Py_LT);
+        if (less < 0) return -1;
+        result = (op < 0) == (less == 1) ? number : old;
+        Py_INCREF(result);
+    }
+    if (!result) return -1;
+    PyList_SetItem(value, index, result); /* steals result, drops old */
+    return 0;
+}
+
+/* merge_rows(rows): add the reduced rows into `rows`, a dict keyed as reduce.RowKey with values
+ * [bytes, packets, first start, last end, records], as Reduction.merge adds them. */
+static PyObject *Scanner_merge_rows(Scanner *s, PyObject *rows) {
+    if (!PyDict_Check(rows)) {
+        PyErr_SetString(PyExc_TypeError, "merge_rows: a dict expected");
+        return NULL;
+    }
+    if (!s->eni_names) Py_RETURN_NONE;
+    for (size_t i = 0; i < s->row_count; i++) {
+        const Row *row = &s->rows[i];
+        PyObject *key = row_key(s, row);
+        if (!key) return NULL;
+        PyObject *numbers[5] = {
+            PyLong_FromUnsignedLongLong(row->bytes), PyLong_FromUnsignedLongLong(row->packets),
+            PyLong_FromLongLong(row->first), PyLong_FromLongLong(row->last), PyLong_FromUnsignedLongLong(row->records),
+        };
+        int failed = !numbers[0] || !numbers[1] || !numbers[2] || !numbers[3] || !numbers[4];
+        PyObject *known = failed ? NULL : PyDict_GetItemWithError(rows, key);
+        if (!failed && !known && !PyErr_Occurred()) {
+            PyObject *value = PyList_New(5);
+            failed = !value;
+            for (int j = 0; value && j < 5; j++) {
+                Py_INCREF(numbers[j]);
+                PyList_SET_ITEM(value, j, numbers[j]);
+            }
+            failed = failed || PyDict_SetItem(rows, key, value) < 0;
+            Py_XDECREF(value);
+        } else if (!failed && known) {
+            failed = !PyList_CheckExact(known) || PyList_GET_SIZE(known) != 5 || fold(known, 0, numbers[0], 0) < 0 ||
+                     fold(known, 1, numbers[1], 0) < 0 || fold(known, 2, numbers[2], -1) < 0 ||
+                     fold(known, 3, numbers[3], 1) < 0 || fold(known, 4, numbers[4], 0) < 0;
+            if (failed && !PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "merge_rows: a row is not a list of 5");
+        } else {
+            failed = 1;
+        }
+        for (int j = 0; j < 5; j++) Py_XDECREF(numbers[j]);
+        Py_DECREF(key);
+        if (failed) return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* stats() -> {ReductionStats field: count} */
+static PyObject *Scanner_stats(Scanner *s, PyObject *Py_UNUSED(ignored)) {
+    PyObject *stats = PyDict_New();
+    for (int i = 0; stats && i < S_COUNT; i++) {
+        PyObject *value = PyLong_FromUnsignedLongLong(s->stats[i]);
+        if (!value || PyDict_SetItemString(stats, stat_names[i], value) < 0) Py_CLEAR(stats);
+        Py_XDECREF(value);
+    }
+    return stats;
+}
+
+/* times() -> (first start, last end) of the counted records, or None */
+static PyObject *Scanner_times(Scanner *s, PyObject *Py_UNUSED(ignored)) {
+    if (!s->has_times) Py_RETURN_NONE;
+    return Py_BuildValue("(LL)", (long long)s->first_time, (long long)s->last_time);
+}
+
+static PyMethodDef Scanner_methods[] = {
+    {"scan", (PyCFunction)Scanner_scan, METH_VARARGS, "Read whole lines; returns (lines, handed back)."},
+    {"merge_rows", (PyCFunction)Scanner_merge_rows, METH_O, "Add the reduced rows into a dict of reduce.RowKey."},
+    {"stats", (PyCFunction)Scanner_stats, METH_NOARGS, "The counters, by ReductionStats field."},
+    {"times", (PyCFunction)Scanner_times, METH_NOARGS, "(first start, last end) of the counted records."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "natflow.flowlogs._textscan.TextScanner",
+    .tp_basicsize = sizeof(Scanner),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One text flow-log file's lines, reduced as readers.add_parts and Reduction.add do.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Scanner_init,
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_methods = Scanner_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_textscan",
+    .m_doc = "Compiled reduction of S3 text flow-log lines.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__textscan(void) {
+    for (int c = 0; c < 256; c++) byte_class[c] = (c > 0x20 && c < 0x7F) ? TOKEN : OTHER;
+    /* str.split()'s ASCII whitespace, but for the line ends (\r never reaches a scan) */
+    byte_class[' '] = byte_class['\t'] = byte_class['\v'] = byte_class['\f'] = SEPARATOR;
+    byte_class[0x1C] = byte_class[0x1D] = byte_class[0x1E] = byte_class[0x1F] = SEPARATOR;
+    byte_class['\n'] = NEWLINE;
+    if (PyType_Ready(&ScannerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&ScannerType);
+    if (PyModule_AddObject(m, "TextScanner", (PyObject *)&ScannerType) < 0) {
+        Py_DECREF(&ScannerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,16 @@
+class TextScanner:
+    def __init__(
+        self,
+        width: int,
+        fields: tuple[int, ...],
+        eni_names: tuple[str, ...],
+        nat_enis: tuple[tuple[bytes, int], ...],
+        nat_addresses: tuple[tuple[int, int], ...],
+        inside: tuple[tuple[int, int], ...],
+        window: tuple[int, int] | None,
+        fallback: tuple[int, int] | None,
+    ) -> None: ...
+    def scan(self, buffer: bytes, start: int, end: int, first_line: int) -> tuple[int, list[tuple[int, int, int]]]: ...
+    def merge_rows(self, rows: dict[tuple[str, str, int, int, str, str], list[int]]) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+    def times(self) -> tuple[int, int] | None: ...

@@ -1,0 +1,13 @@
+"""The compiled part of natflow; everything else is declared in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "natflow.flowlogs._textscan",
+            ["operator/natflow/flowlogs/_textscan.c"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+        )
+    ]
+)
