@@ -23,7 +23,6 @@ from natflow.flowlogs.vectorised import read_all_parallel
 from natflow.net import CidrSet
 from natflow.timeutil import parse_time
 
-PARALLEL_FROM_BYTES = 64 << 20
 # Where the VPC's CIDRs are unknown, these private ranges stand in for "inside" (with a warning).
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 
@@ -70,10 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     attribute.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     attribute.add_argument("--reader", choices=("vectorised", "reference"), default="vectorised",
-                           help="flow-log reader: vectorised (polars, in --workers processes) or reference "
+                           help="flow-log reader: vectorised (compiled text scanner, polars for Parquet, in "
+                           "--workers threads) or reference "
                            "(record by record); both give the same answer")  # fmt: skip
     attribute.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                           help="processes reading flow-log files (vectorised reader; default: the CPUs)")  # fmt: skip
+                           help="threads reading flow-log files (vectorised reader; default: the CPUs)")  # fmt: skip
 
     run = commands.add_parser("run", help="run the operator (kopf) in the cluster")
     run.add_argument("--once", action="store_true", help="run one report pass over --window and exit")
@@ -138,10 +138,7 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     if args.reader == "vectorised":
-        # Worker processes cost a second or two to start: worth it only for large inputs.
-        total = sum(os.path.getsize(f.path) for f in files)
-        workers = args.workers if total >= PARALLEL_FROM_BYTES else 1
-        reduction = read_all_parallel(files, choices, topology, bounded, diagnostics, workers)
+        reduction = read_all_parallel(files, choices, topology, bounded, diagnostics, args.workers)
         files_read = len(files)
     else:
         reduction = Reduction(topology, bounded)
