@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from natflow.cluster.ipmap import IpMap, NodeAddress
 from natflow.cluster.objects import PodRecord
+from tests.unit.held import held
 
 BASE = PodRecord(
     uid="u",
@@ -37,9 +38,9 @@ def pod(uid: str, start: int, end: int | None, ip: str = "10.0.1.5", **changes: 
 
 def holders(ipmap: IpMap, address: str, first: int, last: int) -> list[tuple[int, int, str]]:
     found = []
-    for segment in ipmap.lookup(address, first, last):
-        who = segment.pod.uid if segment.pod else (f"node:{segment.node.node}" if segment.node else "-")
-        found.append((segment.start, segment.end, who))
+    for start, end, pod, node in held(ipmap, address, first, last):
+        who = pod.uid if pod else (f"node:{node.node}" if node else "-")
+        found.append((start, end, who))
     return found
 
 
@@ -120,8 +121,8 @@ def test_node_owns_secondary_ips_and_prefixes_when_no_pod_holds_them() -> None:
     )
     ipmap.put_pod(pod("p", 100, 200, ip="10.0.2.20"))
     assert holders(ipmap, "10.0.2.20", 50, 249) == [(50, 100, "node:n1"), (100, 200, "p"), (200, 250, "node:n1")]
-    (segment,) = ipmap.lookup("10.0.0.10", 0, 0)
-    assert segment.node is not None and segment.node.primary
+    ((_, _, _, node),) = held(ipmap, "10.0.0.10", 0, 0)
+    assert node is not None and node.primary
     assert holders(ipmap, "10.0.2.32", 0, 0) == [(0, 1, "-")]  # outside the /28
     assert holders(ipmap, "10.0.0.11", 990, 1009) == [(990, 1000, "node:n1"), (1000, 1010, "-")]
 

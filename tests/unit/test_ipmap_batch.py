@@ -1,4 +1,4 @@
-"""The IP map's batch APIs answer exactly as `lookup` does, and bulk loads build the same map.
+"""The IP map's batched lookup answers exactly as its rule loop does, and bulk loads build the same map.
 
 Random histories mix pod leases that reuse addresses (open ends, ends before starts, overlaps,
 several IPs, IPv6 in any spelling, hostNetwork flips, renames, drops), node addresses (/32s, /28
@@ -18,19 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from natflow.cluster import ipmap as ipmap_module
-from natflow.cluster.ipmap import (
-    HELD_BY_NOBODY,
-    HELD_BY_NODE,
-    HELD_BY_POD,
-    SPLIT,
-    IpMap,
-    NodeAddress,
-    PodColumns,
-    Segment,
-)
+from natflow.cluster.ipmap import IpMap, NodeAddress, PodColumns
 from natflow.cluster.objects import OwnerRef, PodRecord
 from natflow.cluster.state import ClusterState
 from natflow.store import Store
+from tests.unit.held import held, held_by_rules, held_many
 
 POD_ADDRESSES = ["10.0.2.17", "10.0.2.18", "10.0.2.30", "10.0.3.5", "10.0.0.10", "2001:db8::1", "2001:db8::a"]
 QUERY_ADDRESSES = [
@@ -125,34 +117,14 @@ def split(rows: list[tuple[str, int, int]]) -> Queries:
     return Queries([a for a, _, _ in rows], [f for _, f, _ in rows], [f + length for _, f, length in rows])
 
 
-def assert_batches_equal_lookup(ipmap: IpMap, asked: Queries) -> None:
-    expected = [ipmap.lookup(a, f, t) for a, f, t in zip(asked.addresses, asked.firsts, asked.lasts, strict=True)]
-    assert ipmap.lookup_many(asked.addresses, asked.firsts, asked.lasts) == expected
-    columns = ipmap.lookup_columns(asked.addresses, asked.firsts, asked.lasts)
-    for index, (first, last) in enumerate(zip(asked.firsts, asked.lasts, strict=True)):
-        kind, holder, end = columns.kinds[index], int(columns.holders[index]), max(last, first) + 1
-        if kind == HELD_BY_POD:
-            assert expected[index] == [Segment(first, end, ipmap.pod_at(holder), None)]
-        elif kind == HELD_BY_NODE:
-            assert expected[index] == [Segment(first, end, None, ipmap.node_address_at(holder))]
-        elif kind == HELD_BY_NOBODY:
-            assert expected[index] == [Segment(first, end, None, None)]
-        else:
-            assert kind == SPLIT
-            assert expected[index] == [
-                Segment(
-                    start,
-                    stop,
-                    ipmap.pod_at(piece_holder) if piece_kind == HELD_BY_POD else None,
-                    ipmap.node_address_at(piece_holder) if piece_kind == HELD_BY_NODE else None,
-                )
-                for start, stop, piece_kind, piece_holder in columns.pieces[index]
-            ]
+def assert_batch_answers_as_the_rules(ipmap: IpMap, asked: Queries) -> None:
+    expected = [held_by_rules(ipmap, *query) for query in zip(asked.addresses, asked.firsts, asked.lasts, strict=True)]
+    assert held_many(ipmap, asked.addresses, asked.firsts, asked.lasts) == expected
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(operations, queries), max_size=10), thresholds, st.sampled_from([2, 1 << 17]))
-def test_lookup_many_and_lookup_columns_answer_as_lookup(
+def test_lookup_columns_answers_as_the_rules(
     steps: list[tuple[tuple[str, object], list]], threshold: int, parallel: int
 ) -> None:
     """Also with batches split over two threads from two queries up."""
@@ -163,7 +135,7 @@ def test_lookup_many_and_lookup_columns_answer_as_lookup(
         ipmap = IpMap()
         for operation, rows in steps:
             apply(ipmap, operation)
-            assert_batches_equal_lookup(ipmap, split(rows))
+            assert_batch_answers_as_the_rules(ipmap, split(rows))
 
 
 @settings(max_examples=300, deadline=None)
@@ -185,9 +157,8 @@ def test_bulk_rebuild_resolves_as_the_rules_do_one_address_at_a_time(
             maps.append(ipmap)
     bulk, one_by_one = maps
     asked = split(rows)
-    assert [bulk.lookup(a, f, t) for a, f, t in zip(asked.addresses, asked.firsts, asked.lasts, strict=True)] == [
-        one_by_one.lookup(a, f, t) for a, f, t in zip(asked.addresses, asked.firsts, asked.lasts, strict=True)
-    ]
+    queries = list(zip(asked.addresses, asked.firsts, asked.lasts, strict=True))
+    assert [held_by_rules(bulk, *query) for query in queries] == [held_by_rules(one_by_one, *query) for query in queries]
     assert bulk.lease_conflicts == one_by_one.lease_conflicts
     assert bulk.pod_address_count() == one_by_one.pod_address_count()
 
@@ -207,8 +178,8 @@ def test_put_pods_builds_the_map_put_pod_builds(before: list[PodRecord], batch: 
     expected = {pod.uid: pod for pod in [*before, *batch]}
     assert dict(bulk.pod_records) == {uid: pod for uid, pod in expected.items() if not pod.host_network}
     asked = split(rows)
-    assert bulk.lookup_many(asked.addresses, asked.firsts, asked.lasts) == one_by_one.lookup_many(
-        asked.addresses, asked.firsts, asked.lasts
+    assert held_many(bulk, asked.addresses, asked.firsts, asked.lasts) == held_many(
+        one_by_one, asked.addresses, asked.firsts, asked.lasts
     )
 
 
@@ -259,8 +230,8 @@ def test_store_reload_builds_the_state_put_pod_builds(saved: list[PodRecord]) ->
         store.close()
     assert loaded.pods == expected.pods and loaded.host_network_pods == expected.host_network_pods
     asked = split([(address, 0, 120) for address in QUERY_ADDRESSES])
-    assert loaded.ipmap.lookup_many(asked.addresses, asked.firsts, asked.lasts) == [
-        expected.ipmap.lookup(a, f, t) for a, f, t in zip(asked.addresses, asked.firsts, asked.lasts, strict=True)
+    assert held_many(loaded.ipmap, asked.addresses, asked.firsts, asked.lasts) == [
+        held_by_rules(expected.ipmap, *query) for query in zip(asked.addresses, asked.firsts, asked.lasts, strict=True)
     ]
 
 
@@ -292,8 +263,8 @@ def test_many_pods_survive_table_growth_updates_and_drops() -> None:
         ipmap.drop_pod(pod.uid)
     assert len(ipmap.pod_records) == len(expected) and dict(ipmap.pod_records) == expected
     for uid, pod in list(expected.items())[::97]:
-        (segment,) = ipmap.lookup(pod.ips[0], pod.start, pod.start)
-        assert segment.pod == pod and ipmap.pod_records[uid] == pod
+        ((_, _, holder, _),) = held(ipmap, pod.ips[0], pod.start, pod.start)
+        assert holder == pod and ipmap.pod_records[uid] == pod
 
 
 octets = st.integers(0, 300).map(str) | st.text("0123456789", max_size=4)

@@ -7,6 +7,7 @@ from pathlib import Path
 from natflow.cluster.objects import NodeRecord, OwnerRef, PodRecord, SnatSetting
 from natflow.cluster.state import ClusterState
 from natflow.store import Store
+from tests.unit.held import held
 
 
 def test_round_trip_and_prune(tmp_path: Path) -> None:
@@ -41,7 +42,7 @@ def test_round_trip_and_prune(tmp_path: Path) -> None:
     assert Store(str(tmp_path / "state.sqlite")).load(state) == 2
     assert state.pods == {"u1": gone, "u2": live}
     assert state.workload(live).name == "web"
-    assert [s.pod.uid for s in state.ipmap.lookup("10.0.1.5", 150, 350) if s.pod] == ["u1", "u2"]
+    assert [pod.uid for _, _, pod, _ in held(state.ipmap, "10.0.1.5", 150, 350) if pod] == ["u1", "u2"]
     assert state.snat.at(10) == SnatSetting(False, ("10.9.0.0/16",), "strict") and state.snat.at(260) is None
 
     store = Store(str(tmp_path / "state.sqlite"))

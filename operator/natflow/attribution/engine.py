@@ -17,15 +17,19 @@ split is exact in integers (largest remainder), so every row still adds up to it
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from operator import itemgetter
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
 
 from natflow.attribution.pricing import cost
 from natflow.aws.inventory import AddressOwner
-from natflow.cluster.ipmap import Segment
+from natflow.cluster.ipmap import FOREVER, HELD_BY_NOBODY, HELD_BY_NODE, HELD_BY_POD, SPLIT, HolderColumns
 from natflow.cluster.objects import PodRecord
 from natflow.cluster.state import ClusterState
-from natflow.flowlogs.reduce import BYTES, FIRST_START, LAST_END, OUT, PACKETS, Reduction
+from natflow.flowlogs.reduce import BYTES, FIRST_START, LAST_END, PACKETS, Reduction
 from natflow.net import CidrSet
 
 GroupBy = Literal["workload", "pod", "namespace"]
@@ -37,6 +41,9 @@ SOURCE_HOST_NETWORK = "hostNetwork"
 SOURCE_NODE_SNAT = "nodeSNAT"
 SOURCE_NODE = "node"
 SOURCE_UNATTRIBUTED = "unattributed"
+_SOURCES = (SOURCE_POD, SOURCE_HOST_NETWORK, SOURCE_NODE_SNAT, SOURCE_NODE, SOURCE_UNATTRIBUTED)
+
+Int64s = npt.NDArray[np.int64]
 
 # (NAT Gateway, namespace, workload kind, workload name, source)
 RowKey = tuple[str, str, str, str, str]
@@ -126,6 +133,67 @@ def allocate(total: int, weights: list[int]) -> list[int]:
     return shares
 
 
+def _exact(values: list[int]) -> npt.NDArray[Any]:
+    """Integers as int64 where no sum of them can overflow it, else as Python ints (slower, as exact)."""
+    if sum(map(abs, values)) < 1 << 63:
+        return np.array(values, np.int64)
+    return np.array(values, object)
+
+
+def _sums(groups: Int64s, size: int, values: npt.NDArray[Any]) -> list[int]:
+    """The sum of `values` in each group 0 .. size-1, as Python ints."""
+    sums = np.zeros(size, values.dtype)
+    np.add.at(sums, groups, values)
+    found: list[int] = sums.tolist()
+    return found
+
+
+class _Rows:
+    """The reduced rows as columns; ENIs and destinations as codes into their distinct values."""
+
+    def __init__(self, reduction: Reduction) -> None:
+        keys, values = reduction.rows.keys(), reduction.rows.values()
+        # Column by column with itemgetter: transposing with zip(*rows) costs a tuple per row.
+        self.addresses: list[str] = list(map(itemgetter(1), keys))
+        self.peers: list[str] = list(map(itemgetter(4), keys))
+        self.byte_list: list[int] = list(map(itemgetter(BYTES), values))
+        self.packet_list: list[int] = list(map(itemgetter(PACKETS), values))
+        self.bytes, self.packets = _exact(self.byte_list), _exact(self.packet_list)
+        self.firsts = np.fromiter(map(itemgetter(FIRST_START), values), np.int64, len(values))
+        self.lasts = np.fromiter(map(itemgetter(LAST_END), values), np.int64, len(values))
+        self.directions = np.fromiter(map(itemgetter(2), keys), np.int64, len(keys))
+        self.enis, self.eni_codes = _codes(list(map(itemgetter(0), keys)))
+        services = map(itemgetter(5), keys)
+        self.destinations, self.destination_codes = _codes(
+            [service or peer for service, peer in zip(services, self.peers, strict=True)]
+        )
+        if "" in self.destinations:  # no destination: nothing to count
+            self.destination_codes[self.destination_codes == self.destinations.index("")] = -1
+
+
+def _codes(values: list[str]) -> tuple[list[str], Int64s]:
+    distinct = list(dict.fromkeys(values))
+    code_of = {value: code for code, value in enumerate(distinct)}
+    return distinct, np.fromiter(map(code_of.__getitem__, values), np.int64, len(values))
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """What each holder got of each reduced row: one part per row, or one per piece of a split row."""
+
+    row: Int64s  # the reduced row
+    kind: npt.NDArray[np.int8]  # HELD_BY_POD, HELD_BY_NODE or HELD_BY_NOBODY
+    holder: npt.NDArray[np.int32]  # the pod or node address index
+    start: Int64s
+    end: Int64s
+    bytes: npt.NDArray[Any]
+    packets: npt.NDArray[Any]
+    split: npt.NDArray[np.bool_]  # a piece of a split row
+
+    def select(self, order: Int64s) -> _Parts:
+        return _Parts(*(getattr(self, column.name)[order] for column in fields(self)))
+
+
 class Attributor:
     """Joins reduced rows with the cluster state. One instance per report run."""
 
@@ -144,90 +212,140 @@ class Attributor:
         self.address_owners = address_owners
         self.group_by = group_by
         self.price_per_gb = price_per_gb
-        self._exclusions: dict[tuple[str, ...], CidrSet] = {}
 
     def attribute(self, reduction: Reduction) -> AttributionResult:
-        gateways = {gid: GatewayTotals(gid) for gid in self.nat_gateway_ids}
-        rows: dict[RowKey, Attribution] = {}
-        split_rows = split_bytes = 0
-        items = list(reduction.rows.items())
-        # One batched lookup for every row: holders are resolved once each, not once per row.
-        found = self.state.ipmap.lookup_many(
-            [key[1] for key, _ in items],
-            [value[FIRST_START] for _, value in items],
-            [value[LAST_END] for _, value in items],
-        )
-        for ((eni, address, direction, _minute, peer, service), value), segments in zip(items, found, strict=True):
-            gateway_id = self.natgw_by_eni[eni]
-            totals = gateways.setdefault(gateway_id, GatewayTotals(gateway_id))
-            nbytes, packets = value[BYTES], value[PACKETS]
-            if direction == OUT:
-                totals.bytes_out += nbytes
-                totals.packets_out += packets
-            else:
-                totals.bytes_in += nbytes
-                totals.packets_in += packets
-            if len(segments) == 1:
-                parts = [(segments[0], nbytes, packets)]
-            else:
-                weights = [s.seconds for s in segments]
-                parts = list(zip(segments, allocate(nbytes, weights), allocate(packets, weights), strict=True))
-                split_rows += 1
-                split_bytes += nbytes
-            destination = service or peer
-            for segment, part_bytes, part_packets in parts:
-                row = self._row_for(rows, gateway_id, address, segment, peer)
-                if direction == OUT:
-                    row.bytes_out += part_bytes
-                    row.packets_out += part_packets
-                else:
-                    row.bytes_in += part_bytes
-                    row.packets_in += part_packets
-                if len(parts) > 1:
-                    row.split_bytes += part_bytes
-                if destination and part_bytes:
-                    row.destinations[destination] = row.destinations.get(destination, 0) + part_bytes
-                if row.source != SOURCE_UNATTRIBUTED:
-                    totals.attributed_bytes += part_bytes
-        snat = self._finish_nodes(rows.values())
+        """Every reduced row's bytes to the holders of its address, in columns: one batched lookup,
+        then sums per output row with numpy; only rows that several holders shared are split one by one."""
+        rows = _Rows(reduction)
+        found = self.state.ipmap.lookup_columns(rows.addresses, rows.firsts, rows.lasts)
+        parts, split_rows, split_bytes = self._parts(rows, found)
+        gateway_ids = list(dict.fromkeys([*self.nat_gateway_ids, *(self.natgw_by_eni[eni] for eni in rows.enis)]))
+        gateway_codes = {gateway_id: code for code, gateway_id in enumerate(gateway_ids)}
+        row_gateway = np.array([gateway_codes[self.natgw_by_eni[eni]] for eni in rows.enis], np.int64)[rows.eni_codes]
+        node_ip = self._on_node_ip(parts)
+        labels, part_label = self._labels(rows, parts, node_ip)
+        attributed = np.array([label[3] != SOURCE_UNATTRIBUTED for label in labels], bool)[part_label]
+
+        gateways = {gateway_id: GatewayTotals(gateway_id) for gateway_id in gateway_ids}
+        totals = gateways.values()
+        by_direction = row_gateway * 2 + rows.directions
+        for field_out, field_in, column in (
+            ("bytes_out", "bytes_in", rows.bytes),
+            ("packets_out", "packets_in", rows.packets),
+        ):
+            sums = _sums(by_direction, 2 * len(gateway_ids), column)
+            for totals_of, out_sum, in_sum in zip(totals, sums[0::2], sums[1::2], strict=True):
+                setattr(totals_of, field_out, out_sum)
+                setattr(totals_of, field_in, in_sum)
+        part_gateway = row_gateway[parts.row]
+        for totals_of, attributed_sum in zip(
+            totals, _sums(part_gateway[attributed], len(gateway_ids), parts.bytes[attributed]), strict=True
+        ):
+            totals_of.attributed_bytes = attributed_sum
+
+        # Output rows in the order their first part comes (parts are in reduced-row order).
+        targets, first, part_target = np.unique(part_gateway * len(labels) + part_label, True, True)
+        order = np.argsort(first, kind="stable")
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        part_target = rank[part_target]
+        output = []
+        for target in targets[order].tolist():
+            gateway_index, label_index = divmod(target, len(labels))
+            namespace, kind, name, source = labels[label_index]
+            owner = self.address_owners.get(name) if source == SOURCE_UNATTRIBUTED else None
+            output.append(Attribution(gateway_ids[gateway_index], namespace, kind, name, source, address_owner=owner))
+        self._add_sums(output, parts, part_target, rows)
+        self._add_holders(output, parts, part_target, node_ip)
+
+        snat = self._finish_nodes(output)
         ordered = sorted(
-            rows.values(),
+            output,
             key=lambda r: (-r.total_bytes, r.nat_gateway_id, r.namespace, r.workload_kind, r.workload_name, r.source),
         )
         return AttributionResult(gateways, ordered, snat, split_rows, split_bytes, self.price_per_gb)
 
-    # -- one segment -> one row ------------------------------------------------------------------
-    def _row_for(
-        self, rows: dict[RowKey, Attribution], gateway_id: str, address: str, segment: Segment, peer: str
-    ) -> Attribution:
-        owner: AddressOwner | None = None
-        node_name: str | None = None
-        if segment.pod is not None:
-            namespace, kind, name = self._group(segment.pod)
-            source = SOURCE_POD
-        elif segment.node is not None:
-            node_name = segment.node.node
-            namespace, kind, name = "", "Node", node_name
-            source = self._node_source(segment, peer) if segment.node.primary else SOURCE_NODE
-        else:
-            namespace, kind, name, source = "", "IP", address, SOURCE_UNATTRIBUTED
-            owner = self.address_owners.get(address)
-        key = (gateway_id, namespace, kind, name, source)
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = Attribution(gateway_id, namespace, kind, name, source, address_owner=owner)
-        if segment.pod is not None:
-            row.pods.add(segment.pod.key)
-        elif node_name is not None and segment.node is not None and segment.node.primary:
-            # Candidates only for the node IP: hostNetwork and SNATed pods send from it, never from
-            # a secondary address or prefix.
-            span = row.node_spans.get(node_name)
-            if span is None:
-                row.node_spans[node_name] = [segment.start, segment.end]
-            else:
-                span[0] = min(span[0], segment.start)
-                span[1] = max(span[1], segment.end)
-        return row
+    def _parts(self, rows: _Rows, found: HolderColumns) -> tuple[_Parts, int, int]:
+        """One part per reduced row a single holder held; one per piece of the others, their bytes and
+        packets split by seconds of overlap (exactly, in integers). Also how many rows were split and
+        their bytes."""
+        whole = np.flatnonzero(found.kinds != SPLIT)
+        split = np.flatnonzero(found.kinds == SPLIT)
+        pieces = (
+            np.searchsorted(found.piece_queries, split, "left"),
+            np.searchsorted(found.piece_queries, split, "right"),
+        )
+        split_bytes_list: list[int] = []
+        split_packets_list: list[int] = []
+        nbytes, packets = rows.byte_list, rows.packet_list
+        weights = (found.piece_ends - found.piece_starts).tolist()
+        for row, low, high in zip(split.tolist(), pieces[0].tolist(), pieces[1].tolist(), strict=True):
+            shares = weights[low:high]
+            split_bytes_list.extend(allocate(nbytes[row], shares))
+            split_packets_list.extend(allocate(packets[row], shares))
+        piece_rows = found.piece_queries
+        parts = _Parts(
+            row=np.concatenate((whole, piece_rows)),
+            kind=np.concatenate((found.kinds[whole], found.piece_kinds)),
+            holder=np.concatenate((found.holders[whole], found.piece_holders)),
+            start=np.concatenate((rows.firsts[whole], found.piece_starts)),
+            end=np.concatenate((np.maximum(rows.lasts[whole], rows.firsts[whole]) + 1, found.piece_ends)),
+            bytes=np.concatenate((rows.bytes[whole], np.array(split_bytes_list, rows.bytes.dtype))),
+            packets=np.concatenate((rows.packets[whole], np.array(split_packets_list, rows.packets.dtype))),
+            split=np.concatenate((np.zeros(len(whole), bool), np.ones(len(piece_rows), bool))),
+        )
+        # Reduced-row order: a row has one part or pieces (in time order already), never both.
+        return (
+            parts.select(np.argsort(parts.row, kind="stable")),
+            len(split),
+            sum(nbytes[row] for row in split.tolist()),
+        )
+
+    # -- labels: (namespace, kind, name, source) of each part ------------------------------------------
+    def _on_node_ip(self, parts: _Parts) -> npt.NDArray[np.bool_]:
+        """Which parts a node held by its node IP (the address SNAT rewrites to)."""
+        nodes = np.flatnonzero(parts.kind == HELD_BY_NODE)
+        holders, inverse = np.unique(parts.holder[nodes], return_inverse=True)
+        ipmap = self.state.ipmap
+        primary = np.array([ipmap.node_address_at(holder).primary for holder in holders.tolist()], bool)
+        node_ip = np.zeros(len(parts.row), bool)
+        node_ip[nodes] = primary[inverse]
+        return node_ip
+
+    def _labels(
+        self, rows: _Rows, parts: _Parts, node_ip: npt.NDArray[np.bool_]
+    ) -> tuple[list[tuple[str, str, str, str]], Int64s]:
+        """The distinct (namespace, kind, name, source) of output rows, and each part's."""
+        labels: dict[tuple[str, str, str, str], int] = {}
+        part_label = np.zeros(len(parts.row), np.int64)
+        ipmap = self.state.ipmap
+
+        pods = np.flatnonzero(parts.kind == HELD_BY_POD)
+        holders, inverse = np.unique(parts.holder[pods], return_inverse=True)
+        pod_labels = [
+            labels.setdefault((*self._group(ipmap.pod_at(h)), SOURCE_POD), len(labels)) for h in holders.tolist()
+        ]
+        part_label[pods] = np.array(pod_labels, np.int64)[inverse]
+
+        nodes = np.flatnonzero(parts.kind == HELD_BY_NODE)
+        sources = np.full(len(parts.row), _SOURCES.index(SOURCE_NODE), np.int64)
+        self._node_ip_sources(rows, parts, np.flatnonzero(node_ip), sources)
+        sources = sources[nodes]
+        keys, inverse = np.unique(parts.holder[nodes].astype(np.int64) * len(_SOURCES) + sources, return_inverse=True)
+        node_labels = []
+        for key in keys.tolist():
+            holder, source = divmod(key, len(_SOURCES))
+            label = ("", "Node", ipmap.node_address_at(holder).node, _SOURCES[source])
+            node_labels.append(labels.setdefault(label, len(labels)))
+        part_label[nodes] = np.array(node_labels, np.int64)[inverse]
+
+        nobody = np.flatnonzero(parts.kind == HELD_BY_NOBODY)
+        addresses = rows.addresses
+        codes = {addresses[row]: -1 for row in parts.row[nobody].tolist()}
+        for address in codes:
+            codes[address] = labels.setdefault(("", "IP", address, SOURCE_UNATTRIBUTED), len(labels))
+        part_label[nobody] = np.array([codes[addresses[row]] for row in parts.row[nobody].tolist()], np.int64)
+        return list(labels), part_label
 
     def _group(self, pod: PodRecord) -> tuple[str, str, str]:
         if self.group_by == "pod":
@@ -237,19 +355,72 @@ class Attributor:
         workload = self.state.workload(pod)
         return workload.namespace, workload.kind, workload.name
 
-    def _node_source(self, segment: Segment, peer: str) -> str:
-        setting = self.state.snat.at(segment.start)
-        if setting is None or setting.node_snat is None:
-            return SOURCE_NODE
-        if not setting.node_snat:
-            return SOURCE_HOST_NETWORK
-        if peer and setting.exclude_cidrs:
-            excluded = self._exclusions.get(setting.exclude_cidrs)
-            if excluded is None:
-                excluded = self._exclusions[setting.exclude_cidrs] = CidrSet(setting.exclude_cidrs)
-            if peer in excluded:
-                return SOURCE_HOST_NETWORK  # pods reach excluded CIDRs with their own IP
-        return SOURCE_NODE_SNAT
+    def _node_ip_sources(self, rows: _Rows, parts: _Parts, on_node_ip: Int64s, sources: Int64s) -> None:
+        """The source (an index into `_SOURCES`) of the parts on a node IP, from the aws-node SNAT
+        setting at each part's start; other node parts stay `node`."""
+        changes = self.state.snat.changes()
+        since = np.array([when for when, _ in changes], np.int64)
+        setting_index = np.searchsorted(since, parts.start[on_node_ip], "right") - 1
+        for index in np.unique(setting_index).tolist():
+            setting = changes[index][1] if index >= 0 else None
+            chosen = on_node_ip[setting_index == index]
+            if setting is None or setting.node_snat is None:
+                continue
+            if not setting.node_snat:
+                sources[chosen] = _SOURCES.index(SOURCE_HOST_NETWORK)
+                continue
+            sources[chosen] = _SOURCES.index(SOURCE_NODE_SNAT)
+            if setting.exclude_cidrs:  # pods reach excluded CIDRs with their own IP
+                excluded_cidrs = CidrSet(setting.exclude_cidrs)
+                peers = [rows.peers[row] for row in parts.row[chosen].tolist()]
+                excluded = {peer: bool(peer) and peer in excluded_cidrs for peer in dict.fromkeys(peers)}
+                hidden = np.fromiter(map(excluded.__getitem__, peers), bool, len(peers))
+                sources[chosen[hidden]] = _SOURCES.index(SOURCE_HOST_NETWORK)
+
+    # -- sums per output row ---------------------------------------------------------------------------
+    def _add_sums(self, output: list[Attribution], parts: _Parts, part_target: Int64s, rows: _Rows) -> None:
+        size = len(output)
+        direction = rows.directions[parts.row]
+        by_direction = part_target * 2 + direction
+        for field_out, field_in, column in (
+            ("bytes_out", "bytes_in", parts.bytes),
+            ("packets_out", "packets_in", parts.packets),
+        ):
+            sums = _sums(by_direction, 2 * size, column)
+            for row, out_sum, in_sum in zip(output, sums[0::2], sums[1::2], strict=True):
+                setattr(row, field_out, out_sum)
+                setattr(row, field_in, in_sum)
+        for row, split_sum in zip(output, _sums(part_target[parts.split], size, parts.bytes[parts.split]), strict=True):
+            row.split_bytes = split_sum
+        destination = rows.destination_codes[parts.row]
+        counted = np.flatnonzero((destination >= 0) & (parts.bytes != 0))
+        pairs, first, inverse = np.unique(
+            part_target[counted] * len(rows.destinations) + destination[counted], True, True
+        )
+        sums = _sums(inverse, len(pairs), parts.bytes[counted])
+        order = np.argsort(first, kind="stable")  # each row's destinations in the order they first came
+        for pair, pair_sum in zip(pairs[order].tolist(), [sums[index] for index in order.tolist()], strict=True):
+            target, code = divmod(pair, len(rows.destinations))
+            output[target].destinations[rows.destinations[code]] = pair_sum
+
+    def _add_holders(
+        self, output: list[Attribution], parts: _Parts, part_target: Int64s, node_ip: npt.NDArray[np.bool_]
+    ) -> None:
+        """Each row's pods, and for the node IP, when it carried bytes (hostNetwork and SNATed pods send
+        from it, never from a secondary address or prefix)."""
+        ipmap = self.state.ipmap
+        pods = np.flatnonzero(parts.kind == HELD_BY_POD)
+        pairs = np.unique(part_target[pods] << 32 | parts.holder[pods].astype(np.int64))
+        for target, holder in zip((pairs >> 32).tolist(), (pairs & 0xFFFFFFFF).tolist(), strict=True):
+            output[target].pods.add(ipmap.pod_at(holder).key)
+        targets = part_target[node_ip]
+        firsts = np.full(len(output), FOREVER, np.int64)
+        lasts = np.full(len(output), -FOREVER, np.int64)
+        np.minimum.at(firsts, targets, parts.start[node_ip])
+        np.maximum.at(lasts, targets, parts.end[node_ip])
+        for target in np.unique(targets).tolist():
+            row = output[target]
+            row.node_spans[row.workload_name] = [int(firsts[target]), int(lasts[target])]
 
     # -- node rows: candidate pods and SNAT exposure -------------------------------------------------
     def _finish_nodes(self, rows: Iterable[Attribution]) -> SnatExposure:

@@ -15,8 +15,8 @@ packed in one buffer) and PodRecords are built when asked for; addresses, uids a
 found through open-addressing tables over flat arrays; intervals sit in flat arrays sorted by
 (address, start), resolved by the rules above in bulk. An update touches only its address, which
 is then re-resolved alone when read, so the operator can feed pod events one at a time while
-reports read the map; many updates trigger one bulk rebuild. `lookup` answers one address;
-`lookup_columns` (holder indices) and `lookup_many` (Segments) answer many at once with numpy.
+reports read the map; many updates trigger one bulk rebuild. `lookup_columns` answers many
+queries at once with numpy, as holder indices.
 """
 
 from __future__ import annotations
@@ -45,14 +45,17 @@ NO_END: Final = -(1 << 63)  # "still held" in int64 end columns, which cannot ho
 HELD_BY_NOBODY: Final = 0
 HELD_BY_POD: Final = 1
 HELD_BY_NODE: Final = 2
-SPLIT: Final = 3  # answered as pieces: several holders, or the address changed since the last rebuild
+SPLIT: Final = 3  # answered as pieces: several holders shared the interval
 
 # A rebuild re-sorts everything; below this many changes, re-resolving changed addresses is cheaper.
 REBUILD_MIN_CHANGES = 4096
 RECORD_CACHE_SIZE = 65536  # PodRecords kept built for repeated lookups of the same pods
-ADDRESS_CACHE_SIZE = 65536  # addresses remembered for `lookup` one query at a time
+ADDRESS_CACHE_SIZE = 65536  # addresses remembered when found one at a time
 BULK_CHUNK = 8192  # pods per vectorised step of put_pods: few at a time fragment memory less
 PARALLEL_QUERIES = 1 << 17  # lookup_columns answers batches this large on two threads
+# A query of a group changed since the last rebuild is answered alone, at about the cost of
+# rebuilding this many entries: beyond that, a batch rebuilds first.
+REBUILD_ENTRIES_PER_QUERY = 16
 
 _ALIVE: Final = 1
 _END_IS_ESTIMATE: Final = 2
@@ -66,6 +69,8 @@ Int32s = npt.NDArray[np.int32]
 Words = npt.NDArray[np.uint64]
 Bools = npt.NDArray[np.bool_]
 Piece = tuple[int, int, int, int]  # start, end, HELD_BY_* kind, pod or node address index (-1 for nobody)
+# Pieces as columns: query index, start, end, HELD_BY_* kind, holder index.
+_PieceColumns = tuple[Int64s, Int64s, Int64s, npt.NDArray[np.int8], Int32s]
 # One group's resolved intervals: starts, ends, holders and the [lo, hi) range of them that is the group.
 _View = tuple[Sequence[int], Sequence[int], Sequence[int], int, int]
 _EMPTY_VIEW: _View = ((), (), (), 0, 0)
@@ -81,29 +86,20 @@ class NodeAddress:
 
 
 @dataclass(frozen=True, slots=True)
-class Segment:
-    """Part of a lookup interval: [start, end) held by a pod, owned by a node, or by no one."""
-
-    start: int
-    end: int
-    pod: PodRecord | None
-    node: NodeAddress | None
-
-    @property
-    def seconds(self) -> int:
-        return self.end - self.start
-
-
-@dataclass(frozen=True, slots=True)
 class HolderColumns:
-    """What `lookup_columns` found, per query: one holder for the whole interval, as an index.
+    """What `lookup_columns` found, per query: the holder of the whole interval, as an index; for
+    queries that several holders shared (SPLIT), their pieces, as columns ordered by query, then start.
 
     `IpMap.pod_at` and `IpMap.node_address_at` read the indices, which stay valid until `IpMap.prune`.
     """
 
     kinds: npt.NDArray[np.int8]  # HELD_BY_NOBODY, HELD_BY_POD, HELD_BY_NODE or SPLIT
     holders: Int32s  # the pod index (HELD_BY_POD) or node address index (HELD_BY_NODE), else -1
-    pieces: dict[int, list[Piece]]  # query index -> its pieces, for the queries of kind SPLIT
+    piece_queries: Int64s  # the SPLIT query of each piece
+    piece_starts: Int64s
+    piece_ends: Int64s
+    piece_kinds: npt.NDArray[np.int8]  # HELD_BY_NOBODY, HELD_BY_POD or HELD_BY_NODE
+    piece_holders: Int32s  # as `holders`
 
 
 @dataclass(frozen=True, slots=True)
@@ -664,10 +660,18 @@ class _Timelines:
             free &= (before_end <= starts) & (next_start >= ends)
         return holders, free, changed
 
-    def prepare_reads(self) -> None:
-        """Rebuild now if a bulk add waits, or if so many groups changed that answering their
-        queries one by one would cost more than a rebuild."""
+    def prepare_reads(self, queries: int, groups: Int64s | None = None) -> None:
+        """Rebuild now if a bulk add waits, or if answering the queries of changed groups one by one
+        would cost more than a rebuild: so many groups changed, or so many of these `queries` (of
+        `groups`, when known; else all of them) ask about changed groups."""
         if self._stale or len(self._dirty) > max(REBUILD_MIN_CHANGES, len(self._alive) >> 5):
+            self.rebuild()
+            return
+        if not self._dirty:
+            return
+        if groups is not None:
+            queries = int(np.count_nonzero(np.isin(groups, np.fromiter(self._dirty, np.int64, len(self._dirty)))))
+        if queries * REBUILD_ENTRIES_PER_QUERY >= max(REBUILD_MIN_CHANGES, len(self._alive)):
             self.rebuild()
 
     def _ranges(self, groups: Int64s, changed: Bools) -> tuple[Int64s, Int64s]:
@@ -1233,19 +1237,6 @@ class IpMap:
         return dropped
 
     # -- lookups ---------------------------------------------------------------------------------------
-    def lookup(self, address: str, first: int, last: int) -> list[Segment]:
-        """Who held `address` from second `first` through second `last` (inclusive)."""
-        pieces = self._pieces(address, self._find_address(address), first, max(last, first) + 1)
-        return [self._segment(piece) for piece in pieces]
-
-    def _segment(self, piece: Piece) -> Segment:
-        start, end, kind, holder = piece
-        if kind == HELD_BY_POD:
-            return Segment(start, end, self._pods.record(holder), None)
-        if kind == HELD_BY_NODE:
-            return Segment(start, end, None, self._node_holders.values[holder][1])
-        return Segment(start, end, None, None)
-
     def _pieces(self, address: str, address_id: int, start: int, end: int) -> list[Piece]:
         """Who held `address` (-1: an unknown one) in [start, end), as pieces."""
         pieces: list[Piece] = []
@@ -1293,47 +1284,92 @@ class IpMap:
                 self._node_pieces(timelines[1:], piece_start, piece_end, pieces)
 
     def lookup_columns(self, addresses: Sequence[str], firsts: npt.ArrayLike, lasts: npt.ArrayLike) -> HolderColumns:
-        """`lookup` for many queries at once, vectorised, as holder indices: where one pod or node
-        (or nobody) held the address for the whole query, its index; otherwise its pieces. Large
-        batches are answered in halves on two threads (numpy runs without the GIL)."""
+        """Who held each `addresses[i]` from second `firsts[i]` through second `lasts[i]` (inclusive),
+        vectorised, as holder indices: where one pod or node (or nobody) held the address for the
+        whole query, its index; otherwise its pieces. Large batches are answered in halves on two
+        threads (numpy runs without the GIL)."""
         count = len(addresses)
         starts = np.asarray(firsts, np.int64).reshape(count)
         ends = np.maximum(np.asarray(lasts, np.int64).reshape(count), starts) + 1
-        self._leases.prepare_reads()
-        self._ownership.prepare_reads()
         bounds = [0, count] if count < PARALLEL_QUERIES else [0, count // 2, count]
-        parts = [(addresses[low:high], starts[low:high], ends[low:high]) for low, high in itertools.pairwise(bounds)]
-        if len(parts) == 1:
-            answers = [self._answer(*parts[0])]
-        else:
-            with ThreadPoolExecutor(len(parts)) as pool:
-                answers = list(pool.map(lambda part: self._answer(*part), parts))
+        halves = list(itertools.pairwise(bounds))
+        with ThreadPoolExecutor(len(halves)) as pool:
+            found = list(pool.map(lambda half: self._find_addresses(addresses[half[0] : half[1]]), halves))
+            ids = np.concatenate([half_ids for half_ids, _ in found])
+            values = np.concatenate([half_values for _, half_values in found])
+            self._leases.prepare_reads(count, ids)
+            self._ownership.prepare_reads(count)
+            columns = (ids, values, starts, ends)
+            answers = list(pool.map(lambda half: self._answer(*(c[half[0] : half[1]] for c in columns)), halves))
         kinds = np.concatenate([answer[0] for answer in answers])
         holders = np.concatenate([answer[1] for answer in answers])
-        ids = np.concatenate([answer[2] for answer in answers])
-        pieces = {
-            low + index: found
-            for low, answer in zip(bounds, answers, strict=False)
-            for index, found in answer[3].items()
-        }
-        for index in np.flatnonzero(kinds == SPLIT).tolist():
-            if index not in pieces:  # a changed address, or a gap the node groups split
-                pieces[index] = self._pieces(addresses[index], int(ids[index]), int(starts[index]), int(ends[index]))
-        return HolderColumns(kinds, holders, pieces)
+        parts = [(part[0] + low, *part[1:]) for (low, _), (_, _, part) in zip(halves, answers, strict=True)]
+        answered = np.zeros(count, bool)
+        answered[np.concatenate([part[0] for part in parts])] = True
+        alone = np.flatnonzero((kinds == SPLIT) & ~answered)  # a changed address, or a gap the node groups split
+        if alone.size:
+            parts.append(self._pieces_alone(alone, addresses, ids, starts, ends, kinds, holders))
+        queries, piece_starts, piece_ends, piece_kinds, piece_holders = (
+            np.concatenate(c) for c in zip(*parts, strict=True)
+        )
+        order = np.argsort(queries, kind="stable")  # each query's pieces are together and in order already
+        return HolderColumns(
+            kinds,
+            holders,
+            queries[order],
+            piece_starts[order],
+            piece_ends[order],
+            piece_kinds[order],
+            piece_holders[order],
+        )
+
+    def _pieces_alone(
+        self,
+        alone: Int64s,
+        addresses: Sequence[str],
+        ids: Int64s,
+        starts: Int64s,
+        ends: Int64s,
+        kinds: npt.NDArray[np.int8],
+        holders: Int32s,
+    ) -> _PieceColumns:
+        """The pieces of queries answered one by one; those that one holder held after all get it
+        in `kinds` and `holders` instead."""
+        queries, piece_starts, piece_ends, piece_kinds, piece_holders = [], [], [], [], []
+        for index in alone.tolist():
+            for start, end, kind, holder in self._pieces(
+                addresses[index], int(ids[index]), int(starts[index]), int(ends[index])
+            ):
+                queries.append(index)
+                piece_starts.append(start)
+                piece_ends.append(end)
+                piece_kinds.append(kind)
+                piece_holders.append(holder)
+        query = np.array(queries, np.int64)
+        kind_column, holder_column = np.array(piece_kinds, np.int8), np.array(piece_holders, np.int32)
+        single = np.bincount(query)[query] == 1
+        kinds[query[single]], holders[query[single]] = kind_column[single], holder_column[single]
+        several = ~single
+        return (
+            query[several],
+            np.array(piece_starts, np.int64)[several],
+            np.array(piece_ends, np.int64)[several],
+            kind_column[several],
+            holder_column[several],
+        )
 
     def _answer(
-        self, addresses: Sequence[str], starts: Int64s, ends: Int64s
-    ) -> tuple[npt.NDArray[np.int8], Int32s, Int64s, dict[int, list[Piece]]]:
-        """The vectorised part of `lookup_columns` (it only reads): kinds, holders, address ids, and
-        the pieces of the SPLIT queries it could answer."""
-        ids, values = self._find_addresses(addresses)
-        kinds = np.full(len(addresses), SPLIT, np.int8)
+        self, ids: Int64s, values: Int64s, starts: Int64s, ends: Int64s
+    ) -> tuple[npt.NDArray[np.int8], Int32s, _PieceColumns]:
+        """The vectorised part of `lookup_columns` (it only reads): kinds, holders, and the pieces
+        of the SPLIT queries it could answer."""
+        kinds = np.full(len(ids), SPLIT, np.int8)
         holders, pod_free, changed = self._leases.classify(ids, starts, ends)
         kinds[holders >= 0] = HELD_BY_POD
         pod_split = np.flatnonzero((holders < 0) & ~pod_free & ~changed)  # leases cover part of it
         free = np.flatnonzero(pod_free)
         kinds[free], holders[free] = self._node_answers(ids[free], values[free], starts[free], ends[free])
-        return kinds, holders, ids, self._split_pieces(pod_split, ids, values, starts, ends)
+        return kinds, holders, self._split_pieces(pod_split, ids, values, starts, ends)
 
     def _node_answers(
         self, ids: Int64s, values: Int64s, starts: Int64s, ends: Int64s
@@ -1364,9 +1400,7 @@ class IpMap:
             pending = pending[free]
         return kinds, holders
 
-    def _split_pieces(
-        self, split: Int64s, ids: Int64s, values: Int64s, starts: Int64s, ends: Int64s
-    ) -> dict[int, list[Piece]]:
+    def _split_pieces(self, split: Int64s, ids: Int64s, values: Int64s, starts: Int64s, ends: Int64s) -> _PieceColumns:
         """Pieces of queries that pod leases cover in part, vectorised: each lease's part, and the
         gaps between, each decided by the node groups. Queries with a gap the node groups split
         are left out."""
@@ -1392,43 +1426,13 @@ class IpMap:
         all_start = np.concatenate((piece_start, gap_start))
         order = np.lexsort((all_start, all_owner))
         order = order[~undecided[all_owner[order]]]
-        columns = zip(
-            split[all_owner[order]].tolist(),
-            all_start[order].tolist(),
-            np.concatenate((piece_end, gap_end))[order].tolist(),
-            np.concatenate((np.full(len(owner), HELD_BY_POD, np.int8), gap_kinds))[order].tolist(),
-            np.concatenate((lease_holders[index], gap_holders))[order].tolist(),
-            strict=True,
+        return (
+            split[all_owner[order]],
+            all_start[order],
+            np.concatenate((piece_end, gap_end))[order],
+            np.concatenate((np.full(len(owner), HELD_BY_POD, np.int8), gap_kinds))[order],
+            np.concatenate((lease_holders[index], gap_holders))[order],
         )
-        pieces: dict[int, list[Piece]] = {}
-        for query, piece_from, piece_to, kind, holder in columns:
-            found = pieces.get(query)
-            if found is None:
-                pieces[query] = [(piece_from, piece_to, kind, holder)]
-            else:
-                found.append((piece_from, piece_to, kind, holder))
-        return pieces
-
-    def lookup_many(self, addresses: Sequence[str], firsts: npt.ArrayLike, lasts: npt.ArrayLike) -> list[list[Segment]]:
-        """`lookup` for each query, computed by `lookup_columns`."""
-        columns = self.lookup_columns(addresses, firsts, lasts)
-        starts = np.asarray(firsts, np.int64).reshape(len(addresses))
-        ends = np.maximum(np.asarray(lasts, np.int64).reshape(len(addresses)), starts) + 1
-        rows = np.unique(columns.holders[columns.kinds == HELD_BY_POD]).tolist()
-        records = {row: self._pods.record(row) for row in rows}  # once per pod, not per query
-        nodes = self._node_holders.values
-        found: list[list[Segment]] = []
-        answers = zip(columns.kinds.tolist(), columns.holders.tolist(), starts.tolist(), ends.tolist(), strict=True)
-        for index, (kind, holder, start, end) in enumerate(answers):
-            if kind == HELD_BY_POD:
-                found.append([Segment(start, end, records[holder], None)])
-            elif kind == HELD_BY_NODE:
-                found.append([Segment(start, end, None, nodes[holder][1])])
-            elif kind == HELD_BY_NOBODY:
-                found.append([Segment(start, end, None, None)])
-            else:
-                found.append([self._segment(piece) for piece in columns.pieces[index]])
-        return found
 
     def pod_at(self, index: int) -> PodRecord:
         """The pod of a HELD_BY_POD index from `lookup_columns`."""
