@@ -69,6 +69,7 @@ typedef struct {
     PyObject *eni_names;     /* tuple of str: the ENIs rows are keyed by */
     Token *nat_enis;         /* interface-id tokens of NAT Gateway ENIs */
     int32_t *nat_eni_index;  /* their index in eni_names */
+    uint64_t *nat_eni_key;   /* their token_key */
     Py_ssize_t nat_eni_count;
     NatAddress *nat_addresses; /* sorted by address */
     Py_ssize_t nat_address_count;
@@ -184,9 +185,21 @@ static inline int inside(const Scanner *s, uint32_t address) {
     return 0;
 }
 
+/* A token's last 8 bytes (all of it when shorter), to tell ENI ids apart before comparing them whole. */
+static inline uint64_t token_key(Token t) {
+    uint64_t key = 0;
+    if (t.length >= 8)
+        memcpy(&key, t.text + t.length - 8, 8);
+    else
+        memcpy(&key, t.text, (size_t)t.length);
+    return key ^ (uint64_t)t.length;
+}
+
 static inline int32_t nat_eni_of(const Scanner *s, Token t) {
+    uint64_t key = token_key(t);
     for (Py_ssize_t i = 0; i < s->nat_eni_count; i++)
-        if (t.length == s->nat_enis[i].length && memcmp(t.text, s->nat_enis[i].text, (size_t)t.length) == 0)
+        if (key == s->nat_eni_key[i] && t.length == s->nat_enis[i].length &&
+            memcmp(t.text, s->nat_enis[i].text, (size_t)t.length) == 0)
             return s->nat_eni_index[i];
     return -1;
 }
@@ -291,15 +304,15 @@ static Row *row_of(Scanner *s, uint32_t eni, uint32_t address, uint8_t direction
 
 enum { TAKEN = 0, HAND_BACK = 1, NO_MEMORY = -1 };
 
-/* The token of a field: it runs from its start to the next space, newline or other separator (the
- * lines that reach here hold no bytes above 0x7E). */
+/* The token of a field: it ends before the separators (or the newline) that precede the next
+ * token's start; starts[width] is one past the line's newline. */
 static inline Token field(const Scanner *s, const char *const *starts, int slot) {
     static const Token dash = {"-", 1};
     int index = s->field[slot];
     if (index < 0) return dash;
-    const char *p = starts[index];
-    while ((unsigned char)*p > ' ') p++;
-    return (Token){starts[index], p - starts[index]};
+    const char *end = starts[index + 1] - 1;
+    while ((unsigned char)end[-1] <= ' ') end--; /* a run of separators, rarely */
+    return (Token){starts[index], end - starts[index]};
 }
 
 static inline int add_to(uint64_t *total, uint64_t value) { return __builtin_add_overflow(*total, value, total); }
@@ -484,7 +497,7 @@ static int split_odd_line(const char *p, const char **starts) {
  * a line's tokens start where a token byte follows a non-token byte. */
 static int scan_lines(Scanner *s, const char *text, Py_ssize_t size, Py_ssize_t first_line, Handback *handback,
                       Py_ssize_t *lines) {
-    const char *starts[MAX_FIELDS];
+    const char *starts[MAX_FIELDS + 1];
     unsigned char tail[64];
     Py_ssize_t line = first_line, line_begin = 0;
     int count = 0, odd = 0;
@@ -515,8 +528,10 @@ static int scan_lines(Scanner *s, const char *text, Py_ssize_t size, Py_ssize_t 
             int outcome = TAKEN;
             if (count < 0 || (count != s->width && count != 0))
                 outcome = HAND_BACK;
-            else if (count)
+            else if (count) {
+                starts[count] = text + line_end;
                 outcome = add_record(s, starts);
+            }
             if (outcome == NO_MEMORY) return -1;
             if (outcome == HAND_BACK && handback_add(handback, line, line_begin, line_end) < 0) return -1;
             line++;
@@ -538,6 +553,7 @@ static void Scanner_dealloc(Scanner *s) {
     Py_XDECREF(s->eni_names);
     PyMem_Free(s->nat_enis);
     PyMem_Free(s->nat_eni_index);
+    PyMem_Free(s->nat_eni_key);
     PyMem_Free(s->nat_addresses);
     PyMem_Free(s->inside_first);
     PyMem_Free(s->inside_last);
@@ -595,12 +611,13 @@ static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
     s->nat_eni_count = PyTuple_GET_SIZE(nat_enis);
     s->nat_enis = PyMem_Calloc((size_t)s->nat_eni_count + 1, sizeof(Token));
     s->nat_eni_index = PyMem_Calloc((size_t)s->nat_eni_count + 1, sizeof(int32_t));
+    s->nat_eni_key = PyMem_Calloc((size_t)s->nat_eni_count + 1, sizeof(uint64_t));
     s->nat_address_count = PyTuple_GET_SIZE(nat_addresses);
     s->nat_addresses = PyMem_Calloc((size_t)s->nat_address_count + 1, sizeof(NatAddress));
     s->inside_count = PyTuple_GET_SIZE(inside_ranges);
     s->inside_first = PyMem_Calloc((size_t)s->inside_count + 1, sizeof(uint32_t));
     s->inside_last = PyMem_Calloc((size_t)s->inside_count + 1, sizeof(uint32_t));
-    if (!s->nat_enis || !s->nat_eni_index || !s->nat_addresses || !s->inside_first || !s->inside_last) {
+    if (!s->nat_enis || !s->nat_eni_index || !s->nat_eni_key || !s->nat_addresses || !s->inside_first || !s->inside_last) {
         PyErr_NoMemory();
         return -1;
     }
@@ -616,6 +633,7 @@ static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
         s->nat_enis[i].text = PyBytes_AS_STRING(token);
         s->nat_enis[i].length = PyBytes_GET_SIZE(token);
         s->nat_eni_index[i] = index;
+        s->nat_eni_key[i] = token_key(s->nat_enis[i]);
     }
     for (Py_ssize_t i = 0; i < s->nat_address_count; i++) {
         long long address, index;
@@ -698,22 +716,101 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
     return Py_BuildValue("(nN)", lines, handed);
 }
 
-static PyObject *ipv4_text(uint32_t a) {
-    char text[16];
-    int length = snprintf(text, sizeof text, "%u.%u.%u.%u", (a >> 24) & 255, (a >> 16) & 255, (a >> 8) & 255, a & 255);
-    return PyUnicode_FromStringAndSize(text, length);
+/* Python objects made once per merge and shared by the rows' keys: the same few addresses, peers
+ * and services recur in many rows (and a shared str keeps its hash). Keys: an address + 1, or a
+ * text's hash with the top bit set; texts are compared whole on a match. */
+typedef struct {
+    uint64_t *keys;
+    PyObject **values;
+    size_t size, used;
+} ObjectCache;
+
+static void cache_clear(ObjectCache *c) {
+    for (size_t i = 0; i < c->size; i++) Py_XDECREF(c->values[i]);
+    free(c->keys);
+    free(c->values);
 }
 
-static PyObject *row_key(const Scanner *s, const Row *row) {
+/* The slot of `key` (holding it, or free); NULL when out of memory. */
+static size_t *cache_slot(ObjectCache *c, uint64_t key, const char *text, Py_ssize_t length, size_t *slot) {
+    if ((c->used + 1) * 2 > c->size) {
+        size_t size = c->size ? c->size * 2 : 1 << 10;
+        uint64_t *keys = calloc(size, sizeof(uint64_t));
+        PyObject **values = calloc(size, sizeof(PyObject *));
+        if (!keys || !values) {
+            free(keys);
+            free(values);
+            return NULL;
+        }
+        for (size_t i = 0; i < c->size; i++) {
+            if (!c->keys[i]) continue;
+            size_t j = (c->keys[i] * 0x9E3779B97F4A7C15ULL) >> 40 & (size - 1);
+            while (keys[j]) j = (j + 1) & (size - 1);
+            keys[j] = c->keys[i];
+            values[j] = c->values[i];
+        }
+        free(c->keys);
+        free(c->values);
+        c->keys = keys;
+        c->values = values;
+        c->size = size;
+    }
+    size_t j = (key * 0x9E3779B97F4A7C15ULL) >> 40 & (c->size - 1);
+    for (; c->keys[j]; j = (j + 1) & (c->size - 1)) {
+        if (c->keys[j] != key) continue;
+        if (!text) break;
+        PyObject *known = c->values[j]; /* compact ASCII: one byte a character */
+        if (PyUnicode_GET_LENGTH(known) == length && memcmp(PyUnicode_DATA(known), text, (size_t)length) == 0) break;
+    }
+    *slot = j;
+    return slot;
+}
+
+/* A new reference to the str of an address. */
+static PyObject *cached_address(ObjectCache *c, uint32_t a) {
+    size_t slot;
+    if (!cache_slot(c, (uint64_t)a + 1, NULL, 0, &slot)) return PyErr_NoMemory();
+    if (!c->keys[slot]) {
+        char text[16];
+        int length =
+            snprintf(text, sizeof text, "%u.%u.%u.%u", (a >> 24) & 255, (a >> 16) & 255, (a >> 8) & 255, a & 255);
+        PyObject *value = PyUnicode_FromStringAndSize(text, length);
+        if (!value) return NULL;
+        c->keys[slot] = (uint64_t)a + 1;
+        c->values[slot] = value;
+        c->used++;
+    }
+    Py_INCREF(c->values[slot]);
+    return c->values[slot];
+}
+
+/* A new reference to the str of an ASCII text. */
+static PyObject *cached_text(ObjectCache *c, const char *text, Py_ssize_t length) {
+    Token t = {text, length};
+    uint64_t key = text_hash(0, t) | (1ULL << 63);
+    size_t slot;
+    if (!cache_slot(c, key, text, length, &slot)) return PyErr_NoMemory();
+    if (!c->keys[slot]) {
+        PyObject *value = PyUnicode_FromStringAndSize(text, length);
+        if (!value) return NULL;
+        c->keys[slot] = key;
+        c->values[slot] = value;
+        c->used++;
+    }
+    Py_INCREF(c->values[slot]);
+    return c->values[slot];
+}
+
+static PyObject *row_key(const Scanner *s, const Row *row, ObjectCache *cache) {
     PyObject *eni = PyTuple_GET_ITEM(PyTuple_GET_ITEM(s->eni_names, 0), row->eni);
     Py_INCREF(eni);
     PyObject *items[6] = {
         eni,
-        ipv4_text(row->address),
+        cached_address(cache, row->address),
         PyLong_FromLong(row->direction),
         PyLong_FromLongLong(row->minute),
-        PyUnicode_FromStringAndSize(row->peer_len ? s->arena + row->peer_at : "", row->peer_len),
-        PyUnicode_FromStringAndSize(row->service_len ? s->arena + row->service_at : "", row->service_len),
+        cached_text(cache, row->peer_len ? s->arena + row->peer_at : "", row->peer_len),
+        cached_text(cache, row->service_len ? s->arena + row->service_at : "", row->service_len),
     };
     PyObject *key = PyTuple_New(6);
     for (int i = 0; i < 6; i++) {
@@ -751,10 +848,14 @@ static PyObject *Scanner_merge_rows(Scanner *s, PyObject *rows) {
         return NULL;
     }
     if (!s->eni_names) Py_RETURN_NONE;
+    ObjectCache cache = {NULL, NULL, 0, 0};
     for (size_t i = 0; i < s->row_count; i++) {
         const Row *row = &s->rows[i];
-        PyObject *key = row_key(s, row);
-        if (!key) return NULL;
+        PyObject *key = row_key(s, row, &cache);
+        if (!key) {
+            cache_clear(&cache);
+            return NULL;
+        }
         PyObject *numbers[5] = {
             PyLong_FromUnsignedLongLong(row->bytes), PyLong_FromUnsignedLongLong(row->packets),
             PyLong_FromLongLong(row->first), PyLong_FromLongLong(row->last), PyLong_FromUnsignedLongLong(row->records),
@@ -780,8 +881,12 @@ static PyObject *Scanner_merge_rows(Scanner *s, PyObject *rows) {
         }
         for (int j = 0; j < 5; j++) Py_XDECREF(numbers[j]);
         Py_DECREF(key);
-        if (failed) return NULL;
+        if (failed) {
+            cache_clear(&cache);
+            return NULL;
+        }
     }
+    cache_clear(&cache);
     Py_RETURN_NONE;
 }
 
