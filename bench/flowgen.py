@@ -163,12 +163,21 @@ def _write_parquet(seed: int, file_index: int, records_per_file: int, slot: int,
 
 
 def generate(
-    root: Path, files: int, records_per_file: int, slots: int, parquet: bool, seed: int = 1, threads: int = 2
+    root: Path,
+    files: int,
+    records_per_file: int,
+    slots: int,
+    parquet: bool,
+    seed: int = 1,
+    threads: int = 2,
+    distinct: int | None = None,
 ) -> Dataset:
     """The first `files` objects of the series under `root`, writing those not there yet.
 
     Object i holds five-minute slot i % `slots`: beyond `slots` objects, more objects cover the
     same time (as a busy flow log delivers several per slot), so the reduced rows stay the same.
+    With `distinct` (a multiple of `slots`), object i from `distinct` on is a hard link to object
+    i % `distinct`, of the same slot: a large data set at no cost in time or disk.
     An object appears under its final name only once complete, so an interrupted run resumes.
     """
     series = root / f"seed{seed}-{records_per_file}x{slots}"
@@ -180,13 +189,24 @@ def generate(
             ]
     for _, _, path in jobs:
         path.parent.mkdir(parents=True, exist_ok=True)
+    if distinct is not None and distinct % slots:
+        raise ValueError(f"distinct ({distinct}) must be a multiple of slots ({slots})")
+    copies = [(index, path) for _, index, path in jobs if distinct is not None and index >= distinct]
     with ThreadPoolExecutor(threads) as pool:  # polars and zlib release the GIL
-        missing = [(write, index, path) for write, index, path in jobs if not path.exists()]
+        missing = [
+            (write, index, path)
+            for write, index, path in jobs
+            if not path.exists() and (distinct is None or index < distinct)
+        ]
         pending = [
             pool.submit(write, seed, index, records_per_file, index % slots, path) for write, index, path in missing
         ]
         for future in pending:
             future.result()
+    originals = {(path.parent, index): path for _, index, path in jobs if distinct is not None and index < distinct}
+    for index, path in copies:
+        if not path.exists():
+            os.link(originals[(path.parent, index % (distinct or 1))], path)
     text = [path for write, _, path in jobs if write is _write_text]
     parquets = [path for write, _, path in jobs if write is _write_parquet]
     dataset = Dataset(files * records_per_file, text, parquets, series / "aws.json", series / "cluster.json")

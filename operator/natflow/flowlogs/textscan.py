@@ -152,11 +152,6 @@ class ScannedText:
         into.merge(done)
         self.scanner.merge_rows(into.rows)
 
-    @staticmethod
-    def grouped() -> None:
-        """No rows are left in frames (as `columnar.FrameReducer` leaves them)."""
-        return None
-
 
 @dataclass(frozen=True)
 class _Topology:

@@ -22,33 +22,53 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
-
-import polars as pl
+from typing import TYPE_CHECKING, Protocol
 
 from natflow.diagnostics import Diagnostics
-from natflow.flowlogs import columnar, textscan
-from natflow.flowlogs.columnar import ReducedRows, add_rows_frame
+from natflow.flowlogs import textscan
 from natflow.flowlogs.fields import FormatError
 from natflow.flowlogs.readers import DAMAGE, READERS, FormatChoices, NeedsReference
 from natflow.flowlogs.reduce import NatTopology, Reduction
 from natflow.flowlogs.sources import FileKind, FlowLogFile
+
+if TYPE_CHECKING:
+    from natflow.flowlogs.columnar import FrameReducer
 
 
 class BulkRead(Protocol):
     """What a fast reader reduced of one file, apart from the records it left to the reference code."""
 
     def finish(self, into: Reduction) -> None:
-        """Fold the counters and times (and the rows that are not in frames) into `into`."""
+        """Fold the counters, times and rows into `into`."""
 
-    def grouped(self) -> pl.DataFrame | None:
-        """The rows reduced by polars, one per key, if any."""
+
+def _read_parquet(file: FlowLogFile, choices: FormatChoices, part: Reduction, diagnostics: Diagnostics) -> BulkRead:
+    """`columnar.read_parquet`: polars and pyarrow are loaded only when there is Parquet to read."""
+    import polars as pl
+
+    from natflow.flowlogs import columnar
+
+    try:
+        return _ParquetRead(columnar.read_parquet(file, choices, part, diagnostics))
+    except pl.exceptions.PolarsError as error:
+        raise NeedsReference from error
+
+
+class _ParquetRead:
+    def __init__(self, reducer: FrameReducer) -> None:
+        self.reducer = reducer
+
+    def finish(self, into: Reduction) -> None:
+        from natflow.flowlogs.columnar import add_rows_frame
+
+        self.reducer.finish(into)
+        add_rows_frame(into, self.reducer.grouped())
 
 
 _FastReader = Callable[[FlowLogFile, FormatChoices, Reduction, Diagnostics], BulkRead]
-_FAST: dict[FileKind, _FastReader] = {FileKind.TEXT: textscan.read_text, FileKind.PARQUET: columnar.read_parquet}
+_FAST: dict[FileKind, _FastReader] = {FileKind.TEXT: textscan.read_text, FileKind.PARQUET: _read_parquet}
 # What a fast reader raises when the file must be read by the reference reader instead.
-_TO_REFERENCE = (NeedsReference, FormatError, pl.exceptions.PolarsError, textscan.INFLATE_ERROR, *DAMAGE)
+_TO_REFERENCE = (NeedsReference, FormatError, textscan.INFLATE_ERROR, *DAMAGE)
 
 
 def read_file_vectorised(
@@ -57,8 +77,6 @@ def read_file_vectorised(
     """Read one file into `reduction`, as `readers.READERS[file.kind]` would, faster."""
     part, bulk, notes = _read_file(file, choices, reduction.topology, reduction.window)
     _fold(reduction, part, bulk, notes, diagnostics)
-    if bulk is not None:
-        add_rows_frame(reduction, bulk.grouped())
 
 
 def _read_file(
@@ -81,7 +99,7 @@ def _read_file(
 def _fold(
     reduction: Reduction, part: Reduction, bulk: BulkRead | None, notes: Diagnostics, diagnostics: Diagnostics
 ) -> None:
-    """Merge one file's reading into `reduction` (and its warnings into `diagnostics`), but for frames."""
+    """Merge one file's reading into `reduction` and its warnings into `diagnostics`."""
     if not reduction.rows:  # `part` is not used afterwards: take its rows as they are
         reduction.rows, part.rows = part.rows, {}
     reduction.merge(part)
@@ -110,12 +128,7 @@ def read_all_parallel(
     def read_apart(file: FlowLogFile) -> tuple[Reduction, BulkRead | None, Diagnostics]:
         return _read_file(file, choices, topology, window)
 
-    frames = ReducedRows()
     with ThreadPoolExecutor(min(workers, len(files))) as pool:
         for part, bulk, notes in pool.map(read_apart, files):  # in file order, as each is done
             _fold(reduction, part, bulk, notes, diagnostics)
-            grouped = None if bulk is None else bulk.grouped()
-            if grouped is not None:
-                frames.add(grouped)
-    add_rows_frame(reduction, frames.grouped())
     return reduction
