@@ -294,6 +294,22 @@ def test_text_matches_reference(
         assert_same([file], choices, WINDOW if windowed else None)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), windowed=st.booleans())
+def test_any_bytes_read_as_the_reference_reads_them(data: st.DataObject, windowed: bool) -> None:
+    """Records cut and spliced with arbitrary bytes: the scanner never decides a line otherwise."""
+    lines = [line.encode() for line in clean_lines(30, RECOMMENDED, seed=data.draw(st.integers(0, 9)))]
+    for _ in range(data.draw(st.integers(1, 8))):
+        at = data.draw(st.integers(0, len(lines) - 1))
+        cut = data.draw(st.integers(0, len(lines[at])))
+        lines[at] = lines[at][:cut] + data.draw(st.binary(max_size=12)) + lines[at][cut:]
+    body = b"\n".join([header(RECOMMENDED).encode(), *lines])
+    with tempfile.TemporaryDirectory() as directory, small_chunks(text_bytes=data.draw(st.sampled_from([64, 700]))):
+        path = Path(directory) / f"{NAME}.log"
+        path.write_bytes(body)
+        assert_same([describe(str(path), FileKind.TEXT)], window=WINDOW if windowed else None)
+
+
 def test_clean_text_takes_the_bulk_path(tmp_path: Path) -> None:
     lines = clean_lines(900, RECOMMENDED, ipv4_only=True)
     file = write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=True)
