@@ -135,9 +135,13 @@ def allocate(total: int, weights: list[int]) -> list[int]:
 
 def _exact(values: list[int]) -> npt.NDArray[Any]:
     """Integers as int64 where no sum of them can overflow it, else as Python ints (slower, as exact)."""
-    if sum(map(abs, values)) < 1 << 63:
-        return np.array(values, np.int64)
-    return np.array(values, object)
+    try:
+        column = np.array(values, np.int64)
+    except OverflowError:
+        return np.array(values, object)
+    if len(column) and max(-int(column.min()), int(column.max())) * len(column) >= 1 << 63:
+        return np.array(values, object)
+    return column
 
 
 def _sums(groups: Int64s, size: int, values: npt.NDArray[Any]) -> list[int]:

@@ -50,9 +50,9 @@ SPLIT: Final = 3  # answered as pieces: several holders shared the interval
 # A rebuild re-sorts everything; below this many changes, re-resolving changed addresses is cheaper.
 REBUILD_MIN_CHANGES = 4096
 RECORD_CACHE_SIZE = 65536  # PodRecords kept built for repeated lookups of the same pods
-ADDRESS_CACHE_SIZE = 65536  # addresses remembered when found one at a time
 BULK_CHUNK = 8192  # pods per vectorised step of put_pods: few at a time fragment memory less
 PARALLEL_QUERIES = 1 << 17  # lookup_columns answers batches this large on two threads
+LOOKUP_FILL = 0.5  # the most a table that every lookup probes may fill (addresses, prefixes)
 # A query of a group changed since the last rebuild is answered alone, at about the cost of
 # rebuilding this many entries: beyond that, a batch rebuilds first.
 REBUILD_ENTRIES_PER_QUERY = 16
@@ -314,10 +314,13 @@ class _Slots:
     Flat arrays instead of a dict, which would cost a key and a value object per entry. A slot
     whose value is -1 was removed; probes go on past it. Keys may repeat (hashes of uids): callers
     tell equal keys apart themselves. Many keys are found or added at once in vectorised rounds.
+    A table grows when more than `max_fill` of its slots are used: emptier tables take fewer
+    probes to find a key (and far fewer to miss one) for more memory.
     """
 
-    def __init__(self, words: int) -> None:
+    def __init__(self, words: int, max_fill: float = 2 / 3) -> None:
         self._words = words
+        self._max_fill = max_fill
         self._used = 0  # slots with a key, removed ones included
         self._allocate(16)
 
@@ -387,7 +390,7 @@ class _Slots:
         return found
 
     def add(self, key: Sequence[int], value: int) -> None:
-        if 3 * (self._used + 1) > 2 * len(self._values):
+        if self._used + 1 > len(self._values) * self._max_fill:
             self._resize(1)
         first, mask = self._key_slots[0], self._mask
         slot = self._home(key)
@@ -399,7 +402,7 @@ class _Slots:
         self._used += 1
 
     def add_many(self, keys: Sequence[Words], values: Int32s) -> None:
-        if 3 * (self._used + len(values)) > 2 * len(self._values):
+        if self._used + len(values) > len(self._values) * self._max_fill:
             self._resize(len(values))
         self._place(keys, values)
 
@@ -410,11 +413,11 @@ class _Slots:
                 return
 
     def _resize(self, more: int) -> None:
-        """Move the live slots into a table at most half full once `more` are added."""
+        """Move the live slots into a table at most 3/4 as full as allowed once `more` are added."""
         live = (self._keys[0] != 0) & (self._values >= 0)
         keys, values = [words[live] for words in self._keys], self._values[live]
         size = 16
-        while size < 2 * (len(values) + more):
+        while size * self._max_fill * 3 < 4 * (len(values) + more):
             size *= 2
         self._allocate(size)
         self._used = 0
@@ -997,10 +1000,9 @@ class IpMap:
     def __init__(self) -> None:
         # Addresses by id, shared by pod leases (a group each) and node host addresses. Short texts
         # (every IPv4 address) are found by their bytes; others (IPv6) by canonical text in a dict.
-        self._short_addresses = _Slots(2)
+        self._short_addresses = _Slots(2, LOOKUP_FILL)
         self._long_addresses: dict[str, int] = {}
         self._long_texts: dict[int, str] = {}  # the text of every address that has no IPv4 integer
-        self._found_addresses: dict[str, int] = {}  # recent finds by any spelling, for one-at-a-time lookups
         self._address_ints = array("q")  # IPv4 addresses as integers; -1 for others
         self._address_node_group = array("i")  # the address's node group as a /32 (/128), or -1
         self._pods = _PodTable(self._address_text)
@@ -1016,14 +1018,8 @@ class IpMap:
 
     # -- addresses -------------------------------------------------------------------------------------
     def _find_address(self, address: str) -> int:
-        found = self._found_addresses.get(address)
-        if found is None:
-            found = self._look_up_address(address, _text_key(address))
-            if found >= 0:  # ids never change, so found ones can be remembered
-                if len(self._found_addresses) >= ADDRESS_CACHE_SIZE:
-                    self._found_addresses.clear()
-                self._found_addresses[address] = found
-        return found
+        """The id of an address in any spelling; -1 for one the map does not know."""
+        return self._look_up_address(address, _text_key(address))
 
     def _look_up_address(self, address: str, key: tuple[int, int] | None) -> int:
         if key is not None:
@@ -1075,8 +1071,8 @@ class IpMap:
         low, high, short, data = _text_keys(addresses)
         ids = np.full(len(addresses), -1, np.int64)
         ids[short] = self._short_addresses.find([low[short], high[short]])
-        for index in np.flatnonzero(~short).tolist():  # without the cache: this only reads
-            ids[index] = self._look_up_address(addresses[index], _text_key(addresses[index]))
+        for index in np.flatnonzero(~short).tolist():
+            ids[index] = self._find_address(addresses[index])
         values = _by_id(_int64s(self._address_ints), ids)
         unknown = np.flatnonzero(ids < 0)
         if unknown.size:
@@ -1183,7 +1179,7 @@ class IpMap:
             elif family == 4:
                 table = self._ipv4_prefixes.get(prefix)
                 if table is None:
-                    table = self._ipv4_prefixes[prefix] = _Slots(1)
+                    table = self._ipv4_prefixes[prefix] = _Slots(1, LOOKUP_FILL)
                     self._ipv4_prefixes = dict(sorted(self._ipv4_prefixes.items(), reverse=True))
                 group = table.get((network + 1,))
                 if group < 0:
@@ -1392,12 +1388,14 @@ class IpMap:
                 networks = ((values[pending][ipv4] >> (32 - prefix)) << (32 - prefix)) + 1
                 groups = np.full(len(pending), -1, np.int64)
                 groups[ipv4] = table.find([networks.astype(np.uint64)])
-            found, free, _ = self._ownership.classify(groups, starts[pending], ends[pending])
+            grouped = groups >= 0  # the others are free at this level: no need to classify them
+            asked = pending[grouped]
+            found, free, _ = self._ownership.classify(groups[grouped], starts[asked], ends[asked])
             held = found >= 0
-            kinds[pending[held]] = HELD_BY_NODE
-            holders[pending[held]] = found[held]
-            kinds[pending[~held & ~free]] = SPLIT
-            pending = pending[free]
+            kinds[asked[held]] = HELD_BY_NODE
+            holders[asked[held]] = found[held]
+            kinds[asked[~held & ~free]] = SPLIT
+            pending = np.concatenate((pending[~grouped], asked[free]))
         return kinds, holders
 
     def _split_pieces(self, split: Int64s, ids: Int64s, values: Int64s, starts: Int64s, ends: Int64s) -> _PieceColumns:
