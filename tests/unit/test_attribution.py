@@ -178,6 +178,40 @@ def test_top_destinations_and_cost() -> None:
     assert row["estimatedCostUSD"] == round((1 + 5 / (1 << 30)) * 0.045, 6)
 
 
+def test_byte_counts_beyond_64_bits_stay_exact() -> None:
+    """Sums that would overflow int64 are added as Python integers, split rows too."""
+    huge = (1 << 63) + 7
+    doc = document(
+        cluster("true"),
+        reduce(
+            [
+                ("10.0.2.20", NAT_IP, "52.1.1.1", huge, T0, T0),
+                ("10.0.2.20", NAT_IP, "52.2.2.2", huge, T0 + 60, T0 + 60),
+                ("10.0.1.5", NAT_IP, "52.1.1.1", huge, T0, T0 + 59),
+            ]
+        ),
+    )
+    assert rows(doc) == {
+        ("Pod", "app", "pod"): (2 * huge, 0),
+        ("Pod", "api", "pod"): (huge // 2 + 1, 0),
+        ("Pod", "worker", "pod"): (huge // 2, 0),
+    }
+    app = next(r for r in doc["attributions"] if r["workloadName"] == "app")
+    assert app["topDestinations"] == [
+        {"destination": "52.1.1.1", "bytes": huge},
+        {"destination": "52.2.2.2", "bytes": huge},
+    ]
+    assert doc["stats"]["splitBytes"] == huge
+    assert_totals_add_up(doc)
+
+
+def test_no_rows_give_gateways_with_nothing() -> None:
+    doc = document(cluster("true"), reduce([]))
+    assert doc["attributions"] == []
+    (gateway,) = doc["natGateways"]
+    assert gateway["bytesOut"] == gateway["bytesIn"] == gateway["attributedBytes"] == 0
+
+
 @given(st.integers(0, 10**12), st.lists(st.integers(0, 10**6), min_size=1, max_size=8))
 def test_allocate_always_sums_to_the_total(total: int, weights: list[int]) -> None:
     parts = allocate(total, weights)

@@ -176,6 +176,7 @@ class _Rows:
 
 
 def _codes(values: list[str]) -> tuple[list[str], Int64s]:
+    """The distinct values in the order they first come, and each value's index among them."""
     distinct = list(dict.fromkeys(values))
     code_of = {value: code for code, value in enumerate(distinct)}
     return distinct, np.fromiter(map(code_of.__getitem__, values), np.int64, len(values))
@@ -223,42 +224,28 @@ class Attributor:
         rows = _Rows(reduction)
         found = self.state.ipmap.lookup_columns(rows.addresses, rows.firsts, rows.lasts)
         parts, split_rows, split_bytes = self._parts(rows, found)
-        gateway_ids = list(dict.fromkeys([*self.nat_gateway_ids, *(self.natgw_by_eni[eni] for eni in rows.enis)]))
-        gateway_codes = {gateway_id: code for code, gateway_id in enumerate(gateway_ids)}
-        row_gateway = np.array([gateway_codes[self.natgw_by_eni[eni]] for eni in rows.enis], np.int64)[rows.eni_codes]
         node_ip = self._on_node_ip(parts)
         labels, part_label = self._labels(rows, parts, node_ip)
-        attributed = np.array([label[3] != SOURCE_UNATTRIBUTED for label in labels], bool)[part_label]
-
-        gateways = {gateway_id: GatewayTotals(gateway_id) for gateway_id in gateway_ids}
-        totals = gateways.values()
-        by_direction = row_gateway * 2 + rows.directions
-        for field_out, field_in, column in (
-            ("bytes_out", "bytes_in", rows.bytes),
-            ("packets_out", "packets_in", rows.packets),
-        ):
-            sums = _sums(by_direction, 2 * len(gateway_ids), column)
-            for totals_of, out_sum, in_sum in zip(totals, sums[0::2], sums[1::2], strict=True):
-                setattr(totals_of, field_out, out_sum)
-                setattr(totals_of, field_in, in_sum)
+        gateway_ids = list(dict.fromkeys([*self.nat_gateway_ids, *(self.natgw_by_eni[eni] for eni in rows.enis)]))
+        code_of = {gateway_id: code for code, gateway_id in enumerate(gateway_ids)}
+        row_gateway = np.array([code_of[self.natgw_by_eni[eni]] for eni in rows.enis], np.int64)[rows.eni_codes]
         part_gateway = row_gateway[parts.row]
-        for totals_of, attributed_sum in zip(
-            totals, _sums(part_gateway[attributed], len(gateway_ids), parts.bytes[attributed]), strict=True
-        ):
-            totals_of.attributed_bytes = attributed_sum
+        gateways = self._gateway_totals(gateway_ids, row_gateway, rows, part_gateway, labels, part_label, parts)
 
         # Output rows in the order their first part comes (parts are in reduced-row order).
-        targets, first, part_target = np.unique(part_gateway * len(labels) + part_label, True, True)
+        targets, first, part_target = np.unique(
+            part_gateway * len(labels) + part_label, return_index=True, return_inverse=True
+        )
         order = np.argsort(first, kind="stable")
         rank = np.empty(len(order), np.int64)
         rank[order] = np.arange(len(order))
         part_target = rank[part_target]
         output = []
         for target in targets[order].tolist():
-            gateway_index, label_index = divmod(target, len(labels))
-            namespace, kind, name, source = labels[label_index]
+            gateway_code, label_code = divmod(target, len(labels))
+            namespace, kind, name, source = labels[label_code]
             owner = self.address_owners.get(name) if source == SOURCE_UNATTRIBUTED else None
-            output.append(Attribution(gateway_ids[gateway_index], namespace, kind, name, source, address_owner=owner))
+            output.append(Attribution(gateway_ids[gateway_code], namespace, kind, name, source, address_owner=owner))
         self._add_sums(output, parts, part_target, rows)
         self._add_holders(output, parts, part_target, node_ip)
 
@@ -268,6 +255,33 @@ class Attributor:
             key=lambda r: (-r.total_bytes, r.nat_gateway_id, r.namespace, r.workload_kind, r.workload_name, r.source),
         )
         return AttributionResult(gateways, ordered, snat, split_rows, split_bytes, self.price_per_gb)
+
+    @staticmethod
+    def _gateway_totals(
+        gateway_ids: list[str],
+        row_gateway: Int64s,
+        rows: _Rows,
+        part_gateway: Int64s,
+        labels: list[tuple[str, str, str, str]],
+        part_label: Int64s,
+        parts: _Parts,
+    ) -> dict[str, GatewayTotals]:
+        gateways = {gateway_id: GatewayTotals(gateway_id) for gateway_id in gateway_ids}
+        totals = gateways.values()
+        by_direction = row_gateway * 2 + rows.directions
+        for field_out, field_in, column in (
+            ("bytes_out", "bytes_in", rows.bytes),
+            ("packets_out", "packets_in", rows.packets),
+        ):
+            sums = _sums(by_direction, 2 * len(gateway_ids), column)
+            for gateway, out_sum, in_sum in zip(totals, sums[0::2], sums[1::2], strict=True):
+                setattr(gateway, field_out, out_sum)
+                setattr(gateway, field_in, in_sum)
+        attributed = np.array([label[3] != SOURCE_UNATTRIBUTED for label in labels], bool)[part_label]
+        attributed_sums = _sums(part_gateway[attributed], len(gateway_ids), parts.bytes[attributed])
+        for gateway, attributed_sum in zip(totals, attributed_sums, strict=True):
+            gateway.attributed_bytes = attributed_sum
+        return gateways
 
     def _parts(self, rows: _Rows, found: HolderColumns) -> tuple[_Parts, int, int]:
         """One part per reduced row a single holder held; one per piece of the others, their bytes and
@@ -383,6 +397,7 @@ class Attributor:
 
     # -- sums per output row ---------------------------------------------------------------------------
     def _add_sums(self, output: list[Attribution], parts: _Parts, part_target: Int64s, rows: _Rows) -> None:
+        """Bytes and packets each way, split bytes and bytes per destination of each output row."""
         size = len(output)
         direction = rows.directions[parts.row]
         by_direction = part_target * 2 + direction
@@ -399,7 +414,7 @@ class Attributor:
         destination = rows.destination_codes[parts.row]
         counted = np.flatnonzero((destination >= 0) & (parts.bytes != 0))
         pairs, first, inverse = np.unique(
-            part_target[counted] * len(rows.destinations) + destination[counted], True, True
+            part_target[counted] * len(rows.destinations) + destination[counted], return_index=True, return_inverse=True
         )
         sums = _sums(inverse, len(pairs), parts.bytes[counted])
         order = np.argsort(first, kind="stable")  # each row's destinations in the order they first came
