@@ -10,8 +10,10 @@ reference reader (`NeedsReference`).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import ClassVar
 
 import polars as pl
@@ -20,7 +22,20 @@ import pyarrow as pa
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs.fields import USED_FIELDS, LogFormat, canonical_name
 from natflow.flowlogs.readers import FormatChoices, Layout, NeedsReference, Where, add_rows
-from natflow.flowlogs.reduce import IN, OUT, NatTopology, Reduction, ReductionStats, RowKey, RowValue
+from natflow.flowlogs.reduce import (
+    BYTES,
+    FIRST_START,
+    IN,
+    LAST_END,
+    OUT,
+    PACKETS,
+    RECORDS,
+    NatTopology,
+    Reduction,
+    ReductionStats,
+    RowKey,
+    RowValue,
+)
 from natflow.flowlogs.sources import FlowLogFile
 from natflow.net import CidrSet, address_key, normalize_address
 from natflow.timeutil import MAX_SECONDS
@@ -28,6 +43,8 @@ from natflow.timeutil import MAX_SECONDS
 # Parquet rows per slice (the unit handed to the reference when a record is malformed): polars keeps
 # only the picked rows of a slice, so its size costs little memory; fewer slices, fewer reductions.
 PARQUET_SLICE_ROWS = 1 << 20
+# Rows of a refused slice converted to Python values at a time for the reference code.
+_REFERENCE_BATCH_ROWS = 1 << 16
 # Reduced rows kept as polars frames before they are re-aggregated (then, once they double).
 COMPACT_ROWS = 1 << 16
 
@@ -50,13 +67,36 @@ def add_rows_frame(reduction: Reduction, grouped: pl.DataFrame | None) -> None:
         return
     keys = zip(*(grouped[name].to_list() for name in _GROUP_KEY), strict=True)
     values = map(list, zip(*(grouped[name].to_list() for name in _ROW_VALUE), strict=True))
-    rows: dict[RowKey, RowValue] = dict(zip(keys, values, strict=True))
-    if not reduction.rows:  # nothing to add them to (the merge would copy every row)
+    with _no_cycle_collection():
+        rows: dict[RowKey, RowValue] = dict(zip(keys, values, strict=True))
+    held = reduction.rows
+    if not held:
         reduction.rows = rows
         return
-    done = Reduction(reduction.topology, reduction.window)
-    done.rows = rows
-    reduction.merge(done)
+    # Keys already held (e.g. an earlier file of the same minutes) are merged as Reduction.merge
+    # does; the others are taken as they are, without a Python step per row.
+    for key in rows.keys() & held.keys():
+        row, earlier = rows[key], held[key]
+        row[BYTES] += earlier[BYTES]
+        row[PACKETS] += earlier[PACKETS]
+        row[FIRST_START] = min(row[FIRST_START], earlier[FIRST_START])
+        row[LAST_END] = max(row[LAST_END], earlier[LAST_END])
+        row[RECORDS] += earlier[RECORDS]
+    held.update(rows)
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile: a list per row would start several, each visiting
+    every row made so far, and these rows hold no cycles. (Another thread may turn it back on early:
+    that only costs time.)"""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # -- S3 Parquet ------------------------------------------------------------------------------------
@@ -86,51 +126,55 @@ def read_parquet(file: FlowLogFile, choices: FormatChoices, part: Reduction, dia
     layout = Layout(LogFormat(tuple(used), fmt.origin))
     bulk = FrameReducer(used, part.topology, part.window, file.key_time)
     scan = pl.scan_parquet(file.path).select(pl.col(columns[f]).alias(f) for f in used)
-    strings = [f for f in used if not pa.types.is_integer(schema.field(columns[f]).type)]
-    # Parquet nulls (and the text "None") are what '-' is in a text record.
-    as_text = [
-        pl.when(pl.col(f).is_null() | (pl.col(f) == "None")).then(pl.lit("-")).otherwise(f).alias(f) for f in strings
-    ]
-    selected = _parquet_selection(used, part.topology)
+    selected = bulk.selection()
     where = Where(file.path)
     rows = parquet.metadata.num_rows
     for offset in range(0, rows, PARQUET_SLICE_ROWS):
-        frame = scan.slice(offset, PARQUET_SLICE_ROWS).filter(selected).with_columns(as_text).collect()
-        if not bulk.add(frame, min(PARQUET_SLICE_ROWS, rows - offset) - frame.height):
+        size = min(PARQUET_SLICE_ROWS, rows - offset)
+        frame = scan.slice(offset, size).filter(selected).collect()
+        if not bulk.add(frame, size - frame.height):
             where.line = offset
-            full = scan.slice(offset, PARQUET_SLICE_ROWS).collect()
-            add_rows([full[f].to_list() for f in used], layout, part, where, file.key_time)
+            for start in range(offset, offset + size, _REFERENCE_BATCH_ROWS):  # Python values cost memory
+                batch = scan.slice(start, min(_REFERENCE_BATCH_ROWS, offset + size - start)).collect()
+                add_rows([batch[f].to_list() for f in used], layout, part, where, file.key_time)
     return bulk
 
 
-def _parquet_selection(used: Sequence[str], topology: NatTopology) -> pl.Expr:
-    """Rows on a NAT ENI or with NODATA/SKIPDATA, as their text reads; the others are other interfaces."""
-    if "interface-id" not in used:  # the ENI comes from the addresses, after every number is checked
-        return pl.lit(True)
-
-    def text_in(name: str, values: Iterable[str]) -> pl.Expr:
-        """The column's text (null and "None" read as '-') is one of `values`."""
-        values = set(values)
-        column = pl.col(name)
-        found = column.is_in(pl.Series(sorted(values - {"None"}), dtype=pl.String).implode())
-        return found | (column.is_null() | (column == "None")) & pl.lit("-" in values)
-
-    selected = text_in("interface-id", topology.natgw_by_eni)
-    return selected | text_in("log-status", ("NODATA", "SKIPDATA")) if "log-status" in used else selected
-
-
 # -- the reduction, in bulk ------------------------------------------------------------------------
+
+_MISSING_TEXTS = ("-", "None")  # with null: what the reference reads as '-'
+_FEW_VALUES = 8  # up to this many, a string column is compared with each value rather than hashed
+
+
+def _missing(column: pl.Expr) -> pl.Expr:
+    """A string value reads as '-' in the reference: null, or the text '-' or "None"."""
+    return column.is_null() | _one_of(column, _MISSING_TEXTS)
+
+
+def _one_of(column: pl.Expr, values: Collection[str]) -> pl.Expr:
+    """The string column is one of `values` (False for null)."""
+    if len(values) > _FEW_VALUES:
+        return column.is_in(pl.Series(list(values), dtype=pl.String).implode()).fill_null(False)
+    # A few comparisons of string views beat hashing every value.
+    return pl.any_horizontal([column == value for value in values] or [pl.lit(False)]).fill_null(False)
+
+
+def _text_in(column: pl.Expr, values: Iterable[str]) -> pl.Expr:
+    """The column's text, as the reference reads it ('-' for null and "None"), is one of `values`."""
+    values = set(values)
+    found = _one_of(column, sorted(values - {"None"}))
+    return found | (column.is_null() | (column == "None")).fill_null(True) & pl.lit("-" in values)
 
 
 def _number(name: str, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     """(value, is missing, is valid) of a number field, as `readers._number` reads its text."""
     column = pl.col(name)
     if dtype == pl.String:
-        missing = column == "-"
+        missing = _missing(column)
         value = column.cast(pl.Int64, strict=False)  # also takes a sign, which str.isdigit() does not
         signed = column.str.starts_with("+") | column.str.starts_with("-")
         return pl.when(missing).then(0).otherwise(value), missing, missing | (value.is_not_null() & ~signed)
-    missing = column.is_null()  # a Parquet integer: null is '-', a negative value is not all digits
+    missing = column.is_null()  # a Parquet integer: a negative value is not all digits
     value = column.cast(pl.Int64)
     return value.fill_null(0), missing, missing | (value >= 0)
 
@@ -141,11 +185,11 @@ def _flow_seconds(value: pl.Expr) -> pl.Expr:
 
 
 class FrameReducer:
-    """Adds frames of one file's records to a Reduction exactly as `add_parts` and `Reduction.add` would.
+    """Adds frames of one Parquet file's records to a Reduction exactly as `add_rows` would.
 
-    Frames hold the used fields present in the format, named by field: strings with '-' for a
-    missing value, or integers with nulls for number fields. Counters and reduced rows are collected
-    here and folded into the file's Reduction by `finish`.
+    Frames hold the used fields present in the file, named by field, as read (strings, or integers
+    for number fields; null, '-' and "None" are '-'), and only the rows of `selection()`. Counters
+    and reduced rows are collected here and folded into the file's Reduction by `finish`.
     """
 
     def __init__(
@@ -155,10 +199,8 @@ class FrameReducer:
         window: tuple[int, int] | None,
         fallback_time: tuple[int, int] | None,
     ) -> None:
-        self.has_eni = "interface-id" in fields
-        self.absent = [f for f in USED_FIELDS if f not in fields and f != "interface-id"]
-        self.nat_enis = pl.Series(list(topology.natgw_by_eni), dtype=pl.String).implode()
-        self.nat_ips = pl.Series(list(topology.eni_by_nat_ip), dtype=pl.String).implode()
+        self.fields = list(fields)
+        self.topology = topology
         # `nat_ips.get(src) or nat_ips.get(dst)`: an empty ENI id counts as not found.
         self.eni_by_nat_ip = {ip: eni for ip, eni in topology.eni_by_nat_ip.items() if eni}
         self.addresses = AddressMemo.of(topology.inside)
@@ -169,15 +211,25 @@ class FrameReducer:
         self.first_time: int | None = None
         self.last_time: int | None = None
 
+    def selection(self) -> pl.Expr:
+        """The rows `add` takes: on a NAT ENI or NODATA/SKIPDATA; the others are other interfaces."""
+        if "interface-id" not in self.fields:  # the ENI comes from the addresses, after every number is checked
+            return pl.lit(True)
+        selected = _text_in(pl.col("interface-id"), self.topology.natgw_by_eni)
+        if "log-status" in self.fields:
+            selected = selected | _text_in(pl.col("log-status"), ("NODATA", "SKIPDATA"))
+        return selected
+
     def add(self, frame: pl.DataFrame, unselected: int = 0) -> bool:
-        """Reduce `frame`, plus `unselected` records left out as other interfaces; False (and nothing
-        added) when they must go through the reference path."""
-        frame = frame.with_columns(pl.lit("-").alias(f) for f in self.absent)
-        addresses = pl.concat([frame["srcaddr"], frame["dstaddr"]]).unique()
+        """Reduce `frame` (the selected rows of a slice), plus `unselected` records left out as other
+        interfaces; False (and nothing added) when they must go through the reference path."""
+        schema = frame.schema
+        frame = frame.with_columns(pl.lit(None, pl.String).alias(f) for f in USED_FIELDS if f not in schema)
+        addresses = pl.concat([frame["srcaddr"], frame["dstaddr"]]).drop_nulls().unique()
         canonical, inside = self.addresses.learn(addresses)
-        records = frame.lazy().with_columns(**self._record_columns(frame.schema, canonical, inside))
-        computed = records.with_columns(**self._legs()).collect().lazy()
-        totals, grouped = pl.collect_all([computed.select(**self._totals()), self._rows(computed)])
+        records = frame.lazy().with_columns(**self._record_columns(frame.schema))
+        fates = records.with_columns(**self._legs(canonical, inside)).collect()
+        totals, grouped = pl.collect_all([fates.lazy().select(**self._totals()), self._rows(fates.lazy())])
         total = totals.row(0, named=True)
         if total["unsure"] or total["malformed"] or self._may_overflow(total):
             return False
@@ -185,7 +237,7 @@ class FrameReducer:
         stats.records_read += frame.height + unselected
         stats.no_data_records += total["no_data"]
         stats.skip_data_records += total["skip_data"]
-        stats.other_interface_records += total["other"] + unselected + total["not_found"]
+        stats.other_interface_records += unselected + total["not_found"]
         stats.outside_window_records += total["status_outside_window"] + total["outside_window"]
         stats.rejected_records += total["rejected"]
         stats.rejected_bytes += total["rejected_bytes"]
@@ -202,13 +254,12 @@ class FrameReducer:
         self.rows.add(grouped)
         return True
 
-    def _record_columns(self, schema: pl.Schema, canonical: dict[str, str], inside: pl.Series) -> dict[str, pl.Expr]:
-        """Per record, what `add_parts` and `Reduction.add` decide, as columns."""
+    def _record_columns(self, schema: pl.Schema) -> dict[str, pl.Expr]:
+        """Per record, what `_add_parts` and `Reduction.add` decide up to the REJECT test, as columns."""
         status = pl.col("log-status")
-        no_data, skip_data = status == "NODATA", status == "SKIPDATA"
-        data = ~(no_data | skip_data)
+        no_data, skip_data = (status == "NODATA").fill_null(False), (status == "SKIPDATA").fill_null(False)
+        data = ~(no_data | skip_data)  # every other selected record is on a NAT ENI (or the ENI comes later)
         status_outside, unsure = self._status_outside_window(schema["start"])
-        on_nat = pl.col("interface-id").is_in(self.nat_enis) if self.has_eni else pl.lit(True)
         numbers = {name: _number(name, schema[name]) for name in _NUMBER_FIELDS}
         (start, start_missing, start_ok), (end, end_missing, end_ok) = numbers["start"], numbers["end"]
         no_time = start_missing & end_missing
@@ -219,94 +270,105 @@ class FrameReducer:
         else:
             first, last = pl.lit(self.fallback_time[0]), pl.lit(self.fallback_time[1])
         start_seconds, end_seconds = _flow_seconds(start), _flow_seconds(end)
-        record = data & on_nat  # what reaches Reduction.add
-        if self.has_eni:
+        start = pl.when(no_time).then(first).when(start_missing).then(end_seconds).otherwise(start_seconds)
+        end = pl.when(no_time).then(last).when(end_missing).then(start_seconds).otherwise(end_seconds)
+        if "interface-id" in self.fields:
             eni = pl.col("interface-id")
-        else:  # Reduction.add: a NAT private IP on either side names the ENI
-            src_eni = pl.col("srcaddr").replace_strict(self.eni_by_nat_ip, default=None, return_dtype=pl.String)
-            dst_eni = pl.col("dstaddr").replace_strict(self.eni_by_nat_ip, default=None, return_dtype=pl.String)
+            if "-" in self.topology.natgw_by_eni:  # null and "None" are that ENI too
+                eni = pl.when(_missing(eni)).then(pl.lit("-")).otherwise(eni)
+        else:  # Reduction.add: a NAT private IP on either side, as written, names the ENI
+            src_eni, dst_eni = (
+                self._as_text(name).replace_strict(self.eni_by_nat_ip, default=None, return_dtype=pl.String)
+                for name in ("srcaddr", "dstaddr")
+            )
             eni = pl.coalesce(src_eni, dst_eni)
-        src, dst = (pl.col(name).replace(canonical) if canonical else pl.col(name) for name in ("srcaddr", "dstaddr"))
-        src_nat, dst_nat = src.is_in(self.nat_ips), dst.is_in(self.nat_ips)
-        # Inside tested on the text as read: the canonical text of an address is inside exactly when it is.
-        outbound = dst_nat & ~src_nat & pl.col("srcaddr").is_in(inside)
-        inbound = src_nat & ~dst_nat & pl.col("dstaddr").is_in(inside)
+        found = data & eni.is_not_null()
+        kept = found & ((start >= self.window[0]) & (start < self.window[1]) if self.window else pl.lit(True))
+        rejected = kept & (pl.col("action") == "REJECT").fill_null(False)
         return {
             "eni": eni,
-            "src": src,
-            "dst": dst,
-            "nat_leg": src_nat | dst_nat,
-            "outbound": outbound,
-            "inbound": inbound,
             "status_outside": status_outside,
             "unsure": ~data & unsure,
             "no_data": no_data,
             "skip_data": skip_data,
-            "other": data & ~on_nat,
-            "record": record,
-            "malformed": record & malformed,
+            "data": data,
+            "malformed": data & malformed,
             "packets": numbers["packets"][0],
             "bytes": numbers["bytes"][0],
-            "start": pl.when(no_time).then(first).when(start_missing).then(end_seconds).otherwise(start_seconds),
-            "end": pl.when(no_time).then(last).when(end_missing).then(start_seconds).otherwise(end_seconds),
+            "start": start,
+            "end": end,
+            "found": found,
+            "kept": kept,
+            "rejected": rejected,
+            "accepted": kept & ~rejected,
         }
 
-    def _legs(self) -> dict[str, pl.Expr]:
-        """Reduction.add from the ENI test on: the fate of each record, from the record columns."""
-        record = pl.col("record")
-        found = record & pl.col("eni").is_not_null()
-        start = pl.col("start")
-        kept = found & ((start >= self.window[0]) & (start < self.window[1]) if self.window else pl.lit(True))
-        accepted = kept & (pl.col("action") != "REJECT").fill_null(True)
-        out, into = accepted & pl.col("outbound"), accepted & pl.col("inbound")
-        return {"found": found, "kept": kept, "accepted": accepted, "out": out, "counted": out | into}
+    def _as_text(self, name: str) -> pl.Expr:
+        """An address column as the reference reads it, where that matters: '-' for null and "None"
+        when '-' or "None" is a NAT private IP (otherwise every missing address is just not one)."""
+        column = pl.col(name)
+        if not set(_MISSING_TEXTS) & set(self.topology.eni_by_nat_ip):
+            return column
+        return pl.when(_missing(column)).then(pl.lit("-")).otherwise(column)
+
+    def _legs(self, canonical: dict[str, str], inside: pl.Series) -> dict[str, pl.Expr]:
+        """Reduction.add after the REJECT test: which accepted records are client legs, out or in."""
+        src_text, dst_text = self._as_text("srcaddr"), self._as_text("dstaddr")
+        src, dst = (text.replace(canonical) if canonical else text for text in (src_text, dst_text))
+        nat_ips = list(self.topology.eni_by_nat_ip)
+        src_nat, dst_nat = _one_of(src, nat_ips), _one_of(dst, nat_ips)
+        # Inside tested on the text as read: the canonical text of an address is inside exactly when it is.
+        accepted = pl.col("accepted")
+        out = accepted & dst_nat & ~src_nat & pl.col("srcaddr").is_in(inside).fill_null(False)
+        into = accepted & src_nat & ~dst_nat & pl.col("dstaddr").is_in(inside).fill_null(False)
+        return {"src": src, "dst": dst, "nat_leg": accepted & (src_nat | dst_nat), "out": out, "counted": out | into}
 
     @staticmethod
     def _totals() -> dict[str, pl.Expr]:
-        record, found, kept, accepted, counted, status_outside, nat_leg, nbytes = (
-            pl.col(name)
-            for name in ("record", "found", "kept", "accepted", "counted", "status_outside", "nat_leg", "bytes")
+        data, found, kept, rejected, status_outside, nbytes = (
+            pl.col(name) for name in ("data", "found", "kept", "rejected", "status_outside", "bytes")
         )
+        counted, nat_leg = pl.col("counted"), pl.col("nat_leg")
+        internet, unclassified = ~counted & nat_leg, pl.col("accepted") & ~nat_leg
         return {
             "unsure": pl.col("unsure").sum(),
             "malformed": pl.col("malformed").sum(),
-            "records": record.sum(),
-            "largest_bytes": nbytes.filter(record).max(),
-            "largest_packets": pl.col("packets").filter(record).max(),
+            "records": data.sum(),
+            "largest_bytes": nbytes.filter(data).max(),
+            "largest_packets": pl.col("packets").filter(data).max(),
             "no_data": (pl.col("no_data") & ~status_outside).sum(),
             "skip_data": (pl.col("skip_data") & ~status_outside).sum(),
             "status_outside_window": ((pl.col("no_data") | pl.col("skip_data")) & status_outside).sum(),
-            "other": pl.col("other").sum(),
-            "not_found": (record & ~found).sum(),
+            "not_found": (data & ~found).sum(),
             "outside_window": (found & ~kept).sum(),
-            "rejected": (kept & ~accepted).sum(),
-            "rejected_bytes": nbytes.filter(kept & ~accepted).sum(),
-            "internet": (accepted & ~counted & nat_leg).sum(),
-            "internet_bytes": nbytes.filter(accepted & ~counted & nat_leg).sum(),
-            "unclassified": (accepted & ~nat_leg).sum(),
-            "unclassified_bytes": nbytes.filter(accepted & ~nat_leg).sum(),
+            "rejected": rejected.sum(),
+            "rejected_bytes": nbytes.filter(rejected).sum(),
+            "internet": internet.sum(),
+            "internet_bytes": nbytes.filter(internet).sum(),
+            "unclassified": unclassified.sum(),
+            "unclassified_bytes": nbytes.filter(unclassified).sum(),
             "counted": counted.sum(),
             "first": pl.col("start").filter(counted).min(),
             "last": pl.col("end").filter(counted).max(),
         }
 
     @staticmethod
-    def _rows(computed: pl.LazyFrame) -> pl.LazyFrame:
+    def _rows(fates: pl.LazyFrame) -> pl.LazyFrame:
         """The client legs, reduced to rows keyed as `reduce.RowKey`."""
         going_out = pl.col("out")
         peer = pl.when(going_out).then(pl.col("pkt-dstaddr")).otherwise(pl.col("pkt-srcaddr"))
         far_end = pl.when(going_out).then(pl.col("dst")).otherwise(pl.col("src"))
         service = pl.when(going_out).then(pl.col("pkt-dst-aws-service")).otherwise(pl.col("pkt-src-aws-service"))
         return (
-            computed.filter("counted")
+            fates.filter("counted")
             .select(
                 "eni",
                 address=pl.when(going_out).then(pl.col("src")).otherwise(pl.col("dst")),
                 direction=pl.when(going_out).then(pl.lit(OUT)).otherwise(pl.lit(IN)),
                 minute=pl.col("start") // 60,
                 # `peer or ""`: '-' and the leg's own other end read as no peer
-                peer=pl.when((peer == "-") | (peer == far_end)).then(pl.lit("")).otherwise(peer),
-                service=pl.when(service == "-").then(pl.lit("")).otherwise(service),
+                peer=pl.when(_missing(peer) | (peer == far_end)).then(pl.lit("")).otherwise(peer),
+                service=pl.when(_missing(service)).then(pl.lit("")).otherwise(service),
                 bytes="bytes",
                 packets="packets",
                 first="start",
@@ -364,7 +426,9 @@ class ReducedRows:
 
     def grouped(self) -> pl.DataFrame | None:
         """One row per key (None when there are none)."""
-        return regrouped(self.frames) if self.frames else None
+        if len(self.frames) < 2:  # a frame added is one row per key already
+            return self.frames[0] if self.frames else None
+        return regrouped(self.frames)
 
 
 def regrouped(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
