@@ -217,7 +217,7 @@ def _text_keys(texts: Sequence[str]) -> tuple[Words, Words, Bools, npt.NDArray[n
     matrix of 16 bytes each (None when some text is not ASCII: then none has a key)."""
     count = len(texts)
     try:
-        raw = np.array(texts, dtype="S16")  # truncates longer texts and drops trailing NULs: see `short`
+        raw = np.fromiter(texts, "S16", count)  # truncates longer texts and drops trailing NULs: see `short`
     except UnicodeEncodeError:
         return np.zeros(count, np.uint64), np.zeros(count, np.uint64), np.zeros(count, bool), None
     data = raw.view(np.uint8).reshape(count, 16)
@@ -650,17 +650,18 @@ class _Timelines:
         if self._dirty:
             changed = np.isin(groups, np.fromiter(self._dirty, np.int64, len(self._dirty)))
         lo, hi = self._ranges(groups, changed)
-        after = _bisect_right(self._starts, lo.copy(), hi.copy(), starts)  # the first interval starting later
         holders = np.full(len(groups), -1, np.int32)
         free = ~changed
-        if len(self._starts):
-            before = np.maximum(after - 1, 0)
-            has_before = after > lo
-            before_end = np.where(has_before, self._ends[before], NO_END)
-            next_start = np.where(after < hi, self._starts[np.minimum(after, len(self._starts) - 1)], FOREVER)
-            covered = has_before & (before_end >= ends)
-            holders[covered] = self._holders[before[covered]]
-            free &= (before_end <= starts) & (next_start >= ends)
+        some = np.flatnonzero(lo < hi)  # queries of groups with intervals: the others touch none
+        lo, hi, start, end = lo[some], hi[some], starts[some], ends[some]
+        after = _bisect_right(self._starts, lo.copy(), hi.copy(), start)  # the first interval starting later
+        before = np.maximum(after - 1, 0)
+        has_before = after > lo
+        before_end = np.where(has_before, self._ends[before], NO_END)
+        next_start = np.where(after < hi, self._starts[np.minimum(after, len(self._starts) - 1)], FOREVER)
+        covered = has_before & (before_end >= end)
+        holders[some[covered]] = self._holders[before[covered]]
+        free[some] &= (before_end <= start) & (next_start >= end)
         return holders, free, changed
 
     def prepare_reads(self, queries: int, groups: Int64s | None = None) -> None:
@@ -1069,8 +1070,11 @@ class IpMap:
     def _find_addresses(self, addresses: Sequence[str]) -> tuple[Int64s, Int64s]:
         """`_find_address` of many addresses at once, and their IPv4 integers (-1 if not IPv4)."""
         low, high, short, data = _text_keys(addresses)
-        ids = np.full(len(addresses), -1, np.int64)
-        ids[short] = self._short_addresses.find([low[short], high[short]])
+        if short.all():  # IPv4 texts: no masks to apply
+            ids = self._short_addresses.find([low, high])
+        else:
+            ids = np.full(len(addresses), -1, np.int64)
+            ids[short] = self._short_addresses.find([low[short], high[short]])
         for index in np.flatnonzero(~short).tolist():
             ids[index] = self._find_address(addresses[index])
         values = _by_id(_int64s(self._address_ints), ids)
