@@ -377,14 +377,17 @@ class _Slots:
             at = slots[waiting]
             first = self._keys[0][at]
             done = first == 0
-            match = ~done & (first == keys[0][waiting]) & (self._values[at] >= 0)
+            match = ~done & (first == keys[0][waiting])
             for word in range(1, self._words):
                 match &= self._keys[word][at] == keys[word][waiting]
+            matched = np.flatnonzero(match)
+            values = self._values[at[matched]]  # read where the key matched only: one gather less
+            live = values >= 0
             if accept is not None:
-                for position in np.flatnonzero(match).tolist():
-                    match[position] = accept(int(waiting[position]), int(self._values[at[position]]))
-            found[waiting[match]] = self._values[at[match]]
-            done |= match
+                for position in np.flatnonzero(live).tolist():
+                    live[position] = accept(int(waiting[matched[position]]), int(values[position]))
+            found[waiting[matched[live]]] = values[live]
+            done[matched[live]] = True
             waiting = waiting[~done]
             slots[waiting] = (slots[waiting] + 1) & self._mask
         return found
