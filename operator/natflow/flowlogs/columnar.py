@@ -1,11 +1,13 @@
-"""Parquet flow logs and bulk reduction with polars: the reference readers' result, in bulk.
+"""Parquet flow logs reduced in bulk with polars: the reference reader's result, faster.
 
-`FrameReducer` reduces frames of records (the used fields, as text or integers) exactly as
-`readers.add_parts` and `Reduction.add` would; `read_parquet` feeds it the used columns of a Parquet
-object, keeping in the scan the rows on a NAT ENI or with NODATA/SKIPDATA. A slice of rows that the
-reducer refuses (a malformed record, sums that could overflow 64 bits) goes through
-`readers.add_rows`; a file with columns of other types than strings and integers goes whole to the
-reference reader (`NeedsReference`).
+`read_parquet` scans the used columns of a Parquet object a slice of rows at a time, keeping in the
+scan only the rows on a NAT ENI or with NODATA/SKIPDATA (the others are counted as other
+interfaces). `FrameReducer` reduces those rows exactly as `readers.add_rows` would: Parquet nulls,
+'-' and "None" read as '-', every counter, first/last times, windows, files without interface-id.
+A slice that it refuses (a malformed record, sums that could overflow 64 bits) goes through
+`readers.add_rows`; a file with columns of other types than strings and integers, or damaged, goes
+whole to the reference reader (`NeedsReference`). `add_rows_frame` turns the reduced rows into the
+`Reduction`'s dict.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import weakref
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import ClassVar
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -40,9 +43,9 @@ from natflow.flowlogs.sources import FlowLogFile
 from natflow.net import CidrSet, address_key, normalize_address
 from natflow.timeutil import MAX_SECONDS
 
-# Parquet rows per slice (the unit handed to the reference when a record is malformed): polars keeps
-# only the picked rows of a slice, so its size costs little memory; fewer slices, fewer reductions.
-PARQUET_SLICE_ROWS = 1 << 20
+# Parquet rows per slice (also the unit handed to the reference when a record is malformed). Each
+# slice costs ~10 ms however small; polars' working memory follows its size (~50 MB at this size).
+PARQUET_SLICE_ROWS = 1 << 19
 # Rows of a refused slice converted to Python values at a time for the reference code.
 _REFERENCE_BATCH_ROWS = 1 << 16
 # Reduced rows kept as polars frames before they are re-aggregated (then, once they double).
@@ -52,6 +55,7 @@ _INT64_LIMIT = 1 << 63
 _NUMBER_FIELDS = ("packets", "bytes", "start", "end")
 _GROUP_KEY = ("eni", "address", "direction", "minute", "peer", "service")  # reduce.RowKey
 _ROW_VALUE = ("bytes", "packets", "first", "last", "records")  # reduce.RowValue
+_TEXT_KEYS = ("eni", "address", "peer", "service")
 _SUMS = (
     pl.col("bytes").sum(),
     pl.col("packets").sum(),
@@ -65,7 +69,8 @@ def add_rows_frame(reduction: Reduction, grouped: pl.DataFrame | None) -> None:
     """Merge reduced rows (a frame of `_GROUP_KEY` and `_ROW_VALUE` columns) into `reduction.rows`."""
     if grouped is None or grouped.is_empty():
         return
-    keys = zip(*(grouped[name].to_list() for name in _GROUP_KEY), strict=True)
+    columns = [_shared(grouped[name]) if name in _TEXT_KEYS else grouped[name].to_list() for name in _GROUP_KEY]
+    keys = zip(*columns, strict=True)
     values = map(list, zip(*(grouped[name].to_list() for name in _ROW_VALUE), strict=True))
     with _no_cycle_collection():
         rows: dict[RowKey, RowValue] = dict(zip(keys, values, strict=True))
@@ -83,6 +88,13 @@ def add_rows_frame(reduction: Reduction, grouped: pl.DataFrame | None) -> None:
         row[LAST_END] = max(row[LAST_END], earlier[LAST_END])
         row[RECORDS] += earlier[RECORDS]
     held.update(rows)
+
+
+def _shared(texts: pl.Series) -> list[str]:
+    """The column's texts (no nulls), one str object per distinct text rather than one per row."""
+    distinct = texts.unique().sort()
+    objects: list[str] = np.array(distinct.to_list(), dtype=object)[distinct.search_sorted(texts).to_numpy()].tolist()
+    return objects
 
 
 @contextlib.contextmanager
@@ -143,7 +155,8 @@ def read_parquet(file: FlowLogFile, choices: FormatChoices, part: Reduction, dia
 # -- the reduction, in bulk ------------------------------------------------------------------------
 
 _MISSING_TEXTS = ("-", "None")  # with null: what the reference reads as '-'
-_FEW_VALUES = 8  # up to this many, a string column is compared with each value rather than hashed
+_FEW_VALUES = 8  # up to this many short strings, a column is compared with each rather than hashed
+_INLINE_BYTES = 12  # what a string view holds itself; longer strings are compared in their buffers
 
 
 def _missing(column: pl.Expr) -> pl.Expr:
@@ -153,17 +166,17 @@ def _missing(column: pl.Expr) -> pl.Expr:
 
 def _one_of(column: pl.Expr, values: Collection[str]) -> pl.Expr:
     """The string column is one of `values` (False for null)."""
-    if len(values) > _FEW_VALUES:
-        return column.is_in(pl.Series(list(values), dtype=pl.String).implode()).fill_null(False)
-    # A few comparisons of string views beat hashing every value.
-    return pl.any_horizontal([column == value for value in values] or [pl.lit(False)]).fill_null(False)
+    if len(values) <= _FEW_VALUES and all(len(value.encode()) <= _INLINE_BYTES for value in values):
+        # Short strings sit whole in their views: a few comparisons beat hashing every value.
+        return pl.any_horizontal([column == value for value in values] or [pl.lit(False)]).fill_null(False)
+    return column.is_in(pl.Series(list(values), dtype=pl.String).implode()).fill_null(False)
 
 
 def _text_in(column: pl.Expr, values: Iterable[str]) -> pl.Expr:
     """The column's text, as the reference reads it ('-' for null and "None"), is one of `values`."""
     values = set(values)
     found = _one_of(column, sorted(values - {"None"}))
-    return found | (column.is_null() | (column == "None")).fill_null(True) & pl.lit("-" in values)
+    return found | column.is_null() | (column == "None") if "-" in values else found
 
 
 def _number(name: str, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
