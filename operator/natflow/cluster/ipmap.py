@@ -15,8 +15,9 @@ packed in one buffer) and PodRecords are built when asked for; addresses, uids a
 found through open-addressing tables over flat arrays; intervals sit in flat arrays sorted by
 (address, start), resolved by the rules above in bulk. An update touches only its address, which
 is then re-resolved alone when read, so the operator can feed pod events one at a time while
-reports read the map; many updates trigger one bulk rebuild. `lookup_columns` answers many
-queries at once with numpy, as holder indices.
+reports read the map; many updates, or a batch of lookups asking about many changed addresses,
+trigger one bulk rebuild. `lookup_columns` answers many queries at once with numpy, as holder
+indices.
 """
 
 from __future__ import annotations
@@ -1350,7 +1351,8 @@ class IpMap:
                 piece_holders.append(holder)
         query = np.array(queries, np.int64)
         kind_column, holder_column = np.array(piece_kinds, np.int8), np.array(piece_holders, np.int32)
-        single = np.bincount(query)[query] == 1
+        boundary = query[1:] != query[:-1]
+        single = np.append(True, boundary) & np.append(boundary, True)  # first and last of its query
         kinds[query[single]], holders[query[single]] = kind_column[single], holder_column[single]
         several = ~single
         return (
