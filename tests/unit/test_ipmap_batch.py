@@ -158,7 +158,9 @@ def test_bulk_rebuild_resolves_as_the_rules_do_one_address_at_a_time(
     bulk, one_by_one = maps
     asked = split(rows)
     queries = list(zip(asked.addresses, asked.firsts, asked.lasts, strict=True))
-    assert [held_by_rules(bulk, *query) for query in queries] == [held_by_rules(one_by_one, *query) for query in queries]
+    assert [held_by_rules(bulk, *query) for query in queries] == [
+        held_by_rules(one_by_one, *query) for query in queries
+    ]
     assert bulk.lease_conflicts == one_by_one.lease_conflicts
     assert bulk.pod_address_count() == one_by_one.pod_address_count()
 
@@ -285,3 +287,16 @@ def test_addresses_are_read_in_bulk_as_ipaddress_reads_them(texts: list[str]) ->
         except ValueError:
             expected.append(-1)
     assert ipmap_module._ipv4_values(texts, data, short).tolist() == expected
+
+
+def test_a_batch_about_many_changed_addresses_rebuilds_instead_of_answering_one_by_one() -> None:
+    """Pods put one by one (a cluster dump, watch events) leave their addresses changed since the
+    last rebuild; a large batch about them must not fall back to the rule loop row by row."""
+    ipmap = IpMap()
+    records = [replace(BASE, uid=f"u{i}", name=f"p{i}", ips=(f"10.1.0.{i}",), start=i) for i in range(200)]
+    for pod in records:
+        ipmap.put_pod(pod)
+    asked = [pod.ips[0] for pod in records] * 25
+    with mock.patch.object(IpMap, "_pieces", side_effect=AssertionError("answered one by one")):
+        columns = ipmap.lookup_columns(asked, [500] * len(asked), [560] * len(asked))
+    assert [ipmap.pod_at(holder) for holder in columns.holders[:200].tolist()] == records
