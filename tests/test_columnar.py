@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs import columnar
-from natflow.flowlogs.readers import FormatChoices, read_parquet
+from natflow.flowlogs.readers import FormatChoices, add_rows, read_parquet
 from natflow.flowlogs.reduce import IN, OUT, NatTopology, Reduction
 from natflow.flowlogs.sources import FileKind, FlowLogFile, describe
 from natflow.net import CidrSet
@@ -63,7 +64,7 @@ def assert_same(bulk: Reduction, expected: Reduction) -> None:
 def reference_calls() -> Iterator[list[int]]:
     """The number of rows of each batch handed to `add_rows`."""
     calls: list[int] = []
-    original = columnar.add_rows
+    original = add_rows
 
     def counted(columns: list[list[Any]], *args: Any) -> None:
         calls.append(len(columns[0]))
@@ -186,3 +187,17 @@ def test_rows_frames_merge_as_reductions_do(gc_enabled: bool) -> None:
             ("eni-0nat1", "10.0.32.5", IN, 100, "", "S3"): [7, 3, 6010, 6020, 1],
         }
     )
+
+
+def test_address_memo_learns_from_many_threads_at_once() -> None:
+    """Files are read by threads that share the memo: what each learns stays learnt."""
+    memo = columnar.AddressMemo(CidrSet(["10.0.0.0/8"]))
+    batches = [pl.Series([f"10.{thread}.{i // 250}.{i % 250}" for i in range(4000)]) for thread in range(6)]
+
+    def learn(batch: pl.Series) -> bool:
+        _, inside = memo.learn(batch)
+        return bool(batch.is_in(inside).all())
+
+    with ThreadPoolExecutor(len(batches)) as pool:
+        assert all(pool.map(learn, batches))
+    assert memo.inside_addresses.len() == 6 * 4000

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 import weakref
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import ClassVar
@@ -452,7 +453,8 @@ def regrouped(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
 class AddressMemo:
     """Address text -> (canonical text, inside the VPC), learnt once per process for a set of CIDRs.
 
-    Not CidrSet's own memo: that one would travel back from worker processes with the topology.
+    The inside addresses are kept as a Series for `is_in`. Files are read by several threads at
+    once: a lock keeps what one learns from being lost to another.
     """
 
     _by_set: ClassVar[weakref.WeakKeyDictionary[CidrSet, AddressMemo]] = weakref.WeakKeyDictionary()
@@ -463,6 +465,7 @@ class AddressMemo:
         self.known: set[str] = set()
         self.inside_addresses = pl.Series(dtype=pl.String)
         self.canonical: dict[str, str] = {}  # only the addresses written otherwise (IPv6)
+        self.lock = threading.Lock()
 
     @classmethod
     def of(cls, inside: CidrSet) -> AddressMemo:
@@ -473,15 +476,16 @@ class AddressMemo:
 
     def learn(self, addresses: pl.Series) -> tuple[dict[str, str], pl.Series]:
         """Canonical texts that differ (for `replace`) and the inside addresses (for `is_in`), `addresses` known."""
-        new = [address for address in addresses.to_list() if address not in self.known]
-        if new:
-            found_inside = []
-            for address in new:
-                key = address_key(address)
-                if key is not None and self.inside.contains_key(key):
-                    found_inside.append(address)
-                if ":" in address and normalize_address(address) != address:
-                    self.canonical[address] = normalize_address(address)
-            self.known.update(new)
-            self.inside_addresses = pl.concat([self.inside_addresses, pl.Series(found_inside, dtype=pl.String)])
-        return self.canonical, self.inside_addresses.implode()
+        with self.lock:
+            new = [address for address in addresses.to_list() if address not in self.known]
+            if new:
+                found_inside = []
+                for address in new:
+                    key = address_key(address)
+                    if key is not None and self.inside.contains_key(key):
+                        found_inside.append(address)
+                    if ":" in address and normalize_address(address) != address:
+                        self.canonical[address] = normalize_address(address)
+                self.known.update(new)
+                self.inside_addresses = pl.concat([self.inside_addresses, pl.Series(found_inside, dtype=pl.String)])
+            return dict(self.canonical), self.inside_addresses.implode()
