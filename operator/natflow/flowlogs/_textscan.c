@@ -840,6 +840,8 @@ static int fold(PyObject *value, Py_ssize_t index, PyObject *number, int op) {
     return 0;
 }
 
+static PyObject *merge_rows_into(Scanner *s, PyObject *rows, ObjectCache *cache);
+
 /* merge_rows(rows): add the reduced rows into `rows`, a dict keyed as reduce.RowKey with values
  * [bytes, packets, first start, last end, records], as Reduction.merge adds them. */
 static PyObject *Scanner_merge_rows(Scanner *s, PyObject *rows) {
@@ -849,13 +851,19 @@ static PyObject *Scanner_merge_rows(Scanner *s, PyObject *rows) {
     }
     if (!s->eni_names) Py_RETURN_NONE;
     ObjectCache cache = {NULL, NULL, 0, 0};
+    /* New keys and values make no cycles: the collector would only walk the growing dict again and again */
+    int collecting = PyGC_Disable();
+    PyObject *outcome = merge_rows_into(s, rows, &cache);
+    if (collecting) PyGC_Enable();
+    cache_clear(&cache);
+    return outcome;
+}
+
+static PyObject *merge_rows_into(Scanner *s, PyObject *rows, ObjectCache *cache) {
     for (size_t i = 0; i < s->row_count; i++) {
         const Row *row = &s->rows[i];
-        PyObject *key = row_key(s, row, &cache);
-        if (!key) {
-            cache_clear(&cache);
-            return NULL;
-        }
+        PyObject *key = row_key(s, row, cache);
+        if (!key) return NULL;
         PyObject *numbers[5] = {
             PyLong_FromUnsignedLongLong(row->bytes), PyLong_FromUnsignedLongLong(row->packets),
             PyLong_FromLongLong(row->first), PyLong_FromLongLong(row->last), PyLong_FromUnsignedLongLong(row->records),
@@ -881,12 +889,8 @@ static PyObject *Scanner_merge_rows(Scanner *s, PyObject *rows) {
         }
         for (int j = 0; j < 5; j++) Py_XDECREF(numbers[j]);
         Py_DECREF(key);
-        if (failed) {
-            cache_clear(&cache);
-            return NULL;
-        }
+        if (failed) return NULL;
     }
-    cache_clear(&cache);
     Py_RETURN_NONE;
 }
 
