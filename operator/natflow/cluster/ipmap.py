@@ -186,10 +186,9 @@ def _column(values: npt.NDArray[np.generic], typecode: str) -> array[int]:
 
 def _by_id(values: Int64s | Int32s, ids: Int64s) -> Int64s:
     """values[id] for each id, -1 where the id is -1 (an unknown address)."""
-    found = np.full(len(ids), -1, np.int64)
-    known = ids >= 0
-    found[known] = values[ids[known]]
-    return found
+    if not len(values):
+        return np.full(len(ids), -1, np.int64)
+    return np.where(ids >= 0, values[ids], -1).astype(np.int64, copy=False)  # one gather, no masks
 
 
 # -- addresses ------------------------------------------------------------------------------------------
@@ -233,12 +232,10 @@ def _text_keys(texts: Sequence[str]) -> tuple[Words, Words, Bools, npt.NDArray[n
     return words[:, 0].copy(), words[:, 1].copy(), short, data
 
 
-def _ipv4_values(texts: Sequence[str], data: npt.NDArray[np.uint8] | None, short: Bools) -> Int64s:
-    """`_ipv4_int` of many texts at once, given `_text_keys`' matrix and short texts (every IPv4
-    text is short): four dot-separated decimal octets up to 255, no leading zeros."""
-    if data is None:
-        return np.fromiter(map(_ipv4_int, texts), np.int64, len(texts))
-    values = np.full(len(texts), -1, np.int64)
+def _ipv4_values(data: npt.NDArray[np.uint8], short: Bools) -> Int64s:
+    """`_ipv4_int` of many texts at once, given `_text_keys`' matrix and which texts are short
+    (every IPv4 text is): four dot-separated decimal octets up to 255, no leading zeros."""
+    values = np.full(len(short), -1, np.int64)
     count = int(short.sum())
     # Character by row: each step below runs over whole vectors; four zero rows let an octet's
     # third character lie past the text.
@@ -1061,7 +1058,10 @@ class IpMap:
         self._short_addresses.add_many([low[short], high[short]], ids[short])
         for index in np.flatnonzero(~short).tolist():
             self._long_addresses[addresses[index]] = first + index
-        values = _ipv4_values(addresses, data, short)
+        if data is None:
+            values = np.fromiter(map(_ipv4_int, addresses), np.int64, len(addresses))
+        else:
+            values = _ipv4_values(data, short)
         for index in np.flatnonzero(values < 0).tolist():
             self._long_texts[first + index] = addresses[index]
         self._address_ints.frombytes(values.tobytes())
@@ -1084,8 +1084,11 @@ class IpMap:
         values = _by_id(_int64s(self._address_ints), ids)
         unknown = np.flatnonzero(ids < 0)
         if unknown.size:
-            texts = [addresses[index] for index in unknown.tolist()]
-            values[unknown] = _ipv4_values(texts, None if data is None else data[unknown], short[unknown])
+            if data is None:
+                texts = [addresses[index] for index in unknown.tolist()]
+                values[unknown] = np.fromiter(map(_ipv4_int, texts), np.int64, len(texts))
+            else:
+                values[unknown] = _ipv4_values(data[unknown], short[unknown])
         return ids, values
 
     # -- updates ---------------------------------------------------------------------------------------
