@@ -23,6 +23,7 @@ indices.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import ipaddress
 import itertools
@@ -283,6 +284,15 @@ def _bisect_right(values: Int64s, lo: Int64s, hi: Int64s, keys: Int64s) -> Int64
         hi[active[~right]] = middle[~right]
         active = active[lo[active] < hi[active]]
     return lo
+
+
+def _on_halves(
+    pool: ThreadPoolExecutor | None, function: Callable[[int, int], T], halves: list[tuple[int, int]]
+) -> list[T]:
+    """`function(low, high)` of each half: on the pool's threads if there is one."""
+    if pool is None:
+        return [function(low, high) for low, high in halves]
+    return list(pool.map(function, *zip(*halves, strict=True)))
 
 
 def _cover(view: _View, start: int, end: int) -> Iterator[tuple[int, int, int]]:
@@ -1300,14 +1310,14 @@ class IpMap:
         ends = np.maximum(np.asarray(lasts, np.int64).reshape(count), starts) + 1
         bounds = [0, count] if count < PARALLEL_QUERIES else [0, count // 2, count]
         halves = list(itertools.pairwise(bounds))
-        with ThreadPoolExecutor(len(halves)) as pool:
-            found = list(pool.map(lambda half: self._find_addresses(addresses[half[0] : half[1]]), halves))
+        with ThreadPoolExecutor(2) if len(halves) > 1 else contextlib.nullcontext() as pool:
+            found = _on_halves(pool, lambda low, high: self._find_addresses(addresses[low:high]), halves)
             ids = np.concatenate([half_ids for half_ids, _ in found])
             values = np.concatenate([half_values for _, half_values in found])
             self._leases.prepare_reads(count, ids)
             self._ownership.prepare_reads(count)
             columns = (ids, values, starts, ends)
-            answers = list(pool.map(lambda half: self._answer(*(c[half[0] : half[1]] for c in columns)), halves))
+            answers = _on_halves(pool, lambda low, high: self._answer(*(c[low:high] for c in columns)), halves)
         kinds = np.concatenate([answer[0] for answer in answers])
         holders = np.concatenate([answer[1] for answer in answers])
         parts = [(part[0] + low, *part[1:]) for (low, _), (_, _, part) in zip(halves, answers, strict=True)]
