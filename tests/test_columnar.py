@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs import columnar
-from natflow.flowlogs.readers import FormatChoices, add_rows, read_parquet
+from natflow.flowlogs.readers import FormatChoices, NeedsReference, add_rows, read_parquet
 from natflow.flowlogs.reduce import IN, OUT, NatTopology, Reduction
 from natflow.flowlogs.sources import FileKind, FlowLogFile, describe
 from natflow.net import CidrSet
@@ -201,3 +201,53 @@ def test_address_memo_learns_from_many_threads_at_once() -> None:
     with ThreadPoolExecutor(len(batches)) as pool:
         assert all(pool.map(learn, batches))
     assert memo.inside_addresses.len() == 6 * 4000
+
+
+def object_at(
+    directory: Path, index: int, rows: list[tuple[Any, ...]], columns: tuple[str, ...] = COLUMNS
+) -> FlowLogFile:
+    """Object `index` of the same five minutes (the same key time), in row groups of 4."""
+    schema = {name: pl.Int64 if name in ("packets", "bytes", "start", "end") else pl.String for name in columns}
+    path = directory / NAME.replace("_0001.", f"_{index:04x}.")
+    pl.DataFrame(rows, schema=schema, orient="row").write_parquet(path, row_group_size=4)
+    return describe(str(path), FileKind.PARQUET)
+
+
+def test_objects_read_together_as_one_after_another(tmp_path: Path, reference_calls: list[int]) -> None:
+    """Small objects scanned as one, slices across their boundaries, a malformed record in the third:
+    what reading each in turn gives, line numbers of each object included."""
+    topology = NatTopology({"eni-0nat1": "nat-1"}, {"10.0.1.10": "eni-0nat1"}, INSIDE)
+    sizes = (3, 9, 7, 0, 12)
+    files = []
+    for index, size in enumerate(sizes):
+        rows = client_rows(size)
+        if index == 2:
+            rows[5] = (*rows[5][:4], -1, *rows[5][5:])
+        files.append(object_at(tmp_path, index, rows))
+    expected = Reduction(topology)
+    for file in files:
+        read_parquet(file, FormatChoices(), expected, Diagnostics())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(columnar, "PARQUET_SLICE_ROWS", 8)
+        patch.setattr(columnar, "_REFERENCE_BATCH_ROWS", 3)
+        bulk = Reduction(topology)
+        reducer = columnar.read_parquet_objects(files, FormatChoices(), bulk, Diagnostics())
+    reducer.finish(bulk)
+    columnar.add_rows_frame(bulk, reducer.grouped())
+    assert_same(bulk, expected)
+    assert expected.stats.malformed_examples == [f"{files[2].path}:6: packets/bytes is not a number"]
+    # Rows 16-23 hold the malformed one: the last 3 of object 2, the first 5 of object 4 (3 is empty).
+    assert reference_calls == [3, 3, 2]
+
+
+def test_objects_that_differ_are_read_one_at_a_time(tmp_path: Path) -> None:
+    topology = NatTopology({"eni-0nat1": "nat-1"}, {"10.0.1.10": "eni-0nat1"}, INSIDE)
+    same = object_at(tmp_path, 0, client_rows(3))
+    fewer_columns = object_at(tmp_path, 1, [row[:-1] for row in client_rows(3)], COLUMNS[:-1])
+    other_time = describe(str(Path(same.path).rename(tmp_path / NAME.replace("T1000Z", "T1005Z"))), FileKind.PARQUET)
+    for files in (
+        [object_at(tmp_path, 0, client_rows(3)), fewer_columns],
+        [object_at(tmp_path, 0, client_rows(3)), other_time],
+    ):
+        with pytest.raises(NeedsReference):
+            columnar.read_parquet_objects(files, FormatChoices(), Reduction(topology), Diagnostics())
