@@ -2,7 +2,7 @@
 
 `read_parquet` scans the used columns of a Parquet object a slice of rows at a time, keeping in the
 scan only the rows on a NAT ENI or with NODATA/SKIPDATA (the others are counted as other
-interfaces). `FrameReducer` reduces those rows exactly as `readers.add_rows` would: Parquet nulls,
+interfaces); `read_parquet_objects` scans many small objects of one layout as one. `FrameReducer` reduces those rows exactly as `readers.add_rows` would: Parquet nulls,
 '-' and "None" read as '-', every counter, first/last times, windows, files without interface-id.
 A slice that it refuses (a malformed record, sums that could overflow 64 bits) goes through
 `readers.add_rows`; a file with columns of other types than strings and integers, or damaged, goes
@@ -124,7 +124,8 @@ def read_parquet(file: FlowLogFile, choices: FormatChoices, part: Reduction, dia
 def read_parquet_objects(
     files: Sequence[FlowLogFile], choices: FormatChoices, part: Reduction, diagnostics: Diagnostics
 ) -> FrameReducer:
-    """Parquet objects with the same columns and key time, read as `read_parquet` reads each in turn.
+    """Parquet objects (at least one) with the same columns and key time, read as `read_parquet`
+    reads each in turn.
 
     They are scanned as one: many small objects cost one scan and one reduction per
     `PARQUET_SLICE_ROWS` rows instead of each their own (~15 ms). NeedsReference when they differ
