@@ -2,12 +2,12 @@
 
 `read_parquet` scans the used columns of a Parquet object a slice of rows at a time, keeping in the
 scan only the rows on a NAT ENI or with NODATA/SKIPDATA (the others are counted as other
-interfaces); `read_parquet_objects` scans many small objects of one layout as one. `FrameReducer` reduces those rows exactly as `readers.add_rows` would: Parquet nulls,
-'-' and "None" read as '-', every counter, first/last times, windows, files without interface-id.
-A slice that it refuses (a malformed record, sums that could overflow 64 bits) goes through
-`readers.add_rows`; a file with columns of other types than strings and integers, or damaged, goes
-whole to the reference reader (`NeedsReference`). `add_rows_frame` turns the reduced rows into the
-`Reduction`'s dict.
+interfaces); `read_parquet_objects` scans many small objects of one layout as one. `FrameReducer`
+reduces the rows kept exactly as `readers.add_rows` would: Parquet nulls, '-' and "None" read as
+'-', every counter, first/last times, windows, files without interface-id. A slice that it refuses
+(a malformed record, sums that could overflow 64 bits) goes through `readers.add_rows`; a file with
+columns of other types than strings and integers, or damaged, goes whole to the reference reader
+(`NeedsReference`). `add_rows_frame` turns the reduced rows into the `Reduction`'s dict.
 """
 
 from __future__ import annotations
