@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 import kopf
 from kubernetes import client, config
 
-from natflow.kube import KubeWriter
+from natflow.kube import GROUP, KubeWriter
 from natflow.reports.spec import SpecError, read_spec
 from natflow.runtime import OperatorConfig, Runtime
 
@@ -27,21 +28,54 @@ def _api() -> client.ApiClient:
     return client.ApiClient()
 
 
+# Objects per page of every list: kopf's initial lists and the restart's pod list hold one page at
+# a time, not 150,000 pods (GBs of JSON) at once.
+LIST_CHUNK = 2000
+# A list of objects' metadata only (PartialObjectMetadataList): no specs or statuses to transfer and parse.
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
+
+
+class OwnResourcesDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled state, kept only for natflow's own resources (FlowReports).
+
+    kopf builds the essence of every object on every event, by deep-copying its body twice, to detect
+    changes; natflow has no change handlers for the objects it only watches, so for them (a
+    cluster's pods: most of the operator's CPU at start) the essence is empty."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        if not str(body.get("apiVersion", "")).startswith(f"{GROUP}/"):
+            return cast(kopf.BodyEssence, {})
+        return super().build(body=body, extra_fields=extra_fields)
+
+
 @kopf.on.startup()
 def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="natflow.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="natflow.io")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = OwnResourcesDiffBase(prefix=GROUP)
     settings.posting.enabled = False  # natflow posts its own, rate-limited Events
     settings.watching.server_timeout = 600
+    settings.watching.chunk_size = LIST_CHUNK
     api = _api()
     runtime = Runtime(OperatorConfig.from_env(), KubeWriter(api))
-    # Raw JSON: the client's model deserialisation costs seconds for a large cluster.
-    listed: Any = client.CoreV1Api(api).list_pod_for_all_namespaces(_preload_content=False)
-    uids = [p["metadata"]["uid"] for p in json.loads(listed.data)["items"]]
-    ended = runtime.reconcile(uids, int(time.time()))
+    ended = runtime.reconcile(lambda: _pod_uids(api), int(time.time()))
     logger.info(f"store: {runtime.loaded} leases loaded, {runtime.pruned} pruned, {ended} ended while down")
     runtime.start_applier()
     memo.runtime = runtime
+
+
+def _pod_uids(api: client.ApiClient) -> Iterator[str]:
+    """The uid of every pod in the cluster, listed a page at a time, metadata only."""
+    core = client.CoreV1Api(api)
+    token = None
+    while True:
+        response: Any = core.list_pod_for_all_namespaces(
+            limit=LIST_CHUNK, _continue=token, _preload_content=False, _headers={"Accept": METADATA_ONLY}
+        )
+        page = json.loads(response.data)
+        yield from (item["metadata"]["uid"] for item in page["items"])
+        token = page["metadata"].get("continue")
+        if not token:
+            return
 
 
 def _event(event: kopf.RawEvent, memo: kopf.Memo, kind: str) -> None:

@@ -7,11 +7,12 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from natflow.cluster.objects import ObjectError, node_record, owner_of, pod_record, snat_setting
+from natflow.cluster.ipmap import PodColumns
+from natflow.cluster.objects import ObjectError, PodRecord, node_record, owner_of, pod_record, snat_setting
 from natflow.cluster.state import OWNER_KINDS, ClusterState
 from natflow.controller import AwsClients, Controller
 from natflow.kube import KubeWriter
@@ -89,11 +90,30 @@ class Runtime:
         """Apply every queued event, each batch in one store transaction; returns how many."""
         applied = 0
         while self._pending:
+            batch = [self._pending.popleft() for _ in range(min(len(self._pending), APPLY_BATCH))]
             with self.lock, self.store.batch():
-                for _ in range(min(len(self._pending), APPLY_BATCH)):
-                    self.on_object(*self._pending.popleft())
-                    applied += 1
+                self.apply(batch)
+            applied += len(batch)
         return applied
+
+    def apply(self, events: Sequence[tuple[Mapping[str, Any], bool]]) -> None:
+        """Objects from watch events, in order; their pods go into the state and the store in bulk."""
+        pods: list[PodRecord] = []
+        for obj, deleted in events:
+            if obj.get("kind") != "Pod":
+                self.on_object(obj, deleted)
+                continue
+            try:
+                record = pod_record(obj, deleted=deleted)
+            except ObjectError as error:
+                log.warning("skipped: %s", error)
+                continue
+            if record is not None:
+                pods.append(record)
+        if pods:
+            with self.lock:
+                self.state.put_pod_columns(PodColumns.of(pods))
+                self.store.save_pods(pods)
 
     def on_object(self, obj: Mapping[str, Any], deleted: bool) -> None:
         """A Pod, Node, ReplicaSet or Job from a watch event (or a list)."""
@@ -132,18 +152,19 @@ class Runtime:
             self.store.save_snat(since, setting)
             log.info("aws-node SNAT setting since %s: %s", since, setting)
 
-    def reconcile(self, live_pod_uids: Iterable[str], now: int) -> int:
-        """Pods the store thinks still hold an IP but the fresh list lacks went away while we were down."""
-        live = set(live_pod_uids)
-        ended = 0
+    def reconcile(self, list_pod_uids: Callable[[], Iterable[str]], now: int) -> int:
+        """Pods the store thinks still hold an IP but the cluster's list lacks went away while we were
+        down; returns how many. The cluster is listed only if the store has such pods (not on a first start)."""
+        gone = self.store.open_pod_uids()
+        if gone:
+            gone.difference_update(list_pod_uids())
         with self.lock, self.store.batch():
-            for pod in list(self.state.pods.values()) + list(self.state.host_network_pods.values()):
-                if pod.end is None and pod.uid not in live:
-                    gone = replace(pod, end=now, end_is_estimate=True)
-                    self.state.put_pod(gone)
-                    self.store.save_pod(gone)
-                    ended += 1
-        return ended
+            for uid in gone:
+                pod = self.state.pods.get(uid) or self.state.host_network_pods[uid]
+                ended = replace(pod, end=now, end_is_estimate=True)
+                self.state.put_pod(ended)
+                self.store.save_pod(ended)
+        return len(gone)
 
     def run_report(self, report: dict[str, Any], window: tuple[int, int] | None = None) -> dict[str, Any]:
         self.flush()  # the map as of now, not as of the applier's last round

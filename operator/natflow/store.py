@@ -132,6 +132,10 @@ class Store:
             )
         self._db.execute("INSERT OR REPLACE INTO snat VALUES (?,?)", (since, encoded))
 
+    def open_pod_uids(self) -> set[str]:
+        """Pods that still held an IP when last seen (found by the end_time index, no records built)."""
+        return {uid for (uid,) in self._db.execute("SELECT uid FROM pods WHERE end_time IS NULL")}
+
     def prune(self, before: int) -> int:
         """Forget pods that released their IP before `before`; returns how many."""
         cursor = self._db.execute("DELETE FROM pods WHERE end_time IS NOT NULL AND end_time < ?", (before,))

@@ -141,8 +141,12 @@ class KubeAPI:
     service_account_admission: bool = False
     startup_timeout_seconds: float = 60.0
     binaries: KubeBinaries | None = None
+    # Extra command-line flags, e.g. for a benchmark that writes objects straight into etcd.
+    etcd_flags: Sequence[str] = ()
+    apiserver_flags: Sequence[str] = ()
 
     url: str = field(init=False, default="")
+    etcd_url: str = field(init=False, default="")
     kubeconfig: Path = field(init=False, default=Path())
     admin_token: str = field(init=False, default="")
     work_dir: Path = field(init=False, default=Path())
@@ -318,8 +322,10 @@ class KubeAPI:
                 "--logger=zap",
                 "--log-outputs=stderr",
                 "--log-level=warn",
+                *self.etcd_flags,
             ],
         )
+        self.etcd_url = client_url
 
         def etcd_healthy() -> bool:
             self._raise_if_exited()
@@ -392,6 +398,7 @@ class KubeAPI:
             "--service-cluster-ip-range=10.96.0.0/12",
             "--allow-privileged=true",
             "--profiling=false",
+            *self.apiserver_flags,
         ]
         if not self.service_account_admission:
             argv.append("--disable-admission-plugins=ServiceAccount")

@@ -1,0 +1,87 @@
+"""The operator's event path below kopf: queued watch events applied in batches to the state and
+the store; a restart ends the pods that went away while it was down, listing the cluster only when
+the store has pods that still held an IP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+from natflow.cluster.objects import OwnerRef
+from natflow.kube import KubeWriter
+from natflow.runtime import OperatorConfig, Runtime
+from natflow.store import Store
+
+RUNNING_SINCE = "2026-11-21T00:00:00Z"
+
+
+def pod(name: str, ip: str, *, finished: str | None = None, host_network: bool = False) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": "Running", "podIP": ip, "startTime": RUNNING_SINCE}
+    if finished:
+        status["phase"] = "Succeeded"
+        status["containerStatuses"] = [{"state": {"terminated": {"finishedAt": finished}}}]
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "uid": f"uid-{name}", "creationTimestamp": RUNNING_SINCE,
+                     "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d", "controller": True}]},
+        "spec": {"nodeName": "n1", "hostNetwork": host_network},
+        "status": status,
+    }  # fmt: skip
+
+
+def runtime(store: Path) -> Runtime:
+    return Runtime(OperatorConfig("natflow-system", str(store), 3600), cast(KubeWriter, None))
+
+
+def test_a_batch_of_events_applies_in_order_to_state_and_store(tmp_path: Path) -> None:
+    live = runtime(tmp_path / "state.sqlite")
+    node = {"kind": "Node", "metadata": {"name": "n1", "uid": "n", "creationTimestamp": RUNNING_SINCE},
+            "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.10"}]}}  # fmt: skip
+    replicaset = {"kind": "ReplicaSet", "metadata": {"name": "web-7d", "namespace": "shop",
+                  "ownerReferences": [{"kind": "Deployment", "name": "web", "controller": True}]}}  # fmt: skip
+    events = [
+        (pod("web-1", "10.0.1.5"), False),
+        (pod("web-2", "10.0.1.6"), False),
+        (pod("web-1", "10.0.1.5", finished="2026-11-21T01:00:00Z"), False),  # the same pod again: in order
+        (pod("agent", "10.0.0.10", host_network=True), False),
+        ({"kind": "Pod", "metadata": {"name": "broken", "uid": "u"}, "status": {"podIP": "10.0.1.9"}}, False),
+        (node, False),
+        (replicaset, False),
+    ]
+    for obj, deleted in events:
+        live.enqueue(obj, deleted)
+    assert live.flush() == len(events)
+
+    assert live.state.pods["uid-web-1"].end == 1795222800  # 01:00Z: the later event won
+    assert live.state.pods["uid-web-2"].end is None
+    assert "uid-agent" in live.state.host_network_pods and "uid-broken" not in live.state.pods
+    assert live.state.owners[("shop", "ReplicaSet", "web-7d")] == OwnerRef("Deployment", "web")
+    assert live.state.workload(live.state.pods["uid-web-2"]).name == "web"
+    assert live.state.nodes["n1"].internal_ips == ("10.0.0.10",)
+    reloaded = runtime(tmp_path / "state.sqlite")
+    assert dict(reloaded.state.pods) == dict(live.state.pods)
+    assert reloaded.state.host_network_pods == live.state.host_network_pods
+
+
+def test_first_start_lists_nothing_and_a_restart_ends_the_pods_gone_meanwhile(tmp_path: Path) -> None:
+    def unlisted() -> list[str]:
+        raise AssertionError("a store without open leases needs no list of the cluster")
+
+    first = runtime(tmp_path / "state.sqlite")
+    assert first.reconcile(unlisted, now=2_000_000_000) == 0
+    for obj in (pod("web-1", "10.0.1.5"), pod("web-2", "10.0.1.6"), pod("agent", "10.0.0.10", host_network=True),
+                pod("job-1", "10.0.1.7", finished="2026-11-21T01:00:00Z")):  # fmt: skip
+        first.enqueue(obj, False)
+    first.flush()
+    first.store.close()
+
+    restarted = runtime(tmp_path / "state.sqlite")
+    assert restarted.store.open_pod_uids() == {"uid-web-1", "uid-web-2", "uid-agent"}
+    assert restarted.reconcile(lambda: iter(["uid-web-1", "uid-other"]), now=2_000_000_000) == 2
+    web2, agent = restarted.state.pods["uid-web-2"], restarted.state.host_network_pods["uid-agent"]
+    assert (web2.end, web2.end_is_estimate) == (2_000_000_000, True)
+    assert (agent.end, agent.end_is_estimate) == (2_000_000_000, True)
+    assert restarted.state.pods["uid-web-1"].end is None
+    assert restarted.state.pods["uid-job-1"].end_is_estimate is False  # ended before: untouched
+    assert Store(str(tmp_path / "state.sqlite")).open_pod_uids() == {"uid-web-1"}
+
