@@ -20,8 +20,9 @@ without the GIL, so threads use the cores without a second copy of the process.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
 from natflow.diagnostics import Diagnostics
@@ -128,7 +129,15 @@ def read_all_parallel(
     def read_apart(file: FlowLogFile) -> tuple[Reduction, BulkRead | None, Diagnostics]:
         return _read_file(file, choices, topology, window)
 
-    with ThreadPoolExecutor(min(workers, len(files))) as pool:
-        for part, bulk, notes in pool.map(read_apart, files):  # in file order, as each is done
-            _fold(reduction, part, bulk, notes, diagnostics)
+    threads = min(workers, len(files))
+    with ThreadPoolExecutor(threads) as pool:
+        # At most one file more than the threads read ahead: a file done early waits, with its reduced
+        # rows, only for those before it, and memory does not grow with the number of files.
+        ahead: deque[Future[tuple[Reduction, BulkRead | None, Diagnostics]]] = deque()
+        for file in files:
+            ahead.append(pool.submit(read_apart, file))
+            if len(ahead) > threads:
+                _fold(reduction, *ahead.popleft().result(), diagnostics)
+        while ahead:
+            _fold(reduction, *ahead.popleft().result(), diagnostics)
     return reduction
