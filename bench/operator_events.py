@@ -38,7 +38,7 @@ from bench.etcdpods import APISERVER_FLAGS, ETCD_FLAGS, PODS_PER_NODE, Etcd, nod
 NAMESPACE = "bench"
 CRDS_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 NATFLOW = str(Path(sys.executable).with_name("natflow"))
-LIST_PAGE = 500  # pods per page of the plain client's list, as the operator's (run.py)
+LIST_PAGE = 2000  # pods per page of the plain client's list, as the operator's (handlers.LIST_CHUNK)
 BURST_TXN = 50  # live events arrive as many small etcd transactions
 FINISHED = "2026-11-21T01:00:00Z"
 POLL_SECONDS = 0.2  # counting 150,000 rows takes some milliseconds of a shared core
