@@ -131,7 +131,7 @@ class Runtime:
                     self.store.save_node(node)
                 elif kind in OWNER_KINDS:
                     key, owner = owner_of(obj)
-                    self.state.owners[key] = owner
+                    self.state.put_owner(key, owner)
                     self.store.save_owner(key, owner)
         except ObjectError as error:
             log.warning("skipped: %s", error)

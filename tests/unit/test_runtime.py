@@ -85,3 +85,16 @@ def test_first_start_lists_nothing_and_a_restart_ends_the_pods_gone_meanwhile(tm
     assert restarted.state.pods["uid-job-1"].end_is_estimate is False  # ended before: untouched
     assert Store(str(tmp_path / "state.sqlite")).open_pod_uids() == {"uid-web-1"}
 
+
+
+def test_an_owner_arriving_after_its_pods_changes_their_workload(tmp_path: Path) -> None:
+    live = runtime(tmp_path / "state.sqlite")
+    live.enqueue(pod("web-1", "10.0.1.5"), False)
+    live.flush()
+    before = live.state.workload(live.state.pods["uid-web-1"])  # worked out (and kept) without the ReplicaSet
+    replicaset = {"kind": "ReplicaSet", "metadata": {"name": "web-7d", "namespace": "shop",
+                  "ownerReferences": [{"kind": "Deployment", "name": "web", "controller": True}]}}  # fmt: skip
+    live.enqueue(replicaset, False)
+    live.flush()
+    after = live.state.workload(live.state.pods["uid-web-1"])
+    assert (before.kind, after.kind, after.name) == ("ReplicaSet", "Deployment", "web")

@@ -86,9 +86,12 @@ class ClusterState:
         elif kind == "Node":
             self.put_node(node_record(obj, deleted=deleted))
         elif kind in OWNER_KINDS:
-            key, owner = owner_of(obj)
-            self.owners[key] = owner
-            self._workloads.clear()
+            self.put_owner(*owner_of(obj))
+
+    def put_owner(self, key: tuple[str, str, str], owner: OwnerRef | None) -> None:
+        """A ReplicaSet's or Job's owner: the workloads worked out before it are forgotten."""
+        self.owners[key] = owner
+        self._workloads.clear()
 
     def put_pod(self, pod: PodRecord) -> None:
         old = self.host_network_pods.pop(pod.uid, None)
