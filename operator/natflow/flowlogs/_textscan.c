@@ -43,14 +43,17 @@ static const char *stat_names[S_COUNT] = {
     "unclassified_nat_records", "unclassified_nat_bytes",
 };
 
+/* One cache line: the rows of a file are touched at random, and their misses cost most of a counted line. */
 typedef struct {
-    uint64_t hash;
-    int64_t minute, first, last;
-    uint64_t bytes, packets, records;
+    int64_t minute, last;
+    uint64_t bytes, packets;
+    uint32_t records, hash; /* hash: the low half, where the slot comes from */
     uint32_t eni, address;
-    uint32_t peer_at, peer_len, service_at, service_len; /* in the arena */
-    uint8_t direction;
+    uint32_t peer_at, service_at; /* in the arena */
+    uint16_t peer_len, service_len;
+    uint8_t direction, first_second; /* the first start is minute * 60 + first_second */
 } Row;
+_Static_assert(sizeof(Row) == 64, "a row is one cache line");
 
 typedef struct {
     const char *text;
@@ -84,7 +87,7 @@ typedef struct {
     int64_t first_time, last_time;
     Row *rows;          /* dense, in the order they were made: the recent ones stay in the caches */
     size_t row_capacity, row_count;
-    uint32_t *slots;    /* open-addressing index: row number + 1, 0 for a free slot */
+    uint64_t *slots;    /* open-addressing index: row number + 1, and the hash's high half above; 0 free */
     size_t slot_count;  /* a power of two, at least twice row_count */
     char *arena;
     size_t arena_size, arena_capacity;
@@ -236,7 +239,7 @@ static int arena_put(Scanner *s, Token t, uint32_t *at) {
 
 static int rows_grow(Scanner *s) {
     if (s->row_count == s->row_capacity) {
-        size_t capacity = s->row_capacity ? s->row_capacity * 2 : 1 << 10;
+        size_t capacity = s->row_capacity ? s->row_capacity * 2 : 1 << 10; /* slot_count stays below 2**32 */
         Row *rows = realloc(s->rows, capacity * sizeof(Row));
         if (!rows || capacity > UINT32_MAX - 1) {
             free(rows == s->rows ? NULL : rows);
@@ -247,12 +250,13 @@ static int rows_grow(Scanner *s) {
     }
     if ((s->row_count + 1) * 2 > s->slot_count) {
         size_t count = s->slot_count ? s->slot_count * 2 : 1 << 11;
-        uint32_t *slots = calloc(count, sizeof(uint32_t));
+        uint64_t *slots = calloc(count, sizeof(uint64_t));
         if (!slots) return -1;
-        for (size_t i = 0; i < s->row_count; i++) {
-            size_t slot = s->rows[i].hash & (count - 1);
+        for (size_t i = 0; i < s->slot_count; i++) {
+            if (!s->slots[i]) continue;
+            size_t slot = s->rows[(uint32_t)s->slots[i] - 1].hash & (count - 1);
             while (slots[slot]) slot = (slot + 1) & (count - 1);
-            slots[slot] = (uint32_t)(i + 1);
+            slots[slot] = s->slots[i];
         }
         free(s->slots);
         s->slots = slots;
@@ -271,12 +275,14 @@ static Row *row_of(Scanner *s, uint32_t eni, uint32_t address, uint8_t direction
     hash *= 0xFF51AFD7ED558CCDULL;
     hash ^= hash >> 33;
     size_t mask = s->slot_count - 1, slot = hash & mask;
+    uint64_t tag = hash & 0xFFFFFFFF00000000ULL;
     for (;; slot = (slot + 1) & mask) {
-        if (!s->slots[slot]) break;
-        Row *row = &s->rows[s->slots[slot] - 1];
-        if (row->hash == hash && row->eni == eni && row->address == address && row->direction == direction &&
-            row->minute == minute && row->peer_len == (uint32_t)peer.length &&
-            row->service_len == (uint32_t)service.length &&
+        uint64_t entry = s->slots[slot];
+        if (!entry) break;
+        if ((entry & 0xFFFFFFFF00000000ULL) != tag) continue; /* another key: its row stays untouched */
+        Row *row = &s->rows[(uint32_t)entry - 1];
+        if (row->eni == eni && row->address == address && row->direction == direction && row->minute == minute &&
+            row->peer_len == (uint32_t)peer.length && row->service_len == (uint32_t)service.length &&
             (!peer.length || memcmp(s->arena + row->peer_at, peer.text, (size_t)peer.length) == 0) &&
             (!service.length || memcmp(s->arena + row->service_at, service.text, (size_t)service.length) == 0))
             return row;
@@ -284,18 +290,18 @@ static Row *row_of(Scanner *s, uint32_t eni, uint32_t address, uint8_t direction
     uint32_t peer_at, service_at;
     if (arena_put(s, peer, &peer_at) < 0 || arena_put(s, service, &service_at) < 0) return NULL;
     Row *row = &s->rows[s->row_count];
-    s->slots[slot] = (uint32_t)(++s->row_count);
+    s->slots[slot] = tag | (uint32_t)(++s->row_count);
     memset(row, 0, sizeof(*row));
-    row->hash = hash;
+    row->hash = (uint32_t)hash;
     row->eni = eni;
     row->address = address;
     row->direction = direction;
     row->minute = minute;
     row->peer_at = peer_at;
-    row->peer_len = (uint32_t)peer.length;
+    row->peer_len = (uint16_t)peer.length;
     row->service_at = service_at;
-    row->service_len = (uint32_t)service.length;
-    row->first = INT64_MAX;
+    row->service_len = (uint16_t)service.length;
+    row->first_second = 59;
     row->last = INT64_MIN;
     return row;
 }
@@ -430,13 +436,15 @@ static int add_record(Scanner *s, const char *const *tokens) {
     if (is_dash(peer) || (peer.length == far_end.length && memcmp(peer.text, far_end.text, (size_t)peer.length) == 0))
         peer.length = 0;
     if (is_dash(service)) service.length = 0;
-    Row *row = row_of(s, (uint32_t)eni, address, direction, start / 60, peer, service);
+    if (peer.length > UINT16_MAX || service.length > UINT16_MAX) return HAND_BACK;
+    int64_t minute = start / 60;
+    Row *row = row_of(s, (uint32_t)eni, address, direction, minute, peer, service);
     if (!row) return NO_MEMORY;
     uint64_t row_bytes = row->bytes, row_packets = row->packets;
-    if (add_to(&row_bytes, nbytes) || add_to(&row_packets, packets)) return HAND_BACK;
+    if (add_to(&row_bytes, nbytes) || add_to(&row_packets, packets) || row->records == UINT32_MAX) return HAND_BACK;
     row->bytes = row_bytes;
     row->packets = row_packets;
-    if (start < row->first) row->first = start;
+    if (start - minute * 60 < row->first_second) row->first_second = (uint8_t)(start - minute * 60);
     if (end > row->last) row->last = end;
     row->records++;
     stats[S_RECORDS_READ]++;
@@ -866,7 +874,8 @@ static PyObject *merge_rows_into(Scanner *s, PyObject *rows, ObjectCache *cache)
         if (!key) return NULL;
         PyObject *numbers[5] = {
             PyLong_FromUnsignedLongLong(row->bytes), PyLong_FromUnsignedLongLong(row->packets),
-            PyLong_FromLongLong(row->first), PyLong_FromLongLong(row->last), PyLong_FromUnsignedLongLong(row->records),
+            PyLong_FromLongLong(row->minute * 60 + row->first_second), PyLong_FromLongLong(row->last),
+            PyLong_FromUnsignedLongLong(row->records),
         };
         int failed = !numbers[0] || !numbers[1] || !numbers[2] || !numbers[3] || !numbers[4];
         PyObject *known = failed ? NULL : PyDict_GetItemWithError(rows, key);
