@@ -19,6 +19,7 @@ once (seeded) under bench/out/ and reused.
 from __future__ import annotations
 
 import argparse
+import compileall
 import gzip
 import json
 import os
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     large = args.large or records * 10
     started = time.perf_counter()
     load_before = f"{os.getloadavg()[0]:.1f}"
+    # natflow as installed (pip writes the bytecode), even where PYTHONDONTWRITEBYTECODE is set:
+    # otherwise every child would compile natflow's modules again.
+    compileall.compile_dir(Path(__file__).resolve().parent.parent / "operator" / "natflow", quiet=1)
 
     # Generated in a child: this process stays small, so that its children's ru_maxrss is theirs
     # (Linux carries the parent's RSS into a child's ru_maxrss across fork and exec).
