@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         speed("    the same, reader only", records, parquet, pyarrow_baseline, 30e6),
         memory(f"(d) peak RSS, gzip text {size}, all processes", vectorised.tree_rss),
         memory(f"    peak RSS, gzip text {large / 1e6:g}M, all processes", big.tree_rss),
+        memory(f"    peak RSS, Parquet {size}, all processes", parquet.tree_rss),
         speed(f"    gzip text rec/s, {large / 1e6:g}M", large, big, python_baseline, 5e6, baseline_records=records),
     ]
     rows += other_figures(args.quick)

@@ -46,7 +46,7 @@ from natflow.timeutil import MAX_SECONDS
 
 # Parquet rows per slice (also the unit handed to the reference when a record is malformed). Each
 # slice costs ~10 ms however small; polars' working memory follows its size (~50 MB at this size).
-PARQUET_SLICE_ROWS = 1 << 19
+PARQUET_SLICE_ROWS = 1 << 18
 # Rows of a refused slice converted to Python values at a time for the reference code.
 _REFERENCE_BATCH_ROWS = 1 << 16
 # Reduced rows kept as polars frames before they are re-aggregated (then, once they double).

@@ -20,6 +20,7 @@ without the GIL, so threads use the cores without a second copy of the process.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,9 +51,15 @@ def _read_parquet(file: FlowLogFile, choices: FormatChoices, part: Reduction, di
     from natflow.flowlogs import columnar
 
     try:
-        return _ParquetRead(columnar.read_parquet(file, choices, part, diagnostics))
+        with _ONE_PARQUET_AT_A_TIME:
+            return _ParquetRead(columnar.read_parquet(file, choices, part, diagnostics))
     except pl.exceptions.PolarsError as error:
         raise NeedsReference from error
+
+
+# polars reads a Parquet object with all its threads: two objects at once would double its working
+# memory (past 400 MB at 10M records) for ~10% more speed.
+_ONE_PARQUET_AT_A_TIME = threading.Lock()
 
 
 class _ParquetRead:
