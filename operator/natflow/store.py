@@ -7,7 +7,6 @@ the cluster state is rebuilt from it on start; rows older than the retention are
 
 from __future__ import annotations
 
-import gc
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -16,6 +15,7 @@ from contextlib import contextmanager
 from natflow.cluster.ipmap import PodColumns
 from natflow.cluster.objects import NodeRecord, OwnerRef, PodRecord, SnatSetting
 from natflow.cluster.state import ClusterState
+from natflow.collector import no_cycle_collection
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pods (
@@ -46,19 +46,6 @@ def _addresses(text: str) -> tuple[str, ...]:
     if text.startswith('["') and text.endswith('"]') and text.count('"') == 2 and "\\" not in text:
         return (text[2:-2],)
     return tuple(json.loads(text))
-
-
-@contextmanager
-def _without_cyclic_gc() -> Iterator[None]:
-    """A million rows make millions of short-lived tuples, none in a cycle; the cyclic collector
-    would rescan every live object many times over while they pass."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _pod_row(pod: PodRecord) -> tuple[object, ...]:
@@ -157,7 +144,7 @@ class Store:
             name, uid, ips, instance_id, start, end = row
             state.put_node(NodeRecord(uid, name, tuple(json.loads(ips)), instance_id, start, end))
         cursor = self._db.execute(f"SELECT {POD_COLUMNS} FROM pods")
-        with _without_cyclic_gc():
+        with no_cycle_collection():
             count = self._load_pods(cursor, state)
         state.ipmap.rebuild()
         return count

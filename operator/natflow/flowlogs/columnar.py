@@ -12,17 +12,16 @@ columns of other types than strings and integers, or damaged, goes whole to the 
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import threading
 import weakref
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import ClassVar
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from natflow.collector import no_cycle_collection
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs.fields import USED_FIELDS, LogFormat, canonical_name
 from natflow.flowlogs.readers import FormatChoices, Layout, NeedsReference, Where, add_rows
@@ -73,7 +72,7 @@ def add_rows_frame(reduction: Reduction, grouped: pl.DataFrame | None) -> None:
     columns = [_shared(grouped[name]) if name in _TEXT_KEYS else grouped[name].to_list() for name in _GROUP_KEY]
     keys = zip(*columns, strict=True)
     values = map(list, zip(*(grouped[name].to_list() for name in _ROW_VALUE), strict=True))
-    with _no_cycle_collection():
+    with no_cycle_collection():
         rows: dict[RowKey, RowValue] = dict(zip(keys, values, strict=True))
     held = reduction.rows
     if not held:
@@ -96,20 +95,6 @@ def _shared(texts: pl.Series) -> list[str]:
     distinct = texts.unique().sort()
     objects: list[str] = np.array(distinct.to_list(), dtype=object)[distinct.search_sorted(texts).to_numpy()].tolist()
     return objects
-
-
-@contextlib.contextmanager
-def _no_cycle_collection() -> Iterator[None]:
-    """No cyclic garbage collection meanwhile: a list per row would start several, each visiting
-    every row made so far, and these rows hold no cycles. (Another thread may turn it back on early:
-    that only costs time.)"""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 # -- S3 Parquet ------------------------------------------------------------------------------------
