@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from natflow.attribution.pricing import cost
 from natflow.aws.inventory import AddressOwner
-from natflow.cluster.ipmap import FOREVER, HELD_BY_NOBODY, HELD_BY_NODE, HELD_BY_POD, SPLIT, HolderColumns
+from natflow.cluster.ipmap import FOREVER, HELD_BY_NOBODY, HELD_BY_NODE, HELD_BY_POD, SPLIT, HolderColumns, distinct
 from natflow.cluster.objects import PodRecord
 from natflow.cluster.state import ClusterState
 from natflow.flowlogs.reduce import BYTES, FIRST_START, LAST_END, PACKETS, Reduction
@@ -379,7 +379,7 @@ class Attributor:
         changes = self.state.snat.changes()
         since = np.array([when for when, _ in changes], np.int64)
         setting_index = np.searchsorted(since, parts.start[on_node_ip], "right") - 1
-        for index in np.unique(setting_index).tolist():
+        for index in distinct(setting_index).tolist():
             setting = changes[index][1] if index >= 0 else None
             chosen = on_node_ip[setting_index == index]
             if setting is None or setting.node_snat is None:
@@ -429,7 +429,7 @@ class Attributor:
         from it, never from a secondary address or prefix)."""
         ipmap = self.state.ipmap
         pods = np.flatnonzero(parts.kind == HELD_BY_POD)
-        pairs = np.unique(part_target[pods] << 32 | parts.holder[pods].astype(np.int64))
+        pairs = distinct(part_target[pods] << 32 | parts.holder[pods].astype(np.int64))
         for target, holder in zip((pairs >> 32).tolist(), (pairs & 0xFFFFFFFF).tolist(), strict=True):
             output[target].pods.add(ipmap.pod_at(holder).key)
         targets = part_target[node_ip]
@@ -437,7 +437,7 @@ class Attributor:
         lasts = np.full(len(output), -FOREVER, np.int64)
         np.minimum.at(firsts, targets, parts.start[node_ip])
         np.maximum.at(lasts, targets, parts.end[node_ip])
-        for target in np.unique(targets).tolist():
+        for target in distinct(targets).tolist():
             row = output[target]
             row.node_spans[row.workload_name] = [int(firsts[target]), int(lasts[target])]
 

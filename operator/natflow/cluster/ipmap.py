@@ -164,6 +164,14 @@ class PodColumns:
         return PodColumns(**picked)
 
 
+def distinct(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """np.unique(values) without the first plain np.unique's import of numpy.ma (~40 ms a process)."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+
+
 def _pick(column: Sequence[T], indices: Sequence[int]) -> list[T]:
     return [column[index] for index in indices]
 
@@ -616,7 +624,7 @@ class _Timelines:
         open_end = end == NO_END
         irregular = (group[1:] == group[:-1]) & (open_end[:-1] | (start[1:] < end[:-1]))
         odd = ~open_end & ((end <= start) | (end >= FOREVER))  # FOREVER itself reads as "end unknown"
-        special = np.unique(np.concatenate((group[1:][irregular], group[odd])))
+        special = distinct(np.concatenate((group[1:][irregular], group[odd])))
         regular = np.ones(len(group), bool)
         starts_parts, ends_parts, holders_parts, groups_parts = [], [], [], []
         for special_group in special.tolist():
