@@ -509,12 +509,7 @@ class _Timelines:
             self._groups = group + 1
         if self._stale:  # a rebuild comes before the next read anyway
             return
-        recent = self._recent.get(group)
-        if recent is None:
-            self._recent[group] = [index]
-        else:
-            recent.append(index)
-        self._dirty[group] = None
+        self._track(group, index)
         if index - self._built >= self._rebuild_after:
             self.rebuild()  # bulk loads: rebuilding at doubling sizes keeps the total n log n
 
@@ -532,12 +527,16 @@ class _Timelines:
             self._stale = True
             return
         for index, group in enumerate(groups.tolist(), first):
-            recent = self._recent.get(group)
-            if recent is None:
-                self._recent[group] = [index]
-            else:
-                recent.append(index)
-            self._dirty[group] = None
+            self._track(group, index)
+
+    def _track(self, group: int, index: int) -> None:
+        """Entry `index`, added to `group` since the rebuild, is read with the group's resolved entries."""
+        recent = self._recent.get(group)
+        if recent is None:
+            self._recent[group] = [index]
+        else:
+            recent.append(index)
+        self._dirty[group] = None
 
     def _fresh(self) -> None:
         if self._stale:
