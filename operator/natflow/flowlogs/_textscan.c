@@ -69,7 +69,7 @@ typedef struct {
     PyObject_HEAD
     int width;
     int field[F_COUNT];
-    PyObject *eni_names;     /* tuple of str: the ENIs rows are keyed by */
+    PyObject *kept; /* (eni_names, nat_enis) once initialised: the ENIs rows are keyed by, the bytes nat_enis point into */
     Token *nat_enis;         /* interface-id tokens of NAT Gateway ENIs */
     int32_t *nat_eni_index;  /* their index in eni_names */
     uint64_t *nat_eni_key;   /* their token_key */
@@ -558,7 +558,7 @@ static int scan_lines(Scanner *s, const char *text, Py_ssize_t size, Py_ssize_t 
 /* -- Python ---------------------------------------------------------------------------------------- */
 
 static void Scanner_dealloc(Scanner *s) {
-    Py_XDECREF(s->eni_names);
+    Py_XDECREF(s->kept);
     PyMem_Free(s->nat_enis);
     PyMem_Free(s->nat_eni_index);
     PyMem_Free(s->nat_eni_key);
@@ -579,6 +579,17 @@ static int read_pair(PyObject *item, const char *what, long long *first, long lo
     return 0;
 }
 
+/* None, or a pair of integers: *present says which. */
+static int read_optional_pair(PyObject *item, const char *what, int *present, int64_t *first, int64_t *second) {
+    long long a, b;
+    *present = item != Py_None;
+    if (!*present) return 0;
+    if (read_pair(item, what, &a, &b) < 0) return -1;
+    *first = a;
+    *second = b;
+    return 0;
+}
+
 static int compare_nat_addresses(const void *a, const void *b) {
     uint32_t x = ((const NatAddress *)a)->address, y = ((const NatAddress *)b)->address;
     return (x > y) - (x < y);
@@ -596,7 +607,7 @@ static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
                                      &PyTuple_Type, &eni_names, &PyTuple_Type, &nat_enis, &PyTuple_Type,
                                      &nat_addresses, &PyTuple_Type, &inside_ranges, &window, &fallback))
         return -1;
-    if (s->eni_names) { /* __init__ again: start over */
+    if (s->nat_enis) { /* __init__ again */
         PyErr_SetString(PyExc_RuntimeError, "TextScanner is initialised once");
         return -1;
     }
@@ -613,8 +624,6 @@ static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
         }
         s->field[i] = (int)index;
     }
-    Py_INCREF(eni_names);
-    s->eni_names = eni_names;
     Py_ssize_t names = PyTuple_GET_SIZE(eni_names);
     s->nat_eni_count = PyTuple_GET_SIZE(nat_enis);
     s->nat_enis = PyMem_Calloc((size_t)s->nat_eni_count + 1, sizeof(Token));
@@ -664,25 +673,11 @@ static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
         s->inside_first[i] = (uint32_t)first;
         s->inside_last[i] = (uint32_t)last;
     }
-    if (window != Py_None) {
-        long long first, second;
-        if (read_pair(window, "window", &first, &second) < 0) return -1;
-        s->has_window = 1;
-        s->window_start = first;
-        s->window_end = second;
-    }
-    if (fallback != Py_None) {
-        long long first, second;
-        if (read_pair(fallback, "fallback", &first, &second) < 0) return -1;
-        s->has_fallback = 1;
-        s->fallback_start = first;
-        s->fallback_end = second;
-    }
-    /* nat_enis' bytes must outlive the scanner: keep the tuple with the names */
-    PyObject *kept = PyTuple_Pack(2, eni_names, nat_enis);
-    if (!kept) return -1;
-    Py_SETREF(s->eni_names, kept);
-    return 0;
+    if (read_optional_pair(window, "window", &s->has_window, &s->window_start, &s->window_end) < 0 ||
+        read_optional_pair(fallback, "fallback", &s->has_fallback, &s->fallback_start, &s->fallback_end) < 0)
+        return -1;
+    s->kept = PyTuple_Pack(2, eni_names, nat_enis);
+    return s->kept ? 0 : -1;
 }
 
 /* scan(buffer, start, end, first_line) -> (lines, handed_back): the lines of buffer[start:end]
@@ -691,7 +686,7 @@ static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
 static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
     Py_buffer view;
     Py_ssize_t start, end, first_line;
-    if (!s->eni_names) {
+    if (!s->kept) {
         PyErr_SetString(PyExc_RuntimeError, "TextScanner is not initialised");
         return NULL;
     }
@@ -810,7 +805,7 @@ static PyObject *cached_text(ObjectCache *c, const char *text, Py_ssize_t length
 }
 
 static PyObject *row_key(const Scanner *s, const Row *row, ObjectCache *cache) {
-    PyObject *eni = PyTuple_GET_ITEM(PyTuple_GET_ITEM(s->eni_names, 0), row->eni);
+    PyObject *eni = PyTuple_GET_ITEM(PyTuple_GET_ITEM(s->kept, 0), row->eni);
     Py_INCREF(eni);
     PyObject *items[6] = {
         eni,
@@ -857,7 +852,7 @@ static PyObject *Scanner_merge_rows(Scanner *s, PyObject *rows) {
         PyErr_SetString(PyExc_TypeError, "merge_rows: a dict expected");
         return NULL;
     }
-    if (!s->eni_names) Py_RETURN_NONE;
+    if (!s->kept) Py_RETURN_NONE;
     ObjectCache cache = {NULL, NULL, 0, 0};
     /* New keys and values make no cycles: the collector would only walk the growing dict again and again */
     int collecting = PyGC_Disable();
