@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from tests.integration.world import (
     GROUP,
     VERSION,
     create_report,
+    flow_report,
     prepared_world,
     put_flow_logs,
 )
@@ -52,19 +54,21 @@ def live_world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, 
         yield world
 
 
-def start_operator(kubeapi: KubeAPI, moto: MotoServer, store: Path, log: Path) -> subprocess.Popen[bytes]:
+@contextmanager
+def running_operator(kubeapi: KubeAPI, moto: MotoServer, store: Path, log: Path) -> Iterator[None]:
+    """`natflow run` for the length of a `with` block (its output appended to `log`), then SIGTERM."""
     env = {**os.environ, **moto.env(), "KUBECONFIG": str(kubeapi.user_kubeconfig()),
            "NATFLOW_NAMESPACE": "natflow-system", "NATFLOW_STORE": str(store), "NATFLOW_TIMER_SECONDS": "3"}  # fmt: skip
-    return subprocess.Popen([NATFLOW, "run"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-
-
-def stop_operator(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
+    process = subprocess.Popen([NATFLOW, "run"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def web_attribution(api: kubernetes.client.ApiClient) -> dict[str, Any] | None:
@@ -98,23 +102,19 @@ def test_live_operator_attributes_due_windows_and_survives_a_restart(
     store, log = tmp_path / "state.sqlite", tmp_path / "operator.log"
     custom = kubernetes.client.CustomObjectsApi(kube_client)
     create_report(custom, "live", {"interval": "1m", "deliveryDelay": "1m", "period": "Daily"})
-    operator = start_operator(kubeapi, moto_server, store, log)
-    try:
+    with running_operator(kubeapi, moto_server, store, log):
         spec = wait_for(lambda: web_attribution(kube_client), 60, "the first FlowAttribution", log)
         assert spec["workload"] == {"kind": "Deployment", "name": "web", "namespace": NAMESPACE}
         assert (spec["bytesOut"], spec["bytesIn"]) == (
             BYTES_OUT_PER_MINUTE * minutes_in(spec),
             BYTES_IN_PER_MINUTE * minutes_in(spec),
         )
-    finally:
-        stop_operator(operator)
     assert store.exists()
 
     # Restart: the store brings the IP map back; windows already applied are not applied again.
     before = web_attribution(kube_client)
     assert before is not None
-    operator = start_operator(kubeapi, moto_server, store, log)
-    try:
+    with running_operator(kubeapi, moto_server, store, log):
         wait_for(lambda: "leases loaded" in log.read_text(), 30, "the restarted operator", log)
         time.sleep(8)  # a few timer ticks
         after = web_attribution(kube_client)
@@ -123,8 +123,6 @@ def test_live_operator_attributes_due_windows_and_survives_a_restart(
             BYTES_OUT_PER_MINUTE * minutes_in(after),
             BYTES_IN_PER_MINUTE * minutes_in(after),
         )
-    finally:
-        stop_operator(operator)
 
     pod = kubernetes.client.CoreV1Api(kube_client).read_namespaced_pod("web-7d9f-abcde", NAMESPACE)
     assert not pod.metadata.finalizers
@@ -146,8 +144,6 @@ def test_snat_change_is_seen_live_and_warned(
     store, log = tmp_path / "state.sqlite", tmp_path / "operator.log"
     custom = kubernetes.client.CustomObjectsApi(kube_client)
     apps = kubernetes.client.AppsV1Api(kube_client)
-    create_report(custom, "snat", {"interval": "1m", "deliveryDelay": "0s"})
-    operator = start_operator(kubeapi, moto_server, store, log)
 
     def set_external_snat(value: str) -> None:
         apps.patch_namespaced_daemon_set("aws-node", "kube-system", {"spec": {"template": {"spec": {"containers": [
@@ -157,22 +153,24 @@ def test_snat_change_is_seen_live_and_warned(
         items = custom.list_namespaced_custom_object(GROUP, VERSION, "natflow-system", "flowattributions")["items"]
         return [i for i in items if i["spec"]["report"] == "snat" and i["spec"]["source"] == source]
 
-    try:
-        wait_for(lambda: "leases loaded" in log.read_text(), 30, "the operator", log)
-        set_external_snat("false")
-        rows = wait_for(lambda: node_rows("nodeSNAT"), 150, "a nodeSNAT row after the change", log)
-        assert rows[0]["spec"]["workload"] == {"kind": "Node", "name": "ip-node-live"}
-        assert "shop-live/web-7d9f-abcde" in rows[0]["spec"]["pods"]  # the pod that could have sent them
-        report = wait_for(
-            lambda: (r := custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "snat"))
-            and {c["type"]: c["status"] for c in r["status"].get("conditions", [])}.get("SNATHidesPodIPs") == "True"
-            and r, 30, "the SNATHidesPodIPs condition", log)  # fmt: skip
-        message = {c["type"]: c for c in report["status"]["conditions"]}["SNATHidesPodIPs"]["message"]
-        assert "AWS_VPC_K8S_CNI_EXTERNALSNAT=true" in message
-        events = kubernetes.client.CoreV1Api(kube_client).list_namespaced_event("default").items
-        warned = {(e.involved_object.kind, e.involved_object.name) for e in events if e.reason == "NodeSNATHidesPodIPs"}
-        assert {("FlowReport", "snat"), ("Node", "ip-node-live")} <= warned
-    finally:
-        set_external_snat("true")
-        stop_operator(operator)
-        custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "snat")
+    report_spec = {"interval": "1m", "deliveryDelay": "0s"}
+    with flow_report(custom, "snat", report_spec), running_operator(kubeapi, moto_server, store, log):
+        try:
+            wait_for(lambda: "leases loaded" in log.read_text(), 30, "the operator", log)
+            set_external_snat("false")
+            rows = wait_for(lambda: node_rows("nodeSNAT"), 150, "a nodeSNAT row after the change", log)
+            assert rows[0]["spec"]["workload"] == {"kind": "Node", "name": "ip-node-live"}
+            assert "shop-live/web-7d9f-abcde" in rows[0]["spec"]["pods"]  # the pod that could have sent them
+            report = wait_for(
+                lambda: (r := custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "snat"))
+                and {c["type"]: c["status"] for c in r["status"].get("conditions", [])}.get("SNATHidesPodIPs") == "True"
+                and r, 30, "the SNATHidesPodIPs condition", log)  # fmt: skip
+            message = {c["type"]: c for c in report["status"]["conditions"]}["SNATHidesPodIPs"]["message"]
+            assert "AWS_VPC_K8S_CNI_EXTERNALSNAT=true" in message
+            events = kubernetes.client.CoreV1Api(kube_client).list_namespaced_event("default").items
+            warned = {
+                (e.involved_object.kind, e.involved_object.name) for e in events if e.reason == "NodeSNATHidesPodIPs"
+            }
+            assert {("FlowReport", "snat"), ("Node", "ip-node-live")} <= warned
+        finally:
+            set_external_snat("true")

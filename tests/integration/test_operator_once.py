@@ -35,6 +35,7 @@ from tests.integration.world import (
     VERSION,
     create_job_and_reuse,
     create_report,
+    flow_report,
     prepared_world,
     put_flow_logs,
     put_log_events,
@@ -83,6 +84,7 @@ def world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, Any]]
 def run_once(
     kubeapi: KubeAPI, moto: MotoServer, window: tuple[int, int], store: Path, endpoint: str | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """`natflow run --once` over `window`, as the natflow user; it must exit 0."""
     env = {
         **os.environ,
         **moto.env(),
@@ -92,13 +94,15 @@ def run_once(
         "NATFLOW_AWS_MAX_ATTEMPTS": "2",
         **({"AWS_ENDPOINT_URL": endpoint} if endpoint else {}),
     }
-    return subprocess.run(
+    done = subprocess.run(
         [NATFLOW, "run", "--once", "--window", f"{format_time(window[0])}/{format_time(window[1])}"],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def attributions(
@@ -128,8 +132,7 @@ def test_once_writes_attributions_idempotently_and_they_are_garbage_collected(
     custom = kubernetes.client.CustomObjectsApi(kube_client)
     create_report(custom, "default", {})
 
-    done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
     expected = EXPECTED
     assert attributions(kube_client) == expected
     report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "default")
@@ -142,8 +145,7 @@ def test_once_writes_attributions_idempotently_and_they_are_garbage_collected(
     assert {i["spec"]["workload"]["name"] for i in in_shop} == {"web", "report", "debug"}  # teams read their own
     assert web["spec"]["topDestinations"] == [{"destination": "52.1.1.1", "bytes": 6000}]
 
-    again = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
-    assert again.returncode == 0, again.stderr[-3000:]
+    run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
     assert attributions(kube_client) == expected  # the same window twice counts once
 
     custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "default")
@@ -162,17 +164,13 @@ def test_bad_spec_is_reported_in_status(
     tmp_path: Path,
 ) -> None:
     custom = kubernetes.client.CustomObjectsApi(kube_client)
-    create_report(custom, "bad", {"logFormat": "${srcaddr} ${srcaddr}"})
-    try:
-        done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
-        assert done.returncode == 0, done.stderr[-3000:]
+    with flow_report(custom, "bad", {"logFormat": "${srcaddr} ${srcaddr}"}):
+        run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
         report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "bad")
         conditions = {c["type"]: c for c in report["status"]["conditions"]}
         assert conditions["InvalidSpec"]["status"] == "True"
         assert "a field appears twice" in conditions["InvalidSpec"]["message"]
         assert conditions["Ready"]["status"] == "False"
-    finally:
-        custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "bad")
 
 
 @pytest.mark.parametrize(
@@ -196,12 +194,10 @@ def test_aws_errors_become_conditions_and_the_window_is_retried(
     next pass with AWS answering again writes the window."""
     custom = kubernetes.client.CustomObjectsApi(kube_client)
     name = f"errors-{reason.lower()}"
-    create_report(custom, name, {})
-    try:
+    with flow_report(custom, name, {}):
         with FaultProxy(moto_server.endpoint_url) as proxy:
             proxy.fail(action, code)
             done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite", proxy.endpoint_url)
-            assert done.returncode == 0, done.stderr[-3000:]
             assert proxy.failed[action] >= 1
             report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", name)
             conditions = {c["type"]: c for c in report["status"]["conditions"]}
@@ -221,7 +217,6 @@ def test_aws_errors_become_conditions_and_the_window_is_retried(
 
             proxy.clear()
             done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite", proxy.endpoint_url)
-            assert done.returncode == 0, done.stderr[-3000:]
         report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", name)
         assert {c["type"]: c["status"] for c in report["status"]["conditions"]}["Ready"] == "True"
         owned = [
@@ -230,8 +225,6 @@ def test_aws_errors_become_conditions_and_the_window_is_retried(
             if i["spec"]["report"] == name
         ]
         assert owned, done.stdout[-3000:]
-    finally:
-        custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", name)
 
 
 def test_above_the_threshold_athena_reduces_the_window(
@@ -262,16 +255,12 @@ def test_above_the_threshold_athena_reduces_the_window(
 
     custom = kubernetes.client.CustomObjectsApi(kube_client)
     athena = {"thresholdBytes": 0, "database": "natflow", "outputLocation": "s3://athena-results/natflow/"}
-    create_report(custom, "athena", {"athena": athena})
-    try:
-        done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
-        assert done.returncode == 0, done.stderr[-3000:]
+    with flow_report(custom, "athena", {"athena": athena}):
+        run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
         report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "athena")
         assert report["status"]["athena"]["lastQueryId"] and not report["status"]["athena"].get("error")
         assert {c["type"]: c["status"] for c in report["status"]["conditions"]}["AthenaFailed"] == "False"
         assert attributions(kube_client, "athena") == EXPECTED
-    finally:
-        custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "athena")
 
 
 def test_a_nat_gateway_without_flow_logs_is_a_condition_with_the_fix(
@@ -287,10 +276,8 @@ def test_a_nat_gateway_without_flow_logs_is_a_condition_with_the_fix(
     nat = ec2.create_nat_gateway(SubnetId=subnet, AllocationId=ec2.allocate_address(Domain="vpc")["AllocationId"])
     nat_id, eni = nat["NatGateway"]["NatGatewayId"], nat["NatGateway"]["NatGatewayAddresses"][0]["NetworkInterfaceId"]
     custom = kubernetes.client.CustomObjectsApi(kube_client)
-    create_report(custom, "unlogged", {"natGatewayIds": [nat_id]})
-    try:
-        done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
-        assert done.returncode == 0, done.stderr[-3000:]
+    with flow_report(custom, "unlogged", {"natGatewayIds": [nat_id]}):
+        run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
         report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "unlogged")
         missing = {c["type"]: c for c in report["status"]["conditions"]}["FlowLogsMissing"]
         assert missing["status"] == "True"
@@ -301,8 +288,6 @@ def test_a_nat_gateway_without_flow_logs_is_a_condition_with_the_fix(
             .items
         )
         assert "FlowLogsMissing" in {e.reason for e in events}
-    finally:
-        custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "unlogged")
 
 
 def test_cloudwatch_logs_source(
@@ -317,11 +302,7 @@ def test_cloudwatch_logs_source(
     put_log_events(world, "flows-cw", world["window"], world["records"])
     custom = kubernetes.client.CustomObjectsApi(kube_client)
     log_format = " ".join(f"${{{field}}}" for field in FLOW_FIELDS.split())
-    create_report(custom, "cloudwatch", {
-        "flowLogs": {"source": "cloudwatch", "cloudwatch": {"logGroupName": "flows-cw"}}, "logFormat": log_format})  # fmt: skip
-    try:
-        done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
-        assert done.returncode == 0, done.stderr[-3000:]
+    source = {"source": "cloudwatch", "cloudwatch": {"logGroupName": "flows-cw"}}
+    with flow_report(custom, "cloudwatch", {"flowLogs": source, "logFormat": log_format}):
+        run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
         assert attributions(kube_client, "cloudwatch") == EXPECTED
-    finally:
-        custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", "cloudwatch")

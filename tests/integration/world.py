@@ -308,6 +308,16 @@ def create_report(custom: kubernetes.client.CustomObjectsApi, name: str, spec: d
 
 
 @contextmanager
+def flow_report(custom: kubernetes.client.CustomObjectsApi, name: str, spec: dict[str, Any]) -> Iterator[None]:
+    """A FlowReport for the length of a `with` block, deleted after it whatever happens."""
+    create_report(custom, name, spec)
+    try:
+        yield
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, "flowreports", name)
+
+
+@contextmanager
 def prepared_world(
     kubeapi: KubeAPI, moto: MotoServer, namespace: str, node: str
 ) -> Iterator[tuple[kubernetes.client.ApiClient, dict[str, Any]]]:
