@@ -94,29 +94,41 @@ typedef struct {
     int failed; /* out of memory during a scan */
 } Scanner;
 
-/* Handed-back lines of one scan: (line number, start, end) triples. */
+/* What one scan hands back to the reference: (line number, start, end) triples of lines, or row positions. */
 typedef struct {
     Py_ssize_t *items;
     size_t count, capacity;
 } Handback;
 
-static int handback_add(Handback *h, Py_ssize_t line, Py_ssize_t start, Py_ssize_t end) {
-    if (h->count + 3 > h->capacity) {
+static int handback_add(Handback *h, const Py_ssize_t *items, size_t count) {
+    if (h->count + count > h->capacity) {
         size_t capacity = h->capacity ? h->capacity * 2 : 48;
-        Py_ssize_t *items = realloc(h->items, capacity * sizeof(Py_ssize_t));
-        if (!items) return -1;
-        h->items = items;
+        Py_ssize_t *grown = realloc(h->items, capacity * sizeof(Py_ssize_t));
+        if (!grown) return -1;
+        h->items = grown;
         h->capacity = capacity;
     }
-    h->items[h->count++] = line;
-    h->items[h->count++] = start;
-    h->items[h->count++] = end;
+    memcpy(h->items + h->count, items, count * sizeof(Py_ssize_t));
+    h->count += count;
     return 0;
 }
 
 /* -- field readers ------------------------------------------------------------------------------ */
 
 static inline int is_dash(Token t) { return t.length == 1 && t.text[0] == '-'; }
+
+/* memcmp(a, b, n) == 0 for the short texts compared here, without a call into libc. */
+static inline int same_bytes(const char *a, const char *b, Py_ssize_t n) {
+    for (; n >= 8; a += 8, b += 8, n -= 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y) return 0;
+    }
+    for (; n > 0; n--)
+        if (*a++ != *b++) return 0;
+    return 1;
+}
 
 static inline int token_is(Token t, const char *word, Py_ssize_t length) {
     return t.length == length && memcmp(t.text, word, (size_t)length) == 0;
@@ -202,7 +214,7 @@ static inline int32_t nat_eni_of(const Scanner *s, Token t) {
     uint64_t key = token_key(t);
     for (Py_ssize_t i = 0; i < s->nat_eni_count; i++)
         if (key == s->nat_eni_key[i] && t.length == s->nat_enis[i].length &&
-            memcmp(t.text, s->nat_enis[i].text, (size_t)t.length) == 0)
+            same_bytes(t.text, s->nat_enis[i].text, t.length))
             return s->nat_eni_index[i];
     return -1;
 }
@@ -283,8 +295,8 @@ static Row *row_of(Scanner *s, uint32_t eni, uint32_t address, uint8_t direction
         Row *row = &s->rows[(uint32_t)entry - 1];
         if (row->eni == eni && row->address == address && row->direction == direction && row->minute == minute &&
             row->peer_len == (uint32_t)peer.length && row->service_len == (uint32_t)service.length &&
-            (!peer.length || memcmp(s->arena + row->peer_at, peer.text, (size_t)peer.length) == 0) &&
-            (!service.length || memcmp(s->arena + row->service_at, service.text, (size_t)service.length) == 0))
+            same_bytes(s->arena + row->peer_at, peer.text, peer.length) &&
+            same_bytes(s->arena + row->service_at, service.text, service.length))
             return row;
     }
     uint32_t peer_at, service_at;
@@ -310,32 +322,51 @@ static Row *row_of(Scanner *s, uint32_t eni, uint32_t address, uint8_t direction
 
 enum { TAKEN = 0, HAND_BACK = 1, NO_MEMORY = -1 };
 
-/* The token of a field: it ends before the separators (or the newline) that precede the next
- * token's start; starts[width] is one past the line's newline. */
-static inline Token field(const Scanner *s, const char *const *starts, int slot) {
+/* Where a record's fields come from: a text line's token starts (starts[width] is one past its
+ * newline), or, for Parquet columns, the F_COUNT tokens made for the row; a token without text
+ * there is an integer column's value, in numbers[slot]. */
+typedef struct {
+    const char *const *starts;
+    const Token *tokens;
+    const uint64_t *numbers;
+} Record;
+
+/* The token of a field: in a line, it ends before the separators (or the newline) that precede the
+ * next token's start. */
+static inline Token field(const Scanner *s, const Record *r, int slot) {
     static const Token dash = {"-", 1};
+    if (r->tokens) return r->tokens[slot];
     int index = s->field[slot];
     if (index < 0) return dash;
-    const char *end = starts[index + 1] - 1;
+    const char *end = r->starts[index + 1] - 1;
     while ((unsigned char)end[-1] <= ' ') end--; /* a run of separators, rarely */
-    return (Token){starts[index], end - starts[index]};
+    return (Token){r->starts[index], end - r->starts[index]};
+}
+
+/* A number field as read_number reads its token, or an integer column's value (already checked). */
+static inline int number_field(const Scanner *s, const Record *r, int slot, uint64_t *value) {
+    Token t = field(s, r, slot);
+    if (!t.text) {
+        *value = r->numbers[slot];
+        return 1;
+    }
+    return read_number(t, value);
 }
 
 static inline int add_to(uint64_t *total, uint64_t value) { return __builtin_add_overflow(*total, value, total); }
 
-/* readers.add_parts + Reduction.add for a line of exactly `width` tokens. */
-static int add_record(Scanner *s, const char *const *tokens) {
+/* readers.add_parts + Reduction.add for a record of exactly `width` tokens. */
+static int add_record(Scanner *s, const Record *record) {
     uint64_t *stats = s->stats;
-    Token status = field(s, tokens, F_STATUS);
+    Token status = field(s, record, F_STATUS);
     int no_data = token_is(status, "NODATA", 6), skip_data = !no_data && token_is(status, "SKIPDATA", 8);
     if (no_data || skip_data) { /* readers._count_status */
         if (s->has_window) {
-            Token start_text = field(s, tokens, F_START);
             uint64_t value;
             int has_start = 0;
             int64_t start = 0;
-            if (!is_dash(start_text)) {
-                int number = read_number(start_text, &value);
+            if (!is_dash(field(s, record, F_START))) {
+                int number = number_field(s, record, F_START, &value);
                 if (number < 0) return HAND_BACK;
                 if (number) {
                     start = flow_seconds(value);
@@ -358,7 +389,7 @@ static int add_record(Scanner *s, const char *const *tokens) {
     }
     int32_t eni = -1;
     if (s->field[F_ENI] >= 0) {
-        eni = nat_eni_of(s, field(s, tokens, F_ENI));
+        eni = nat_eni_of(s, field(s, record, F_ENI));
         if (eni < 0) {
             stats[S_RECORDS_READ]++;
             stats[S_OTHER_INTERFACE]++;
@@ -366,13 +397,14 @@ static int add_record(Scanner *s, const char *const *tokens) {
         }
     }
     uint64_t packets, nbytes;
-    if (read_number(field(s, tokens, F_PACKETS), &packets) != 1) return HAND_BACK; /* malformed or long */
-    if (read_number(field(s, tokens, F_BYTES), &nbytes) != 1) return HAND_BACK;
-    Token start_text = field(s, tokens, F_START), end_text = field(s, tokens, F_END);
+    if (number_field(s, record, F_PACKETS, &packets) != 1) return HAND_BACK; /* malformed or long */
+    if (number_field(s, record, F_BYTES, &nbytes) != 1) return HAND_BACK;
+    Token start_text = field(s, record, F_START), end_text = field(s, record, F_END);
     int64_t start, end;
     if (!is_dash(start_text) || !is_dash(end_text)) {
         uint64_t start_value, end_value;
-        if (read_number(start_text, &start_value) != 1 || read_number(end_text, &end_value) != 1) return HAND_BACK;
+        if (number_field(s, record, F_START, &start_value) != 1 || number_field(s, record, F_END, &end_value) != 1)
+            return HAND_BACK;
         start = flow_seconds(is_dash(start_text) ? end_value : start_value);
         end = is_dash(end_text) ? start : flow_seconds(end_value);
     } else if (s->has_fallback) {
@@ -382,7 +414,7 @@ static int add_record(Scanner *s, const char *const *tokens) {
         return HAND_BACK; /* malformed: the reference keeps the example */
     }
     /* Reduction.add */
-    Token src_text = field(s, tokens, F_SRC), dst_text = field(s, tokens, F_DST);
+    Token src_text = field(s, record, F_SRC), dst_text = field(s, record, F_DST);
     uint32_t src, dst;
     if (!read_ipv4(src_text, &src) || !read_ipv4(dst_text, &dst)) return HAND_BACK; /* IPv6, odd text */
     int src_nat = nat_address_find(s, src), dst_nat = nat_address_find(s, dst);
@@ -400,7 +432,7 @@ static int add_record(Scanner *s, const char *const *tokens) {
         stats[S_OUTSIDE_WINDOW]++;
         return TAKEN;
     }
-    if (token_is(field(s, tokens, F_ACTION), "REJECT", 6)) {
+    if (token_is(field(s, record, F_ACTION), "REJECT", 6)) {
         uint64_t total = stats[S_REJECTED_BYTES];
         if (add_to(&total, nbytes)) return HAND_BACK;
         stats[S_REJECTED_BYTES] = total;
@@ -414,14 +446,14 @@ static int add_record(Scanner *s, const char *const *tokens) {
     if (dst_nat >= 0 && src_nat < 0 && inside(s, src)) {
         direction = 0; /* reduce.OUT */
         address = src;
-        peer = field(s, tokens, F_PKT_DST);
-        service = field(s, tokens, F_DST_SERVICE);
+        peer = field(s, record, F_PKT_DST);
+        service = field(s, record, F_DST_SERVICE);
         far_end = dst_text;
     } else if (src_nat >= 0 && dst_nat < 0 && inside(s, dst)) {
         direction = 1; /* reduce.IN */
         address = dst;
-        peer = field(s, tokens, F_PKT_SRC);
-        service = field(s, tokens, F_SRC_SERVICE);
+        peer = field(s, record, F_PKT_SRC);
+        service = field(s, record, F_SRC_SERVICE);
         far_end = src_text;
     } else {
         int leg = src_nat >= 0 || dst_nat >= 0;
@@ -433,7 +465,7 @@ static int add_record(Scanner *s, const char *const *tokens) {
         return TAKEN;
     }
     /* `peer or ""`: '-' and the leg's own far end read as no peer; '-' service as none */
-    if (is_dash(peer) || (peer.length == far_end.length && memcmp(peer.text, far_end.text, (size_t)peer.length) == 0))
+    if (is_dash(peer) || (peer.length == far_end.length && same_bytes(peer.text, far_end.text, peer.length)))
         peer.length = 0;
     if (is_dash(service)) service.length = 0;
     if (peer.length > UINT16_MAX || service.length > UINT16_MAX) return HAND_BACK;
@@ -538,10 +570,11 @@ static int scan_lines(Scanner *s, const char *text, Py_ssize_t size, Py_ssize_t 
                 outcome = HAND_BACK;
             else if (count) {
                 starts[count] = text + line_end;
-                outcome = add_record(s, starts);
+                Record record = {starts, NULL, NULL};
+                outcome = add_record(s, &record);
             }
             if (outcome == NO_MEMORY) return -1;
-            if (outcome == HAND_BACK && handback_add(handback, line, line_begin, line_end) < 0) return -1;
+            if (outcome == HAND_BACK && handback_add(handback, (Py_ssize_t[]){line, line_begin, line_end}, 3) < 0) return -1;
             line++;
             line_begin = line_end;
             count = odd = 0;
@@ -552,6 +585,104 @@ static int scan_lines(Scanner *s, const char *text, Py_ssize_t size, Py_ssize_t 
         }
     }
     *lines = line - first_line;
+    return 0;
+}
+
+/* -- Parquet columns ------------------------------------------------------------------------------ */
+
+/* A used field's column of one Parquet slice, as Arrow holds it: string views (16 bytes a value:
+ * the length, then the text itself up to 12 bytes, else a prefix, a data buffer and an offset) or
+ * int64 values; a validity bitmap when there are nulls. */
+enum { COLUMN_TEXT = 0, COLUMN_INT64 = 1 };
+typedef struct {
+    int kind;
+    Py_ssize_t offset; /* the array's first value in its buffers */
+    Py_buffer validity, values; /* validity.obj NULL: no nulls */
+    Py_buffer *data;
+    Py_ssize_t data_count;
+} Column;
+
+enum { VALUE_TOKEN = 1, VALUE_ODD = 0, VALUE_CORRUPT = -1 };
+/* What a value must be, beyond what the rules read exactly whatever the text (numbers and addresses
+ * are parsed strictly, status and action compared whole): an ENI id a printable-ASCII token, as the
+ * scanner's NAT ENIs are; a peer or service ASCII, as merge_rows makes its str. */
+enum { CHECK_NONE = 0, CHECK_TOKEN = 1, CHECK_ASCII = 2 };
+static const unsigned char slot_check[F_COUNT] = {
+    [F_ENI] = CHECK_TOKEN, [F_PKT_SRC] = CHECK_ASCII, [F_PKT_DST] = CHECK_ASCII,
+    [F_SRC_SERVICE] = CHECK_ASCII, [F_DST_SERVICE] = CHECK_ASCII,
+};
+
+/* A value as add_record reads a line's token (readers._column_text: null and "None" read as '-');
+ * an integer column's value as a token without text and the value in *number. VALUE_ODD for what
+ * the text path never meets (an empty value, a negative number, more than MAX_DIGITS digits, a
+ * value failing `check`): the reference reads that row. */
+static inline int column_token(const Column *c, Py_ssize_t row, int check, Token *out, uint64_t *number) {
+    static const Token dash = {"-", 1};
+    Py_ssize_t i = c->offset + row;
+    const uint8_t *validity = c->validity.buf;
+    if (validity && !((validity[i >> 3] >> (i & 7)) & 1)) {
+        *out = dash;
+        return VALUE_TOKEN;
+    }
+    if (c->kind == COLUMN_INT64) {
+        int64_t value;
+        memcpy(&value, (const char *)c->values.buf + 8 * i, 8);
+        if (value < 0 || value >= 1000000000000000000LL) return VALUE_ODD; /* not digits; > MAX_DIGITS */
+        *out = (Token){NULL, 0};
+        *number = (uint64_t)value;
+        return VALUE_TOKEN;
+    }
+    const char *view = (const char *)c->values.buf + 16 * i, *text;
+    int32_t length;
+    memcpy(&length, view, 4);
+    if (length < 0) return VALUE_CORRUPT;
+    if (length <= 12) {
+        text = view + 4;
+    } else {
+        int32_t buffer, at;
+        memcpy(&buffer, view + 8, 4);
+        memcpy(&at, view + 12, 4);
+        if (buffer < 0 || buffer >= c->data_count || at < 0 || (Py_ssize_t)at + length > c->data[buffer].len)
+            return VALUE_CORRUPT;
+        text = (const char *)c->data[buffer].buf + at;
+    }
+    if (length == 0) return VALUE_ODD;
+    if (check == CHECK_TOKEN) {
+        unsigned odd = 0;
+        for (int32_t k = 0; k < length; k++) odd |= byte_class[(unsigned char)text[k]];
+        if (odd) return VALUE_ODD; /* TOKEN is 0: any other class shows */
+    } else if (check == CHECK_ASCII) {
+        unsigned high = 0;
+        for (int32_t k = 0; k < length; k++) high |= (unsigned char)text[k];
+        if (high & 0x80) return VALUE_ODD;
+    }
+    *out = length == 4 && memcmp(text, "None", 4) == 0 ? dash : (Token){text, length};
+    return VALUE_TOKEN;
+}
+
+/* Every row of `columns` (one per field of the layout); the positions of the rows the reference must
+ * read go to `handback`. -1: out of memory; -2: a string view outside its buffers. */
+static int scan_rows(Scanner *s, const Column *columns, Py_ssize_t rows, Handback *handback) {
+    static const Token dash = {"-", 1};
+    Token tokens[F_COUNT];
+    uint64_t numbers[F_COUNT];
+    Record record = {NULL, tokens, numbers};
+    for (Py_ssize_t row = 0; row < rows; row++) {
+        int outcome = TAKEN;
+        for (int slot = 0; slot < F_COUNT && outcome == TAKEN; slot++) {
+            int index = s->field[slot];
+            if (index < 0) {
+                tokens[slot] = dash;
+                continue;
+            }
+            int value = column_token(&columns[index], row, slot_check[slot], &tokens[slot], &numbers[slot]);
+            if (value == VALUE_CORRUPT) return -2;
+            if (value == VALUE_ODD) outcome = HAND_BACK;
+        }
+        if (outcome == TAKEN) outcome = add_record(s, &record);
+        if (outcome == NO_MEMORY) return -1;
+        if (outcome == HAND_BACK && handback_add(handback, &row, 1) < 0) return -1;
+    }
     return 0;
 }
 
@@ -717,6 +848,87 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
     free(handback.items);
     if (!handed) return NULL;
     return Py_BuildValue("(nN)", lines, handed);
+}
+
+static void columns_release(Column *columns, int count) {
+    for (int i = 0; i < count; i++) {
+        if (columns[i].validity.obj) PyBuffer_Release(&columns[i].validity);
+        if (columns[i].values.obj) PyBuffer_Release(&columns[i].values);
+        for (Py_ssize_t j = 0; columns[i].data && j < columns[i].data_count; j++)
+            if (columns[i].data[j].obj) PyBuffer_Release(&columns[i].data[j]);
+        PyMem_Free(columns[i].data);
+    }
+}
+
+/* One column's buffers from (kind, offset, validity or None, values, data buffers), checked to hold `rows`. */
+static int column_read(PyObject *item, Py_ssize_t rows, Column *c) {
+    PyObject *validity, *values, *data;
+    if (!PyArg_ParseTuple(item, "inOOO!", &c->kind, &c->offset, &validity, &values, &PyTuple_Type, &data)) return -1;
+    if ((c->kind != COLUMN_TEXT && c->kind != COLUMN_INT64) || c->offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "scan_columns: unknown column kind or offset");
+        return -1;
+    }
+    if (validity != Py_None && PyObject_GetBuffer(validity, &c->validity, PyBUF_SIMPLE) < 0) return -1;
+    if (PyObject_GetBuffer(values, &c->values, PyBUF_SIMPLE) < 0) return -1;
+    c->data_count = PyTuple_GET_SIZE(data);
+    c->data = PyMem_Calloc((size_t)c->data_count + 1, sizeof(Py_buffer));
+    if (!c->data) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t j = 0; j < c->data_count; j++)
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(data, j), &c->data[j], PyBUF_SIMPLE) < 0) return -1;
+    Py_ssize_t end = c->offset + rows;
+    if (c->values.len < end * (c->kind == COLUMN_TEXT ? 16 : 8) || (c->validity.obj && c->validity.len < (end + 7) / 8)) {
+        PyErr_SetString(PyExc_ValueError, "scan_columns: a column holds fewer values than rows");
+        return -1;
+    }
+    return 0;
+}
+
+/* scan_columns(columns, rows) -> handed_back: `rows` rows of a Parquet slice, one column per field of
+ * the layout (`width` of them, see column_read); handed_back lists the positions of the rows the
+ * reference must read. */
+static PyObject *Scanner_scan_columns(Scanner *s, PyObject *args) {
+    PyObject *items;
+    Py_ssize_t rows;
+    if (!s->kept) {
+        PyErr_SetString(PyExc_RuntimeError, "TextScanner is not initialised");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!n", &PyTuple_Type, &items, &rows)) return NULL;
+    if (PyTuple_GET_SIZE(items) != s->width || rows < 0) {
+        PyErr_SetString(PyExc_ValueError, "scan_columns: one column per field of the layout expected");
+        return NULL;
+    }
+    Column columns[MAX_FIELDS];
+    memset(columns, 0, sizeof columns);
+    for (int i = 0; i < s->width; i++) {
+        if (column_read(PyTuple_GET_ITEM(items, i), rows, &columns[i]) < 0) {
+            columns_release(columns, i + 1);
+            return NULL;
+        }
+    }
+    Handback handback = {NULL, 0, 0};
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = scan_rows(s, columns, rows, &handback);
+    Py_END_ALLOW_THREADS
+    columns_release(columns, s->width);
+    if (status < 0) {
+        free(handback.items);
+        if (status == -2) PyErr_SetString(PyExc_ValueError, "scan_columns: a string view points outside its buffers");
+        else PyErr_NoMemory();
+        return NULL;
+    }
+    PyObject *handed = PyList_New((Py_ssize_t)handback.count);
+    for (size_t i = 0; handed && i < handback.count; i++) {
+        PyObject *position = PyLong_FromSsize_t(handback.items[i]);
+        if (!position) Py_CLEAR(handed);
+        else PyList_SET_ITEM(handed, (Py_ssize_t)i, position);
+    }
+    free(handback.items);
+    return handed;
 }
 
 /* Python objects made once per merge and shared by the rows' keys: the same few addresses, peers
@@ -917,6 +1129,7 @@ static PyObject *Scanner_times(Scanner *s, PyObject *Py_UNUSED(ignored)) {
 
 static PyMethodDef Scanner_methods[] = {
     {"scan", (PyCFunction)Scanner_scan, METH_VARARGS, "Read whole lines; returns (lines, handed back)."},
+    {"scan_columns", (PyCFunction)Scanner_scan_columns, METH_VARARGS, "Read Parquet rows; returns the handed back."},
     {"merge_rows", (PyCFunction)Scanner_merge_rows, METH_O, "Add the reduced rows into a dict of reduce.RowKey."},
     {"stats", (PyCFunction)Scanner_stats, METH_NOARGS, "The counters, by ReductionStats field."},
     {"times", (PyCFunction)Scanner_times, METH_NOARGS, "(first start, last end) of the counted records."},

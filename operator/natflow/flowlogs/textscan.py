@@ -48,7 +48,7 @@ def read_text(file: FlowLogFile, choices: FormatChoices, part: Reduction, diagno
     if b"\r" in head:  # universal newlines would end the first line at the CR
         raise NeedsReference
     layout = begin_text(file, head.decode("utf-8", "replace"), choices, part, diagnostics, where)
-    scanner = _scanner(layout, part.topology, part.window, file.key_time)
+    scanner = scanner_for(layout, part.topology, part.window, file.key_time)
     reader = _LineReader(scanner, layout, part, where, file.key_time)
     carry = rest
     for piece in pieces:
@@ -201,9 +201,10 @@ def _dotted_quad(text: str) -> bool:
 _INT64 = range(-(1 << 63), 1 << 63)
 
 
-def _scanner(
+def scanner_for(
     layout: Layout, topology: NatTopology, window: tuple[int, int] | None, fallback: tuple[int, int] | None
 ) -> TextScanner:
+    """A scanner for one file of this layout (text lines, or Parquet columns of the layout's fields)."""
     fields = (
         layout.eni if layout.eni is not None else layout.width,
         layout.src,

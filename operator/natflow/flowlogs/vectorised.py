@@ -6,7 +6,8 @@ guess: whatever they do not reproduce exactly goes to the reference code, so cor
 depend on them.
 
 * Text: `textscan` (ISA-L gunzip, a compiled line scanner; odd lines go to `readers.add_parts`).
-* Parquet: `columnar` (polars, the used columns only; odd slices go to `readers.add_rows`).
+* Parquet: `columnar` (polars decodes the used columns of the rows on NAT ENIs, the compiled
+  scanner reduces them; odd rows go to `readers.add_rows`).
 * A whole file goes to the reference reader when it is damaged (truncated gzip, unreadable
   Parquet), has an unusable header, a first line with CR, or Parquet columns of types other
   than strings and integers: the reference then produces the same records and warnings.
@@ -20,11 +21,10 @@ without the GIL, so threads use the cores without a second copy of the process.
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs import textscan
@@ -32,9 +32,6 @@ from natflow.flowlogs.fields import FormatError
 from natflow.flowlogs.readers import DAMAGE, READERS, FormatChoices, NeedsReference
 from natflow.flowlogs.reduce import NatTopology, Reduction
 from natflow.flowlogs.sources import FileKind, FlowLogFile
-
-if TYPE_CHECKING:
-    from natflow.flowlogs.columnar import FrameReducer
 
 
 class BulkRead(Protocol):
@@ -51,26 +48,9 @@ def _read_parquet(file: FlowLogFile, choices: FormatChoices, part: Reduction, di
     from natflow.flowlogs import columnar
 
     try:
-        with _ONE_PARQUET_AT_A_TIME:
-            return _ParquetRead(columnar.read_parquet(file, choices, part, diagnostics))
+        return columnar.read_parquet(file, choices, part, diagnostics)
     except pl.exceptions.PolarsError as error:
         raise NeedsReference from error
-
-
-# polars reads a Parquet object with all its threads: two objects at once would double its working
-# memory (past 400 MB at 10M records) for ~10% more speed.
-_ONE_PARQUET_AT_A_TIME = threading.Lock()
-
-
-class _ParquetRead:
-    def __init__(self, reducer: FrameReducer) -> None:
-        self.reducer = reducer
-
-    def finish(self, into: Reduction) -> None:
-        from natflow.flowlogs.columnar import add_rows_frame
-
-        self.reducer.finish(into)
-        add_rows_frame(into, self.reducer.grouped())
 
 
 _FastReader = Callable[[FlowLogFile, FormatChoices, Reduction, Diagnostics], BulkRead]
