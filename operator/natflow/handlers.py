@@ -31,30 +31,56 @@ def _api() -> client.ApiClient:
 # Objects per page of every list: kopf's initial lists and the restart's pod list hold one page at
 # a time, not 150,000 pods (GBs of JSON) at once.
 LIST_CHUNK = 2000
+# How long kopf keeps an object's worker task after its last event (kopf's default: 5 s). A waiting
+# worker holds that event (a pod: a hundred parsed JSON containers) for the cyclic collector to scan
+# again and again: at 1,700 events/s, 8,500 pods' JSON in memory (peak RSS with 20,000 pods 450 MB
+# against 230 MB with 0.5 s). A pod's next event comes seconds later and starts a new worker.
+WORKER_IDLE_SECONDS = 0.5
 # A list of objects' metadata only (PartialObjectMetadataList): no specs or statuses to transfer and parse.
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
+
+
+def _own(body: kopf.Body) -> bool:
+    return str(body.get("apiVersion", "")).startswith(f"{GROUP}/")
 
 
 class OwnResourcesDiffBase(kopf.AnnotationsDiffBaseStorage):
     """kopf's last-handled state, kept only for natflow's own resources (FlowReports).
 
-    kopf builds the essence of every object on every event, by deep-copying its body twice, to detect
-    changes; natflow has no change handlers for the objects it only watches, so for them (a
-    cluster's pods: most of the operator's CPU at start) the essence is empty."""
+    kopf builds the essence of every object on every event, by deep-copying its body twice, and
+    looks for the last-handled one in its annotations, to detect changes; natflow has no change
+    handlers for the objects it only watches, so for them (a cluster's pods: most of the operator's
+    CPU at start) the essence is empty and there is no last-handled one to look for."""
 
     def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
-        if not str(body.get("apiVersion", "")).startswith(f"{GROUP}/"):
+        if not _own(body):
             return cast(kopf.BodyEssence, {})
         return super().build(body=body, extra_fields=extra_fields)
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        if not _own(body):
+            return None
+        return super().fetch(body=body)
+
+
+class OwnResourcesProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's handler progress in annotations; the empty essence of a watched-only object (see
+    OwnResourcesDiffBase) is cleared of kopf's keys on every event by deep copies: nothing to clear."""
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        if not essence:
+            return cast(kopf.BodyEssence, {})
+        return super().clear(essence=essence)
 
 
 @kopf.on.startup()
 def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.progress_storage = OwnResourcesProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = OwnResourcesDiffBase(prefix=GROUP)
     settings.posting.enabled = False  # natflow posts its own, rate-limited Events
     settings.watching.server_timeout = 600
     settings.watching.chunk_size = LIST_CHUNK
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     api = _api()
     runtime = Runtime(OperatorConfig.from_env(), KubeWriter(api))
     ended = runtime.reconcile(lambda: _pod_uids(api), int(time.time()))

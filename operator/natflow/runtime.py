@@ -23,6 +23,9 @@ log = logging.getLogger("natflow")
 DEFAULT_RETENTION_SECONDS = 48 * 3600
 PRUNE_EVERY = 600
 # Watch events are applied at least this often (seconds), at most this many per store transaction.
+# The applier is woken early only when a full batch waits: woken at every event, it applied a few
+# events per transaction (BEGIN/COMMIT, the lock and the map's bulk update for each): 86 us an event
+# against 37 in batches of 2,000 (30,000 pods held), and it took the GIL from kopf's loop at every wake.
 APPLY_EVERY = 0.2
 APPLY_BATCH = 2000
 
@@ -74,8 +77,10 @@ class Runtime:
     # -- watch events: queued by the (async) handlers, applied in batches by one thread ---------------
     def enqueue(self, obj: Mapping[str, Any], deleted: bool) -> None:
         """Called on kopf's event loop: must not block (a report may hold the lock for a while)."""
-        self._pending.append((obj, deleted))
-        self._wake.set()
+        pending = self._pending
+        pending.append((obj, deleted))
+        if len(pending) >= APPLY_BATCH:
+            self._wake.set()
 
     def start_applier(self) -> None:
         threading.Thread(target=self._apply_forever, name="natflow-applier", daemon=True).start()

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from natflow.cluster.objects import OwnerRef
 from natflow.kube import KubeWriter
-from natflow.runtime import OperatorConfig, Runtime
+from natflow.runtime import APPLY_BATCH, OperatorConfig, Runtime
 from natflow.store import Store
 
 RUNNING_SINCE = "2026-11-21T00:00:00Z"
@@ -63,6 +63,16 @@ def test_a_batch_of_events_applies_in_order_to_state_and_store(tmp_path: Path) -
     assert reloaded.state.host_network_pods == live.state.host_network_pods
 
 
+def test_the_applier_is_woken_early_only_by_a_full_batch(tmp_path: Path) -> None:
+    live = runtime(tmp_path / "state.sqlite")
+    for index in range(APPLY_BATCH - 1):
+        live.enqueue(pod(f"web-{index}", f"10.0.{index // 256}.{index % 256}"), False)
+    assert not live._wake.is_set()  # applied at its next round (APPLY_EVERY), with whatever came meanwhile
+    live.enqueue(pod("last", "10.1.0.1"), False)
+    assert live._wake.is_set()
+    assert live.flush() == APPLY_BATCH
+
+
 def test_first_start_lists_nothing_and_a_restart_ends_the_pods_gone_meanwhile(tmp_path: Path) -> None:
     def unlisted() -> list[str]:
         raise AssertionError("a store without open leases needs no list of the cluster")
@@ -84,7 +94,6 @@ def test_first_start_lists_nothing_and_a_restart_ends_the_pods_gone_meanwhile(tm
     assert restarted.state.pods["uid-web-1"].end is None
     assert restarted.state.pods["uid-job-1"].end_is_estimate is False  # ended before: untouched
     assert Store(str(tmp_path / "state.sqlite")).open_pod_uids() == {"uid-web-1"}
-
 
 
 def test_an_owner_arriving_after_its_pods_changes_their_workload(tmp_path: Path) -> None:
