@@ -42,6 +42,8 @@ LIST_PAGE = 2000  # pods per page of the plain client's list, as the operator's 
 BURST_TXN = 50  # live events arrive as many small etcd transactions
 FINISHED = "2026-11-21T01:00:00Z"
 POLL_SECONDS = 0.2  # counting 150,000 rows takes some milliseconds of a shared core
+# A burst is applied in about 3 s: polled every 0.2 s, the rate read up to 7% low; a poll takes 2 ms.
+BURST_POLL_SECONDS = 0.05
 # Targets from the issue: 150,000 pods synced in <= 2 minutes, >= 2,000 pod events/s, <= 1.5 GB.
 SYNC_TARGET_SECONDS = 120.0
 EVENTS_TARGET_PER_S = 2_000.0
@@ -111,9 +113,11 @@ def _stored(store: Path) -> tuple[int, int]:
         return 0, 0
 
 
-def _wait_stored(store: Path, pods: int, ended: int, process: subprocess.Popen[bytes]) -> tuple[float, float]:
-    """Wait until the store holds `pods` pods of which `ended` ended; returns when the first pod
-    and when the last one was there (perf_counter)."""
+def _wait_stored(
+    store: Path, pods: int, ended: int, process: subprocess.Popen[bytes], poll: float = POLL_SECONDS
+) -> tuple[float, float]:
+    """Wait until the store holds `pods` pods of which `ended` ended, looking every `poll` seconds;
+    returns when the first pod and when the last one was there (perf_counter)."""
     first = None
     deadline = time.perf_counter() + 900
     while True:
@@ -127,7 +131,7 @@ def _wait_stored(store: Path, pods: int, ended: int, process: subprocess.Popen[b
             raise RuntimeError(f"the operator exited with {process.returncode}")
         if now > deadline:
             raise RuntimeError(f"the store holds {found} (pods, ended), not ({pods}, {ended}), after 900 s")
-        time.sleep(POLL_SECONDS)
+        time.sleep(poll)
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -168,7 +172,7 @@ def run(quick: bool) -> list[Row]:
             etcd.put_all(_burst(synced, ended, burst), BURST_TXN)
             process.send_signal(signal.SIGCONT)
             resumed = time.perf_counter()
-            _, applied = _wait_stored(store, synced + burst // 2, ended + burst // 2, process)
+            _, applied = _wait_stored(store, synced + burst // 2, ended + burst // 2, process, BURST_POLL_SECONDS)
             backlog_rate = burst / (applied - resumed)
             peak = _peak_rss_mb(process.pid)
         finally:
