@@ -175,6 +175,11 @@ def run(quick: bool) -> list[Row]:
             _, applied = _wait_stored(store, synced + burst // 2, ended + burst // 2, process, BURST_POLL_SECONDS)
             backlog_rate = burst / (applied - resumed)
             peak = _peak_rss_mb(process.pid)
+        except RuntimeError:
+            log.flush()
+            tail = (Path(work) / "operator.log").read_bytes()[-4000:].decode(errors="replace")
+            print(f"operator log (end):\n{tail}", file=sys.stderr)
+            raise
         finally:
             process.terminate()
             process.wait(timeout=30)
