@@ -31,7 +31,7 @@ import urllib.parse
 from pathlib import Path
 
 import yaml
-from tests.harness.kubeapi import KubeAPI
+from tests.harness.kubeapi import KubeAPI, free_loopback_ports
 
 from bench.etcdpods import APISERVER_FLAGS, ETCD_FLAGS, PODS_PER_NODE, Etcd, node_item, pod_item
 
@@ -160,8 +160,10 @@ def run(quick: bool) -> list[Row]:
         synced, ended = pods + burst // 2, burst // 2
 
         store = Path(work) / "state.sqlite"
+        liveness = f"http://127.0.0.1:{free_loopback_ports(1)[0]}/healthz"  # not 8080: tests may run beside
         env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "NATFLOW_STORE": str(store),
-               "NATFLOW_NAMESPACE": NAMESPACE, "NATFLOW_LOG_LEVEL": "WARNING"}  # fmt: skip
+               "NATFLOW_NAMESPACE": NAMESPACE, "NATFLOW_LOG_LEVEL": "WARNING",
+               "NATFLOW_LIVENESS": liveness}  # fmt: skip
         log = open(Path(work) / "operator.log", "wb")  # noqa: SIM115 - closed below
         started = time.perf_counter()
         process = subprocess.Popen([NATFLOW, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)

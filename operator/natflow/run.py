@@ -12,7 +12,9 @@ from typing import Any
 
 from natflow.timeutil import parse_time
 
-LIVENESS = "http://0.0.0.0:8080/healthz"
+# The pod's liveness probe (manifests/deployment.yaml); tests and the bench, which may run several
+# operators on one machine, give each its own port.
+LIVENESS_DEFAULT = "http://0.0.0.0:8080/healthz"
 GC_YOUNG_THRESHOLD = 100_000
 
 
@@ -79,7 +81,8 @@ def run_operator(once: bool, window_text: str | None) -> int:
     gc.freeze()
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        kopf.run(loop=runner.get_loop(), standalone=True, clusterwide=True, liveness_endpoint=LIVENESS)
+        liveness = os.environ.get("NATFLOW_LIVENESS", LIVENESS_DEFAULT)
+        kopf.run(loop=runner.get_loop(), standalone=True, clusterwide=True, liveness_endpoint=liveness)
     return 0
 
 

@@ -269,7 +269,7 @@ class KubeAPI:
         shm_usable = shm.is_dir() and os.access(shm, os.W_OK)
         self._etcd_data_dir = Path(tempfile.mkdtemp(prefix="natflow-etcd-", dir=shm if shm_usable else None))
 
-        etcd_client_port, etcd_peer_port, apiserver_port = _free_loopback_ports(3)
+        etcd_client_port, etcd_peer_port, apiserver_port = free_loopback_ports(3)
         self.url = f"https://127.0.0.1:{apiserver_port}"
 
         phase_started = time.monotonic()
@@ -523,7 +523,7 @@ def _stop_process(popen: subprocess.Popen[bytes]) -> None:
         popen.wait()
 
 
-def _free_loopback_ports(count: int) -> list[int]:
+def free_loopback_ports(count: int) -> list[int]:
     """Distinct free ports: all sockets stay bound until every port is picked."""
     sockets: list[socket.socket] = []
     try:

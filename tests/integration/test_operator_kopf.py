@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ import kubernetes
 import pytest
 
 from natflow.timeutil import parse_time
-from tests.harness.kubeapi import KubeAPI
+from tests.harness.kubeapi import KubeAPI, free_loopback_ports
 from tests.harness.motoserver import MotoServer
 from tests.integration.world import (
     GROUP,
@@ -55,13 +56,15 @@ def live_world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, 
 
 
 @contextmanager
-def running_operator(kubeapi: KubeAPI, moto: MotoServer, store: Path, log: Path) -> Iterator[None]:
-    """`natflow run` for the length of a `with` block (its output appended to `log`), then SIGTERM."""
-    env = {**os.environ, **moto.env(), "KUBECONFIG": str(kubeapi.user_kubeconfig()),
+def running_operator(kubeapi: KubeAPI, moto: MotoServer, store: Path, log: Path) -> Iterator[str]:
+    """`natflow run` for the length of a `with` block (its output appended to `log`), then SIGTERM;
+    the block gets the operator's liveness URL (a free port: other operators may run on the machine)."""
+    liveness = f"http://127.0.0.1:{free_loopback_ports(1)[0]}/healthz"
+    env = {**os.environ, **moto.env(), "KUBECONFIG": str(kubeapi.user_kubeconfig()), "NATFLOW_LIVENESS": liveness,
            "NATFLOW_NAMESPACE": "natflow-system", "NATFLOW_STORE": str(store), "NATFLOW_TIMER_SECONDS": "3"}  # fmt: skip
     process = subprocess.Popen([NATFLOW, "run"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     try:
-        yield
+        yield liveness
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -102,8 +105,10 @@ def test_live_operator_attributes_due_windows_and_survives_a_restart(
     store, log = tmp_path / "state.sqlite", tmp_path / "operator.log"
     custom = kubernetes.client.CustomObjectsApi(kube_client)
     create_report(custom, "live", {"interval": "1m", "deliveryDelay": "1m", "period": "Daily"})
-    with running_operator(kubeapi, moto_server, store, log):
+    with running_operator(kubeapi, moto_server, store, log) as liveness:
         spec = wait_for(lambda: web_attribution(kube_client), 60, "the first FlowAttribution", log)
+        with urllib.request.urlopen(liveness, timeout=10) as probe:  # what the pod's livenessProbe asks
+            assert probe.status == 200
         assert spec["workload"] == {"kind": "Deployment", "name": "web", "namespace": NAMESPACE}
         assert (spec["bytesOut"], spec["bytesIn"]) == (
             BYTES_OUT_PER_MINUTE * minutes_in(spec),
