@@ -343,14 +343,17 @@ static inline Token field(const Scanner *s, const Record *r, int slot) {
     return (Token){r->starts[index], end - r->starts[index]};
 }
 
-/* A number field as read_number reads its token, or an integer column's value (already checked). */
-static inline int number_field(const Scanner *s, const Record *r, int slot, uint64_t *value) {
-    Token t = field(s, r, slot);
+/* A number field's token `t` as read_number reads it, or an integer column's value (already checked). */
+static inline int token_number(const Record *r, int slot, Token t, uint64_t *value) {
     if (!t.text) {
         *value = r->numbers[slot];
         return 1;
     }
     return read_number(t, value);
+}
+
+static inline int number_field(const Scanner *s, const Record *r, int slot, uint64_t *value) {
+    return token_number(r, slot, field(s, r, slot), value);
 }
 
 static inline int add_to(uint64_t *total, uint64_t value) { return __builtin_add_overflow(*total, value, total); }
@@ -362,11 +365,12 @@ static int add_record(Scanner *s, const Record *record) {
     int no_data = token_is(status, "NODATA", 6), skip_data = !no_data && token_is(status, "SKIPDATA", 8);
     if (no_data || skip_data) { /* readers._count_status */
         if (s->has_window) {
+            Token start_text = field(s, record, F_START);
             uint64_t value;
             int has_start = 0;
             int64_t start = 0;
-            if (!is_dash(field(s, record, F_START))) {
-                int number = number_field(s, record, F_START, &value);
+            if (!is_dash(start_text)) {
+                int number = token_number(record, F_START, start_text, &value);
                 if (number < 0) return HAND_BACK;
                 if (number) {
                     start = flow_seconds(value);
@@ -403,7 +407,8 @@ static int add_record(Scanner *s, const Record *record) {
     int64_t start, end;
     if (!is_dash(start_text) || !is_dash(end_text)) {
         uint64_t start_value, end_value;
-        if (number_field(s, record, F_START, &start_value) != 1 || number_field(s, record, F_END, &end_value) != 1)
+        if (token_number(record, F_START, start_text, &start_value) != 1 ||
+            token_number(record, F_END, end_text, &end_value) != 1)
             return HAND_BACK;
         start = flow_seconds(is_dash(start_text) ? end_value : start_value);
         end = is_dash(end_text) ? start : flow_seconds(end_value);
