@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: venv test lint unit demo bench clean
 
 # setup.py builds the C line scanner (operator/natflow/flowlogs/_textscan.c) in place.
-$(STAMP): pyproject.toml setup.py operator/natflow/flowlogs/_textscan.c
+$(STAMP): pyproject.toml setup.py operator/natflow/flowlogs/_textscan.c operator/natflow/flowlogs/_parquet.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -2,12 +2,19 @@
 
 from setuptools import Extension, setup
 
+COMPILE_ARGS = ["-O3", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"]
+
 setup(
     ext_modules=[
         Extension(
             "natflow.flowlogs._textscan",
             ["operator/natflow/flowlogs/_textscan.c"],
-            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
-        )
+            extra_compile_args=COMPILE_ARGS,
+        ),
+        Extension(
+            "natflow.flowlogs._parquet",
+            ["operator/natflow/flowlogs/_parquet.c"],
+            extra_compile_args=COMPILE_ARGS,
+        ),
     ]
 )
