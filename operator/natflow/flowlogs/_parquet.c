@@ -745,8 +745,8 @@ typedef struct {
     int64_t value_bytes;  /* BYTE_ARRAY: bytes of the entries */
     int64_t dictionary_size; /* -1: no dictionary page */
     int64_t row;          /* rows decoded */
-    uint32_t *scratch;    /* dictionary indices of the non-null values of a page with nulls */
-    int64_t scratch_capacity;
+    uint8_t *levels;      /* definition levels of a page with nulls, a byte each */
+    int64_t levels_capacity;
     Error error;
 } Chunk;
 
@@ -806,6 +806,111 @@ static int decode_plain(Chunk *c, const uint8_t *p, const uint8_t *end, int64_t 
     return 0;
 }
 
+#define ALL_ONES 0x0101010101010101ULL
+
+/* Decodes `count` definition levels (bit width 1) from [p, end) into a byte each (slack: 8 bytes after
+ * out[count]); returns how many are 1 (non-null), or -1. */
+static int64_t decode_levels(const uint8_t *p, const uint8_t *end, uint8_t *out, int64_t count, Error *error) {
+    int64_t present = 0;
+    while (count > 0) {
+        uint64_t header;
+        if (read_run_header(&p, end, &header) < 0) return fail(error, "parquet: truncated RLE/bit-packed data");
+        int64_t available = end - p;
+        if (header & 1) {
+            uint64_t groups = header >> 1;
+            int64_t values = groups >= (uint64_t)(count + 7) / 8 ? count : (int64_t)groups * 8;
+            int64_t bytes = (values + 7) / 8;
+            if (bytes > available) return fail(error, "parquet: truncated bit-packed run");
+            for (int64_t b = 0; b < bytes; b++) {
+                /* bit i of the byte to byte i of a word: spread, keep one bit a byte, make it 0 or 1 */
+                uint64_t spread = ((uint64_t)p[b] * ALL_ONES) & 0x8040201008040201ULL;
+                uint64_t word = ((spread + 0x7F7F7F7F7F7F7F7FULL) >> 7) & ALL_ONES;
+                memcpy(out + b * 8, &word, 8);
+            }
+            for (int64_t i = 0; i < values; i++) present += out[i];
+            out += values;
+            count -= values;
+            if (groups <= (uint64_t)available) p += groups;
+            else p = end;
+        } else {
+            uint64_t run = header >> 1;
+            if (available < 1) return fail(error, "parquet: truncated RLE run");
+            uint8_t value = *p++;
+            if (value > 1) return fail(error, "parquet: RLE value wider than its bit width");
+            int64_t n = run < (uint64_t)count ? (int64_t)run : count;
+            memset(out, value, (size_t)n);
+            present += value ? n : 0;
+            out += n;
+            count -= n;
+        }
+    }
+    return present;
+}
+
+/* indices of a PLAIN page with nulls: the next entry number (first, first + 1, ...) for each 1 level, -1 for
+ * each 0. Eight rows at a time, as nulls are mostly rare or mostly everywhere. */
+static void number_entries(int32_t *slot, const uint8_t *levels, int64_t rows, int32_t first) {
+    int64_t i = 0;
+    int32_t next = first;
+    for (; i + 8 <= rows; i += 8) {
+        uint64_t word;
+        memcpy(&word, levels + i, 8);
+        if (word == ALL_ONES) {
+            for (int j = 0; j < 8; j++) slot[i + j] = next + j;
+            next += 8;
+        } else {
+            for (int j = 0; j < 8; j++) {
+                int level = levels[i + j];
+                slot[i + j] = level ? next : -1;
+                next += level;
+            }
+        }
+    }
+    for (; i < rows; i++) {
+        int level = levels[i];
+        slot[i] = level ? next : -1;
+        next += level;
+    }
+}
+
+/* indices of a dictionary page with nulls, in place: slot[0 .. present) holds the indices of the non-null
+ * rows; they move to their rows, from the last. Row i's index is at k <= i, so it is read before its
+ * place is written. Eight rows at a time where they align (rows % 8 single ones at the end first). */
+static void spread_in_place(int32_t *slot, const uint8_t *levels, int64_t rows, int64_t present) {
+    int64_t i = rows, k = present;
+    while (i > rows - rows % 8) {
+        i--;
+        int level = levels[i];
+        k -= level;
+        slot[i] = level ? slot[k] : -1;
+    }
+    for (; i >= 8; i -= 8) {
+        uint64_t word;
+        memcpy(&word, levels + i - 8, 8);
+        if (word == ALL_ONES) {
+            k -= 8;
+            memmove(slot + i - 8, slot + k, 8 * sizeof *slot);
+        } else if (word == 0) {
+            for (int j = 0; j < 8; j++) slot[i - 8 + j] = -1;
+        } else {
+            for (int j = 7; j >= 0; j--) {
+                int level = levels[i - 8 + j];
+                k -= level;
+                slot[i - 8 + j] = level ? slot[k] : -1;
+            }
+        }
+    }
+}
+
+/* Grows a malloc'd array to `count` elements of `size` bytes; callable without the GIL. */
+static int ensure_scratch(void **array, int64_t *capacity, int64_t count, size_t size, Error *error) {
+    if (*capacity >= count) return 0;
+    free(*array);
+    *array = malloc((size_t)count * size);
+    *capacity = *array ? count : 0;
+    return *array ? 0 : fail(error, "parquet: out of memory");
+}
+
 /* Decodes a data page's definition levels and values into indices[row .. row + rows). GIL released. */
 static int decode_data_page(Chunk *c, const uint8_t *levels, const uint8_t *levels_end, const uint8_t *values,
                             const uint8_t *values_end, int encoding, int64_t rows) {
@@ -818,39 +923,22 @@ static int decode_data_page(Chunk *c, const uint8_t *levels, const uint8_t *leve
         uint64_t header;
         if (read_run_header(&q, levels_end, &header) < 0 || (header & 1) || (header >> 1) < (uint64_t)rows ||
             q >= levels_end || *q != 1) {
-            if (decode_hybrid(levels, levels_end, 1, (uint32_t *)slot, rows, &c->error) < 0) return -1;
-            present = 0;
-            for (int64_t i = 0; i < rows; i++) present += slot[i];
+            if (ensure_scratch((void **)&c->levels, &c->levels_capacity, rows + 8, 1, &c->error) < 0) return -1;
+            present = decode_levels(levels, levels_end, c->levels, rows, &c->error);
+            if (present < 0) return -1;
             has_nulls = present < rows;
         }
     }
     if (encoding == E_PLAIN) {
-        int64_t base = c->entries;
+        int32_t first = (int32_t)c->entries;
         if (decode_plain(c, values, values_end, present) < 0) return -1;
-        if (!has_nulls) {
-            for (int64_t i = 0; i < rows; i++) slot[i] = (int32_t)(base + i);
-        } else {
-            int32_t next = (int32_t)base;
-            for (int64_t i = 0; i < rows; i++) {
-                int32_t level = slot[i];
-                slot[i] = level ? next : -1;
-                next += level;
-            }
-        }
+        if (has_nulls) number_entries(slot, c->levels, rows, first);
+        else
+            for (int64_t i = 0; i < rows; i++) slot[i] = first + (int32_t)i;
         return 0;
     }
-    /* dictionary indices: a bit width byte, then hybrid runs */
+    /* dictionary indices: a bit width byte, then hybrid runs; with nulls, packed first, then spread */
     uint32_t *target = (uint32_t *)slot;
-    if (has_nulls) {
-        if (c->scratch_capacity < present + 1) {
-            free(c->scratch);
-            c->scratch = malloc((size_t)(present + 1) * sizeof *c->scratch);
-            c->scratch_capacity = c->scratch ? present + 1 : 0;
-            if (!c->scratch) return fail(&c->error, "parquet: out of memory");
-        }
-        target = c->scratch;
-        target[present] = 0; /* read (not used) by the scatter below after the last value */
-    }
     if (present > 0) {
         if (values >= values_end) return fail(&c->error, "parquet: dictionary page data without a bit width");
         int bit_width = *values++;
@@ -860,14 +948,7 @@ static int decode_data_page(Chunk *c, const uint8_t *levels, const uint8_t *leve
         for (int64_t i = 0; i < present; i++) bad |= target[i] >= size;
         if (bad) return fail(&c->error, "parquet: dictionary index out of range");
     }
-    if (has_nulls) {
-        int64_t k = 0;
-        for (int64_t i = 0; i < rows; i++) {
-            int32_t level = slot[i];
-            slot[i] = level ? (int32_t)target[k] : -1;
-            k += level;
-        }
-    }
+    if (has_nulls) spread_in_place(slot, c->levels, rows, present);
     return 0;
 }
 
@@ -1094,7 +1175,7 @@ done:
     Py_XDECREF(c.offsets);
     Py_XDECREF(c.indices);
     Py_XDECREF(file_view);
-    free(c.scratch);
+    free(c.levels);
     PyBuffer_Release(&view);
     return result;
 }
