@@ -158,7 +158,10 @@ def _write_text(seed: int, file_index: int, records_per_file: int, slot: int, pa
 def _write_parquet(seed: int, file_index: int, records_per_file: int, slot: int, path: Path) -> None:
     frame = records(seed, file_index * records_per_file, records_per_file, slot)
     partial = path.with_name(path.name + ".partial")
-    frame.rename({name: name.replace("-", "_") for name in FIELDS}).write_parquet(partial, row_group_size=131_072)
+    # GZIP, as AWS writes flow logs in Parquet ("Parquet format with Gzip compression").
+    frame.rename({name: name.replace("-", "_") for name in FIELDS}).write_parquet(
+        partial, compression="gzip", row_group_size=131_072
+    )
     os.replace(partial, path)
 
 
@@ -182,7 +185,7 @@ def generate(
     """
     series = root / f"seed{seed}-{records_per_file}x{slots}"
     jobs = []
-    for kind, write, suffix in (("text", _write_text, ".log.gz"), ("parquet", _write_parquet, ".log.parquet")):
+    for kind, write, suffix in (("text", _write_text, ".log.gz"), ("parquet-gzip", _write_parquet, ".log.parquet")):
         if kind == "text" or parquet:
             jobs += [
                 (write, index, series / kind / _object_name(index, index % slots, suffix)) for index in range(files)

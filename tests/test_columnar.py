@@ -1,7 +1,8 @@
 """The Parquet bulk path (`columnar`) on what the broader tests in test_vectorised.py do not reach:
 topologies whose ENI or NAT IP is written '-' or "None", values a text line never holds (empty,
 spaces, non-ASCII, negative or 19-digit integers, long strings in Arrow's view buffers), rows
-handed to the reference code one at a time, slices of one file.
+handed to the reference code one at a time, slices of one file; each through both ways in (the
+decoder's tables and polars' Arrow columns), and what sends a file from one to the other.
 """
 
 from __future__ import annotations
@@ -56,6 +57,25 @@ def assert_same(bulk: Reduction, expected: Reduction) -> None:
     assert bulk.stats == expected.stats
     assert (bulk.first_time, bulk.last_time) == (expected.first_time, expected.last_time)
     assert bulk.formats == expected.formats
+
+
+@pytest.fixture(autouse=True, params=["decoded", "arrow"])
+def way_in(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test reads through the decoder's tables, which must take the file, and through polars."""
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "arrow":
+            patch.setattr(columnar, "_read_decoded", not_decodable)
+        else:
+            patch.setattr(columnar, "_read_arrow", not_expected)
+        yield request.param
+
+
+def not_decodable(*args: Any) -> None:
+    raise columnar._NotDecodable
+
+
+def not_expected(*args: Any) -> None:
+    raise AssertionError("the decoder did not take the file")
 
 
 @pytest.fixture
@@ -147,7 +167,8 @@ ODD_VALUES = ("", " ", "a b", "é", "None", " None", "None ", "-", "\t5", "５",
 ODD_ROW = ("eni-0nat1", "10.0.32.5", "10.0.1.10", "52.1.2.3", "2", "100", str(FIRST), str(FIRST + 5), "ACCEPT")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(st.lists(st.lists(st.tuples(st.integers(0, len(COLUMNS) - 1), st.sampled_from(ODD_VALUES)), max_size=3),
                 min_size=1, max_size=12))  # fmt: skip
 def test_values_no_text_line_holds_read_as_the_reference_reads_them(changes: list[list[tuple[int, str]]]) -> None:

@@ -617,10 +617,35 @@ static const unsigned char slot_check[F_COUNT] = {
     [F_SRC_SERVICE] = CHECK_ASCII, [F_DST_SERVICE] = CHECK_ASCII,
 };
 
-/* A value as add_record reads a line's token (readers._column_text: null and "None" read as '-');
- * an integer column's value as a token without text and the value in *number. VALUE_ODD for what
- * the text path never meets (an empty value, a negative number, more than MAX_DIGITS digits, a
- * value failing `check`): the reference reads that row. */
+/* A text value as add_record reads a line's token (readers._column_text: "None" reads as '-').
+ * VALUE_ODD for what the text path never meets (an empty value, a value failing `check`): the
+ * reference reads that row. */
+static inline int text_value(const char *text, Py_ssize_t length, int check, Token *out) {
+    static const Token dash = {"-", 1};
+    if (length == 0) return VALUE_ODD;
+    if (check == CHECK_TOKEN) {
+        unsigned odd = 0;
+        for (Py_ssize_t k = 0; k < length; k++) odd |= byte_class[(unsigned char)text[k]];
+        if (odd) return VALUE_ODD; /* TOKEN is 0: any other class shows */
+    } else if (check == CHECK_ASCII) {
+        unsigned high = 0;
+        for (Py_ssize_t k = 0; k < length; k++) high |= (unsigned char)text[k];
+        if (high & 0x80) return VALUE_ODD;
+    }
+    *out = length == 4 && memcmp(text, "None", 4) == 0 ? dash : (Token){text, length};
+    return VALUE_TOKEN;
+}
+
+/* An integer value as a token without text and the value in *number; VALUE_ODD for what a line's
+ * digits never are (negative, more than MAX_DIGITS digits). */
+static inline int integer_value(int64_t value, Token *out, uint64_t *number) {
+    if (value < 0 || value >= 1000000000000000000LL) return VALUE_ODD;
+    *out = (Token){NULL, 0};
+    *number = (uint64_t)value;
+    return VALUE_TOKEN;
+}
+
+/* Row `row` of an Arrow column as add_record reads a line's token (null reads as '-'). */
 static inline int column_token(const Column *c, Py_ssize_t row, int check, Token *out, uint64_t *number) {
     static const Token dash = {"-", 1};
     Py_ssize_t i = c->offset + row;
@@ -632,10 +657,7 @@ static inline int column_token(const Column *c, Py_ssize_t row, int check, Token
     if (c->kind == COLUMN_INT64) {
         int64_t value;
         memcpy(&value, (const char *)c->values.buf + 8 * i, 8);
-        if (value < 0 || value >= 1000000000000000000LL) return VALUE_ODD; /* not digits; > MAX_DIGITS */
-        *out = (Token){NULL, 0};
-        *number = (uint64_t)value;
-        return VALUE_TOKEN;
+        return integer_value(value, out, number);
     }
     const char *view = (const char *)c->values.buf + 16 * i, *text;
     int32_t length;
@@ -651,18 +673,7 @@ static inline int column_token(const Column *c, Py_ssize_t row, int check, Token
             return VALUE_CORRUPT;
         text = (const char *)c->data[buffer].buf + at;
     }
-    if (length == 0) return VALUE_ODD;
-    if (check == CHECK_TOKEN) {
-        unsigned odd = 0;
-        for (int32_t k = 0; k < length; k++) odd |= byte_class[(unsigned char)text[k]];
-        if (odd) return VALUE_ODD; /* TOKEN is 0: any other class shows */
-    } else if (check == CHECK_ASCII) {
-        unsigned high = 0;
-        for (int32_t k = 0; k < length; k++) high |= (unsigned char)text[k];
-        if (high & 0x80) return VALUE_ODD;
-    }
-    *out = length == 4 && memcmp(text, "None", 4) == 0 ? dash : (Token){text, length};
-    return VALUE_TOKEN;
+    return text_value(text, length, check, out);
 }
 
 /* Every row of `columns` (one per field of the layout); the positions of the rows the reference must
@@ -689,6 +700,264 @@ static int scan_rows(Scanner *s, const Column *columns, Py_ssize_t rows, Handbac
         if (outcome == HAND_BACK && handback_add(handback, &row, 1) < 0) return -1;
     }
     return 0;
+}
+
+/* The positions in `h` as a list of int; frees them. */
+static PyObject *handed_back_list(Handback *h) {
+    PyObject *handed = PyList_New((Py_ssize_t)h->count);
+    for (size_t i = 0; handed && i < h->count; i++) {
+        PyObject *position = PyLong_FromSsize_t(h->items[i]);
+        if (!position) Py_CLEAR(handed);
+        else PyList_SET_ITEM(handed, (Py_ssize_t)i, position);
+    }
+    free(h->items);
+    return handed;
+}
+
+/* -- Parquet column chunks decoded by natflow.flowlogs._parquet ---------------------------------- */
+
+/* One decoded column chunk: its entries (the dictionary, then the values of plain pages) and each
+ * row's entry (-1: null). A text table's entries are read once, as add_record reads a token, before
+ * the rows: a row then costs a lookup per field. An integer table's entries are read as they are. */
+typedef struct {
+    int kind;
+    Py_buffer values, offsets, indices; /* offsets: int64, entries + 1 of them, for text */
+    Py_ssize_t entries;
+    Token *tokens; /* text: entries + 1, [0] null ('-'); length -1: VALUE_ODD */
+} Table;
+
+/* The entries of text table `t` as field `slot` reads them. -1: out of memory; TABLES_CORRUPT:
+ * offsets outside the values. */
+enum { TABLES_CORRUPT = -2 };
+static int table_prepare(Table *t, int slot) {
+    static const Token dash = {"-", 1};
+    if (t->kind != COLUMN_TEXT) return 0;
+    t->tokens = malloc(((size_t)t->entries + 1) * sizeof(Token));
+    if (!t->tokens) return -1;
+    t->tokens[0] = dash;
+    /* Text of every field must be ASCII here: a row with other text goes to the reference, which
+     * also decides about text that is not UTF-8. */
+    int check = slot_check[slot] == CHECK_TOKEN ? CHECK_TOKEN : CHECK_ASCII;
+    const int64_t *offsets = t->offsets.buf;
+    for (Py_ssize_t e = 0; e < t->entries; e++) {
+        int64_t at = offsets[e], end = offsets[e + 1];
+        if (at < 0 || end < at || end > t->values.len) return TABLES_CORRUPT;
+        Token *token = &t->tokens[e + 1];
+        if (text_value((const char *)t->values.buf + at, end - at, check, token) != VALUE_TOKEN) token->length = -1;
+    }
+    return 0;
+}
+
+/* For each entry of a prepared text table + 1 (null first): whether its text, as a line holds it
+ * ('-' for null and "None" when null_reads_dash), is one of `words`. */
+static uint8_t *table_marks(const Table *t, const Token *words, Py_ssize_t word_count, int null_reads_dash) {
+    uint8_t *marks = calloc((size_t)t->entries + 1, 1);
+    if (!marks) return NULL;
+    const int64_t *offsets = t->offsets.buf;
+    for (Py_ssize_t e = null_reads_dash ? 0 : 1; e <= t->entries; e++) {
+        Token value = {"-", 1};
+        if (e > 0) {
+            value = (Token){(const char *)t->values.buf + offsets[e - 1], offsets[e] - offsets[e - 1]};
+            if (null_reads_dash && token_is(value, "None", 4)) value = (Token){"-", 1};
+        }
+        for (Py_ssize_t w = 0; w < word_count; w++)
+            if (value.length == words[w].length && same_bytes(value.text, words[w].text, value.length)) marks[e] = 1;
+    }
+    return marks;
+}
+
+/* Rows are read a block at a time, one column after the other: the columns' entry numbers are
+ * read in order (a row at a time, thirteen arrays at once, they were mostly cache misses). */
+enum { TABLE_BLOCK = 2048 };
+
+/* Every row of the tables; the rows neither on a selected ENI nor NODATA/SKIPDATA are other
+ * interfaces, counted without reading them further (as the Arrow path's pre-filter). */
+static int scan_table_rows(Scanner *s, Table *tables, Py_ssize_t rows, const Token *selected, Py_ssize_t selected_count,
+                           Handback *handback) {
+    static const Token status_words[2] = {{"NODATA", 6}, {"SKIPDATA", 8}};
+    static const Token dash = {"-", 1};
+    int status = 0;
+    uint8_t *eni_marks = NULL, *status_marks = NULL;
+    uint32_t *picked = malloc(TABLE_BLOCK * sizeof(uint32_t) * (F_COUNT + 1));
+    if (!picked) return -1;
+    uint32_t *entry = picked + TABLE_BLOCK; /* [slot * TABLE_BLOCK + k]: the entry of the k-th picked row */
+    for (int slot = 0; slot < F_COUNT && !status; slot++)
+        if (s->field[slot] >= 0) status = table_prepare(&tables[s->field[slot]], slot);
+    const Table *eni = s->field[F_ENI] >= 0 ? &tables[s->field[F_ENI]] : NULL;
+    const Table *log_status = s->field[F_STATUS] >= 0 ? &tables[s->field[F_STATUS]] : NULL;
+    if (!status && eni && !(eni_marks = table_marks(eni, selected, selected_count, 1))) status = -1;
+    if (!status && log_status && !(status_marks = table_marks(log_status, status_words, 2, 0))) status = -1;
+    Token tokens[F_COUNT];
+    uint64_t numbers[F_COUNT];
+    Record record = {NULL, tokens, numbers};
+    uint64_t other_interface = 0;
+    for (Py_ssize_t first = 0; first < rows && !status; first += TABLE_BLOCK) {
+        Py_ssize_t end = first + TABLE_BLOCK < rows ? first + TABLE_BLOCK : rows;
+        size_t count = 0;
+        for (Py_ssize_t row = first; row < end; row++) {
+            if (eni) {
+                uint32_t e = (uint32_t)(((const int32_t *)eni->indices.buf)[row] + 1);
+                if (e > (uint32_t)eni->entries) status = TABLES_CORRUPT;
+                int kept = !status && eni_marks[e];
+                if (!kept && !status && status_marks) {
+                    uint32_t l = (uint32_t)(((const int32_t *)log_status->indices.buf)[row] + 1);
+                    if (l > (uint32_t)log_status->entries) status = TABLES_CORRUPT;
+                    kept = !status && status_marks[l];
+                }
+                if (status) break;
+                if (!kept) {
+                    other_interface++;
+                    continue;
+                }
+            }
+            picked[count++] = (uint32_t)(row - first);
+        }
+        for (int slot = 0; slot < F_COUNT && !status; slot++) {
+            if (s->field[slot] < 0) continue;
+            const Table *t = &tables[s->field[slot]];
+            const int32_t *indices = (const int32_t *)t->indices.buf + first;
+            uint32_t *out = entry + (size_t)slot * TABLE_BLOCK;
+            uint32_t bad = 0;
+            for (size_t k = 0; k < count; k++) {
+                out[k] = (uint32_t)(indices[picked[k]] + 1);
+                bad |= out[k] > (uint32_t)t->entries;
+            }
+            if (bad) status = TABLES_CORRUPT;
+        }
+        for (size_t k = 0; k < count && !status; k++) {
+            int outcome = TAKEN;
+            for (int slot = 0; slot < F_COUNT; slot++) {
+                int index = s->field[slot];
+                if (index < 0) {
+                    tokens[slot] = dash;
+                    continue;
+                }
+                const Table *t = &tables[index];
+                uint32_t e = entry[(size_t)slot * TABLE_BLOCK + k];
+                if (t->kind == COLUMN_TEXT) {
+                    tokens[slot] = t->tokens[e];
+                    if (tokens[slot].length < 0) outcome = HAND_BACK;
+                } else if (!e) {
+                    tokens[slot] = dash;
+                } else {
+                    int64_t value;
+                    memcpy(&value, (const char *)t->values.buf + 8 * (e - 1), 8);
+                    if (integer_value(value, &tokens[slot], &numbers[slot]) != VALUE_TOKEN) outcome = HAND_BACK;
+                }
+            }
+            if (outcome == TAKEN) outcome = add_record(s, &record);
+            Py_ssize_t row = first + picked[k];
+            if (outcome == NO_MEMORY || (outcome == HAND_BACK && handback_add(handback, &row, 1) < 0)) status = -1;
+        }
+    }
+    s->stats[S_RECORDS_READ] += other_interface;
+    s->stats[S_OTHER_INTERFACE] += other_interface;
+    free(picked);
+    free(eni_marks);
+    free(status_marks);
+    return status;
+}
+
+static void tables_release(Table *tables, int count) {
+    for (int i = 0; i < count; i++) {
+        Table *t = &tables[i];
+        if (t->values.obj) PyBuffer_Release(&t->values);
+        if (t->offsets.obj) PyBuffer_Release(&t->offsets);
+        if (t->indices.obj) PyBuffer_Release(&t->indices);
+        free(t->tokens);
+    }
+}
+
+/* One table from (kind, values, offsets or None, indices), checked to hold `rows` rows. */
+static int table_read(PyObject *item, Py_ssize_t rows, Table *t) {
+    PyObject *values, *offsets, *indices;
+    if (!PyArg_ParseTuple(item, "iOOO", &t->kind, &values, &offsets, &indices)) return -1;
+    if (t->kind != COLUMN_TEXT && t->kind != COLUMN_INT64) {
+        PyErr_SetString(PyExc_ValueError, "scan_tables: unknown column kind");
+        return -1;
+    }
+    if (PyObject_GetBuffer(values, &t->values, PyBUF_SIMPLE) < 0 ||
+        PyObject_GetBuffer(indices, &t->indices, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (t->kind == COLUMN_TEXT) {
+        if (offsets == Py_None || PyObject_GetBuffer(offsets, &t->offsets, PyBUF_SIMPLE) < 0) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "scan_tables: a text column without offsets");
+            return -1;
+        }
+        t->entries = t->offsets.len / 8 - 1;
+        if (t->offsets.len % 8 || t->entries < 0) {
+            PyErr_SetString(PyExc_ValueError, "scan_tables: offsets are not int64 entries + 1");
+            return -1;
+        }
+    } else {
+        t->entries = t->values.len / 8;
+    }
+    if (t->entries >= INT32_MAX || t->indices.len < rows * 4) {
+        PyErr_SetString(PyExc_ValueError, "scan_tables: a column holds fewer rows than asked or too many entries");
+        return -1;
+    }
+    return 0;
+}
+
+/* scan_tables(columns, rows, selected_enis) -> handed_back: `rows` rows of a Parquet row group, one
+ * decoded column chunk per field of the layout (`width` of them, see table_read); selected_enis are
+ * the NAT ENI ids (UTF-8) whose rows are read ('-' for null). handed_back lists the positions of the
+ * rows the reference must read. */
+static PyObject *Scanner_scan_tables(Scanner *s, PyObject *args) {
+    PyObject *items, *selected_items;
+    Py_ssize_t rows;
+    if (!s->kept) {
+        PyErr_SetString(PyExc_RuntimeError, "TextScanner is not initialised");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!nO!", &PyTuple_Type, &items, &rows, &PyTuple_Type, &selected_items)) return NULL;
+    if (PyTuple_GET_SIZE(items) != s->width || rows < 0) {
+        PyErr_SetString(PyExc_ValueError, "scan_tables: one column per field of the layout expected");
+        return NULL;
+    }
+    Py_ssize_t selected_count = PyTuple_GET_SIZE(selected_items);
+    Token *selected = PyMem_Calloc((size_t)selected_count + 1, sizeof(Token));
+    if (!selected) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < selected_count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(selected_items, i);
+        if (!PyBytes_Check(item)) { /* the tuple keeps the bytes alive for the call */
+            PyMem_Free(selected);
+            PyErr_SetString(PyExc_TypeError, "scan_tables: selected_enis holds bytes");
+            return NULL;
+        }
+        selected[i] = (Token){PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item)};
+    }
+    Table tables[MAX_FIELDS];
+    memset(tables, 0, sizeof tables);
+    for (int i = 0; i < s->width; i++) {
+        if (table_read(PyTuple_GET_ITEM(items, i), rows, &tables[i]) < 0) {
+            tables_release(tables, i + 1);
+            PyMem_Free(selected);
+            return NULL;
+        }
+    }
+    for (int slot = F_ENI; slot <= F_STATUS; slot += F_STATUS - F_ENI) {
+        if (s->field[slot] >= 0 && tables[s->field[slot]].kind != COLUMN_TEXT) {
+            tables_release(tables, s->width);
+            PyMem_Free(selected);
+            PyErr_SetString(PyExc_ValueError, "scan_tables: interface-id and log-status are text columns");
+            return NULL;
+        }
+    }
+    Handback handback = {NULL, 0, 0};
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = scan_table_rows(s, tables, rows, selected, selected_count, &handback);
+    Py_END_ALLOW_THREADS
+    tables_release(tables, s->width);
+    PyMem_Free(selected);
+    if (status < 0) {
+        free(handback.items);
+        if (status == TABLES_CORRUPT) PyErr_SetString(PyExc_ValueError, "scan_tables: an entry or offset out of range");
+        else PyErr_NoMemory();
+        return NULL;
+    }
+    return handed_back_list(&handback);
 }
 
 /* -- Python ---------------------------------------------------------------------------------------- */
@@ -926,14 +1195,7 @@ static PyObject *Scanner_scan_columns(Scanner *s, PyObject *args) {
         else PyErr_NoMemory();
         return NULL;
     }
-    PyObject *handed = PyList_New((Py_ssize_t)handback.count);
-    for (size_t i = 0; handed && i < handback.count; i++) {
-        PyObject *position = PyLong_FromSsize_t(handback.items[i]);
-        if (!position) Py_CLEAR(handed);
-        else PyList_SET_ITEM(handed, (Py_ssize_t)i, position);
-    }
-    free(handback.items);
-    return handed;
+    return handed_back_list(&handback);
 }
 
 /* Python objects made once per merge and shared by the rows' keys: the same few addresses, peers
@@ -1135,6 +1397,7 @@ static PyObject *Scanner_times(Scanner *s, PyObject *Py_UNUSED(ignored)) {
 static PyMethodDef Scanner_methods[] = {
     {"scan", (PyCFunction)Scanner_scan, METH_VARARGS, "Read whole lines; returns (lines, handed back)."},
     {"scan_columns", (PyCFunction)Scanner_scan_columns, METH_VARARGS, "Read Parquet rows; returns the handed back."},
+    {"scan_tables", (PyCFunction)Scanner_scan_tables, METH_VARARGS, "Read decoded Parquet chunks; returns the handed back."},
     {"merge_rows", (PyCFunction)Scanner_merge_rows, METH_O, "Add the reduced rows into a dict of reduce.RowKey."},
     {"stats", (PyCFunction)Scanner_stats, METH_NOARGS, "The counters, by ReductionStats field."},
     {"times", (PyCFunction)Scanner_times, METH_NOARGS, "(first start, last end) of the counted records."},

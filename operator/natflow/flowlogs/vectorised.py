@@ -6,8 +6,8 @@ guess: whatever they do not reproduce exactly goes to the reference code, so cor
 depend on them.
 
 * Text: `textscan` (ISA-L gunzip, a compiled line scanner; odd lines go to `readers.add_parts`).
-* Parquet: `columnar` (polars decodes the used columns of the rows on NAT ENIs, the compiled
-  scanner reduces them; odd rows go to `readers.add_rows`).
+* Parquet: `columnar` (our decoder or polars decodes the used columns, the compiled scanner
+  reduces the rows on NAT ENIs; odd rows go to `readers.add_rows`).
 * A whole file goes to the reference reader when it is damaged (truncated gzip, unreadable
   Parquet), has an unusable header, a first line with CR, or Parquet columns of types other
   than strings and integers: the reference then produces the same records and warnings.
@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from natflow.diagnostics import Diagnostics
-from natflow.flowlogs import textscan
+from natflow.flowlogs import columnar, textscan
 from natflow.flowlogs.fields import FormatError
 from natflow.flowlogs.readers import DAMAGE, READERS, FormatChoices, NeedsReference
 from natflow.flowlogs.reduce import NatTopology, Reduction
@@ -41,20 +41,8 @@ class BulkRead(Protocol):
         """Fold the counters, times and rows into `into`."""
 
 
-def _read_parquet(file: FlowLogFile, choices: FormatChoices, part: Reduction, diagnostics: Diagnostics) -> BulkRead:
-    """`columnar.read_parquet`: polars and pyarrow are loaded only when there is Parquet to read."""
-    import polars as pl
-
-    from natflow.flowlogs import columnar
-
-    try:
-        return columnar.read_parquet(file, choices, part, diagnostics)
-    except pl.exceptions.PolarsError as error:
-        raise NeedsReference from error
-
-
 _FastReader = Callable[[FlowLogFile, FormatChoices, Reduction, Diagnostics], BulkRead]
-_FAST: dict[FileKind, _FastReader] = {FileKind.TEXT: textscan.read_text, FileKind.PARQUET: _read_parquet}
+_FAST: dict[FileKind, _FastReader] = {FileKind.TEXT: textscan.read_text, FileKind.PARQUET: columnar.read_parquet}
 # What a fast reader raises when the file must be read by the reference reader instead.
 _TO_REFERENCE = (NeedsReference, FormatError, textscan.INFLATE_ERROR, *DAMAGE)
 
