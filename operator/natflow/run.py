@@ -10,12 +10,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from natflow.collector import defer_full_collections
 from natflow.timeutil import parse_time
 
 # The pod's liveness probe (manifests/deployment.yaml); tests and the bench, which may run several
 # operators on one machine, give each its own port.
 LIVENESS_DEFAULT = "http://0.0.0.0:8080/healthz"
-GC_YOUNG_THRESHOLD = 100_000
 
 
 def parse_window(text: str) -> tuple[int, int]:
@@ -73,11 +73,9 @@ def run_operator(once: bool, window_text: str | None) -> int:
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # kopf logs "Handler ... succeeded." at INFO for every watch event: a line per pod and change.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    # kopf's per-event objects (Body, its views, Patch) form cycles that keep each event's parsed
-    # JSON (a hundred containers for a pod) alive until the cyclic collector runs. With the default
-    # young threshold (700) it took 40% of the operator's CPU during a large cluster's initial list,
-    # a fifth with this one. What is loaded by now (modules) lives as long as the process: never scanned.
-    gc.set_threshold(GC_YOUNG_THRESHOLD)
+    # Young collections less often, full ones when quiet (collector.py). What is loaded by now
+    # (modules) lives as long as the process: never scanned.
+    defer_full_collections()
     gc.freeze()
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -14,6 +14,7 @@ from typing import Any
 from natflow.cluster.ipmap import PodColumns
 from natflow.cluster.objects import ObjectError, PodRecord, node_record, owner_of, pod_record, snat_setting
 from natflow.cluster.state import OWNER_KINDS, ClusterState
+from natflow.collector import FullCollections
 from natflow.controller import AwsClients, Controller
 from natflow.kube import KubeWriter
 from natflow.reports.spec import SpecError, read_spec
@@ -28,6 +29,13 @@ PRUNE_EVERY = 600
 # against 37 in batches of 2,000 (30,000 pods held), and it took the GIL from kopf's loop at every wake.
 APPLY_EVERY = 0.2
 APPLY_BATCH = 2000
+# It looks this often whether events stopped coming (for the full collections).
+QUIET_CHECK = 0.05
+# A look that came this much later than asked (the process was stopped, or starved) starts the quiet
+# time afresh: the loop may not yet have read what came meanwhile.
+LATE = 0.1
+# Quiet this long (nothing queued, nothing coming): a due full collection runs (collector.py).
+COLLECT_WHEN_QUIET = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class Runtime:
         self._retention = config.retention_seconds
         self._last_prune = int(time.time())
         self._pending: deque[tuple[Mapping[str, Any], bool]] = deque()
+        self._enqueued = 0
         self._wake = threading.Event()
 
     @property
@@ -79,6 +88,7 @@ class Runtime:
         """Called on kopf's event loop: must not block (a report may hold the lock for a while)."""
         pending = self._pending
         pending.append((obj, deleted))
+        self._enqueued += 1
         if len(pending) >= APPLY_BATCH:
             self._wake.set()
 
@@ -86,10 +96,21 @@ class Runtime:
         threading.Thread(target=self._apply_forever, name="natflow-applier", daemon=True).start()
 
     def _apply_forever(self) -> None:
+        collections = FullCollections()
+        seen = self._enqueued
+        last_apply = quiet_since = time.monotonic()
         while True:
-            self._wake.wait(timeout=APPLY_EVERY)
+            asked = time.monotonic() + QUIET_CHECK
+            woken = self._wake.wait(timeout=QUIET_CHECK)
             self._wake.clear()
-            self.flush()
+            now, enqueued = time.monotonic(), self._enqueued
+            if enqueued != seen or now > asked + LATE:
+                quiet_since = now
+            seen = enqueued
+            if woken or now - last_apply >= APPLY_EVERY:
+                self.flush()
+                last_apply = now
+            collections.run(quiet=not self._pending and now - quiet_since >= COLLECT_WHEN_QUIET)
 
     def flush(self) -> int:
         """Apply every queued event, each batch in one store transaction; returns how many."""

@@ -4,10 +4,16 @@ the store has pods that still held an IP."""
 
 from __future__ import annotations
 
+import gc
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from natflow.cluster.objects import OwnerRef
+from natflow.collector import FULL_DUE, FULL_FORCED, FullCollections
 from natflow.kube import KubeWriter
 from natflow.runtime import APPLY_BATCH, OperatorConfig, Runtime
 from natflow.store import Store
@@ -107,3 +113,38 @@ def test_an_owner_arriving_after_its_pods_changes_their_workload(tmp_path: Path)
     live.flush()
     after = live.state.workload(live.state.pods["uid-web-1"])
     assert (before.kind, after.kind, after.name) == ("ReplicaSet", "Deployment", "web")
+
+
+def test_the_applier_thread_applies_what_is_queued(tmp_path: Path) -> None:
+    live = runtime(tmp_path / "state.sqlite")
+    live.start_applier()
+    live.enqueue(pod("web-1", "10.0.1.5"), False)
+    deadline = time.monotonic() + 5
+    while "uid-web-1" not in live.state.pods and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "uid-web-1" in live.state.pods
+
+
+@pytest.fixture
+def collector_state() -> Iterator[None]:
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+def test_full_collections_wait_for_a_quiet_moment_unless_long_overdue(collector_state: None) -> None:
+    def after_middle_collections(count: int) -> None:
+        gc.collect()  # counts from zero
+        for _ in range(count):
+            gc.collect(1)
+
+    collections = FullCollections()
+    after_middle_collections(FULL_DUE)
+    assert not collections.run(quiet=False)  # busy: left for later
+    assert collections.run(quiet=True) and collections.frozen and gc.get_freeze_count() > 0
+    assert gc.get_count()[2] == 0
+    after_middle_collections(FULL_DUE - 1)
+    assert not collections.run(quiet=True)  # not due yet
+    after_middle_collections(FULL_FORCED)
+    assert collections.run(quiet=False)  # never quiet: collected anyway
