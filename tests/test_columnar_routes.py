@@ -73,6 +73,12 @@ def test_the_decoder_reads_every_codec_and_page_version(
     assert ways == ["decoded"]
 
 
+def test_format_version_1_writes_plain_dictionary_pages(tmp_path: Path, ways: list[str]) -> None:
+    file = written(tmp_path, version="1.0", compression="GZIP")  # PLAIN_DICTIONARY, as older writers do
+    assert_same(bulk_read(file, TOPOLOGY), reference_read(file, TOPOLOGY))
+    assert ways == ["decoded"]
+
+
 def test_plain_pages_after_the_dictionary_are_entries_too(tmp_path: Path, ways: list[str]) -> None:
     file = written(tmp_path, rows=400, dictionary_pagesize_limit=64, data_page_size=128)
     assert_same(bulk_read(file, TOPOLOGY), reference_read(file, TOPOLOGY))

@@ -277,15 +277,31 @@ static int rows_grow(Scanner *s) {
     return 0;
 }
 
-/* The row of a key, created empty when new; NULL when out of memory. */
-static Row *row_of(Scanner *s, uint32_t eni, uint32_t address, uint8_t direction, int64_t minute, Token peer,
-                   Token service) {
-    if (rows_grow(s) < 0) return NULL;
-    uint64_t hash = mix(mix(mix(mix(eni, address), direction), (uint64_t)minute), 0);
-    hash = text_hash(text_hash(hash, peer), service);
+/* A client leg as add_record classified it: its reduced row's key (and the key's hash) and what it adds. */
+typedef struct {
+    uint32_t eni, address;
+    uint8_t direction;
+    int64_t minute, start, end;
+    Token peer, service;
+    uint64_t bytes, packets, hash;
+} Leg;
+
+static inline uint64_t leg_hash(const Leg *leg) {
+    uint64_t hash = mix(mix(mix(mix(leg->eni, leg->address), leg->direction), (uint64_t)leg->minute), 0);
+    hash = text_hash(text_hash(hash, leg->peer), leg->service);
     hash ^= hash >> 33; /* products carry low bits up only: bring the high bits down for the slot */
     hash *= 0xFF51AFD7ED558CCDULL;
-    hash ^= hash >> 33;
+    return hash ^ (hash >> 33);
+}
+
+/* The row of a leg's key, created empty when new; NULL when out of memory. */
+static Row *row_of(Scanner *s, const Leg *leg) {
+    if (rows_grow(s) < 0) return NULL;
+    uint32_t eni = leg->eni, address = leg->address;
+    uint8_t direction = leg->direction;
+    int64_t minute = leg->minute;
+    Token peer = leg->peer, service = leg->service;
+    uint64_t hash = leg->hash;
     size_t mask = s->slot_count - 1, slot = hash & mask;
     uint64_t tag = hash & 0xFFFFFFFF00000000ULL;
     for (;; slot = (slot + 1) & mask) {
@@ -320,7 +336,7 @@ static Row *row_of(Scanner *s, uint32_t eni, uint32_t address, uint8_t direction
 
 /* -- one record ---------------------------------------------------------------------------------- */
 
-enum { TAKEN = 0, HAND_BACK = 1, NO_MEMORY = -1 };
+enum { TAKEN = 0, HAND_BACK = 1, NO_MEMORY = -1, CLIENT_LEG = 2 };
 
 /* Where a record's fields come from: a text line's token starts (starts[width] is one past its
  * newline), or, for Parquet columns, the F_COUNT tokens made for the row; a token without text
@@ -329,7 +345,18 @@ typedef struct {
     const char *const *starts;
     const Token *tokens;
     const uint64_t *numbers;
+    const uint64_t *addresses; /* or NULL: per slot, an address field read once (NOT_IPV4: none) */
 } Record;
+
+#define NOT_IPV4 UINT64_MAX
+
+/* An address field as read_ipv4 reads its token `t`, or as it was read once before. */
+static inline int record_ipv4(const Record *r, int slot, Token t, uint32_t *address) {
+    if (!r->addresses) return read_ipv4(t, address);
+    if (r->addresses[slot] == NOT_IPV4) return 0;
+    *address = (uint32_t)r->addresses[slot];
+    return 1;
+}
 
 /* The token of a field: in a line, it ends before the separators (or the newline) that precede the
  * next token's start. */
@@ -358,8 +385,9 @@ static inline int number_field(const Scanner *s, const Record *r, int slot, uint
 
 static inline int add_to(uint64_t *total, uint64_t value) { return __builtin_add_overflow(*total, value, total); }
 
-/* readers.add_parts + Reduction.add for a record of exactly `width` tokens. */
-static int add_record(Scanner *s, const Record *record) {
+/* readers.add_parts + Reduction.add for a record of exactly `width` tokens, up to the reduced row:
+ * CLIENT_LEG with `leg` filled for add_leg, or TAKEN (counted) or HAND_BACK. */
+static int classify_record(Scanner *s, const Record *record, Leg *leg) {
     uint64_t *stats = s->stats;
     Token status = field(s, record, F_STATUS);
     int no_data = token_is(status, "NODATA", 6), skip_data = !no_data && token_is(status, "SKIPDATA", 8);
@@ -421,7 +449,8 @@ static int add_record(Scanner *s, const Record *record) {
     /* Reduction.add */
     Token src_text = field(s, record, F_SRC), dst_text = field(s, record, F_DST);
     uint32_t src, dst;
-    if (!read_ipv4(src_text, &src) || !read_ipv4(dst_text, &dst)) return HAND_BACK; /* IPv6, odd text */
+    if (!record_ipv4(record, F_SRC, src_text, &src) || !record_ipv4(record, F_DST, dst_text, &dst))
+        return HAND_BACK; /* IPv6, odd text */
     int src_nat = nat_address_find(s, src), dst_nat = nat_address_find(s, dst);
     if (eni < 0) { /* no interface-id: a NAT private IP on either side names the ENI */
         if (src_nat >= 0) eni = s->nat_addresses[src_nat].eni;
@@ -474,22 +503,36 @@ static int add_record(Scanner *s, const Record *record) {
         peer.length = 0;
     if (is_dash(service)) service.length = 0;
     if (peer.length > UINT16_MAX || service.length > UINT16_MAX) return HAND_BACK;
-    int64_t minute = start / 60;
-    Row *row = row_of(s, (uint32_t)eni, address, direction, minute, peer, service);
+    *leg = (Leg){(uint32_t)eni, address, direction, start / 60, start, end, peer, service, nbytes, packets, 0};
+    leg->hash = leg_hash(leg);
+    return CLIENT_LEG;
+}
+
+/* Reduction.add's sum of a client leg into its row: TAKEN, HAND_BACK (a sum past 64 bits) or NO_MEMORY. */
+static int add_leg(Scanner *s, const Leg *leg) {
+    Row *row = row_of(s, leg);
     if (!row) return NO_MEMORY;
     uint64_t row_bytes = row->bytes, row_packets = row->packets;
-    if (add_to(&row_bytes, nbytes) || add_to(&row_packets, packets) || row->records == UINT32_MAX) return HAND_BACK;
+    if (add_to(&row_bytes, leg->bytes) || add_to(&row_packets, leg->packets) || row->records == UINT32_MAX)
+        return HAND_BACK;
     row->bytes = row_bytes;
     row->packets = row_packets;
-    if (start - minute * 60 < row->first_second) row->first_second = (uint8_t)(start - minute * 60);
-    if (end > row->last) row->last = end;
+    int64_t second = leg->start - leg->minute * 60;
+    if (second < row->first_second) row->first_second = (uint8_t)second;
+    if (leg->end > row->last) row->last = leg->end;
     row->records++;
-    stats[S_RECORDS_READ]++;
-    stats[S_RECORDS_COUNTED]++;
-    if (!s->has_times || start < s->first_time) s->first_time = start;
-    if (!s->has_times || end > s->last_time) s->last_time = end;
+    s->stats[S_RECORDS_READ]++;
+    s->stats[S_RECORDS_COUNTED]++;
+    if (!s->has_times || leg->start < s->first_time) s->first_time = leg->start;
+    if (!s->has_times || leg->end > s->last_time) s->last_time = leg->end;
     s->has_times = 1;
     return TAKEN;
+}
+
+static int add_record(Scanner *s, const Record *record) {
+    Leg leg;
+    int outcome = classify_record(s, record, &leg);
+    return outcome == CLIENT_LEG ? add_leg(s, &leg) : outcome;
 }
 
 /* Token, newline and other bytes (neither token nor space) of 64 bytes, one bit each. */
@@ -575,7 +618,7 @@ static int scan_lines(Scanner *s, const char *text, Py_ssize_t size, Py_ssize_t 
                 outcome = HAND_BACK;
             else if (count) {
                 starts[count] = text + line_end;
-                Record record = {starts, NULL, NULL};
+                Record record = {starts, NULL, NULL, NULL};
                 outcome = add_record(s, &record);
             }
             if (outcome == NO_MEMORY) return -1;
@@ -682,7 +725,7 @@ static int scan_rows(Scanner *s, const Column *columns, Py_ssize_t rows, Handbac
     static const Token dash = {"-", 1};
     Token tokens[F_COUNT];
     uint64_t numbers[F_COUNT];
-    Record record = {NULL, tokens, numbers};
+    Record record = {NULL, tokens, numbers, NULL};
     for (Py_ssize_t row = 0; row < rows; row++) {
         int outcome = TAKEN;
         for (int slot = 0; slot < F_COUNT && outcome == TAKEN; slot++) {
@@ -724,6 +767,7 @@ typedef struct {
     Py_buffer values, offsets, indices; /* offsets: int64, entries + 1 of them, for text */
     Py_ssize_t entries;
     Token *tokens; /* text: entries + 1, [0] null ('-'); length -1: VALUE_ODD */
+    uint64_t *addresses; /* srcaddr, dstaddr: entries + 1, each read as read_ipv4 reads it (NOT_IPV4: not) */
 } Table;
 
 /* The entries of text table `t` as field `slot` reads them. -1: out of memory; TABLES_CORRUPT:
@@ -744,6 +788,13 @@ static int table_prepare(Table *t, int slot) {
         if (at < 0 || end < at || end > t->values.len) return TABLES_CORRUPT;
         Token *token = &t->tokens[e + 1];
         if (text_value((const char *)t->values.buf + at, end - at, check, token) != VALUE_TOKEN) token->length = -1;
+    }
+    if (slot != F_SRC && slot != F_DST) return 0;
+    t->addresses = malloc(((size_t)t->entries + 1) * sizeof(uint64_t));
+    if (!t->addresses) return -1;
+    for (Py_ssize_t e = 0; e <= t->entries; e++) {
+        uint32_t address;
+        t->addresses[e] = t->tokens[e].length >= 0 && read_ipv4(t->tokens[e], &address) ? address : NOT_IPV4;
     }
     return 0;
 }
@@ -767,8 +818,15 @@ static uint8_t *table_marks(const Table *t, const Token *words, Py_ssize_t word_
 }
 
 /* Rows are read a block at a time, one column after the other: the columns' entry numbers are
- * read in order (a row at a time, thirteen arrays at once, they were mostly cache misses). */
-enum { TABLE_BLOCK = 2048 };
+ * read in order (a row at a time, thirteen arrays at once, they were mostly cache misses). The
+ * block's client legs are classified first and summed after, so that their rows' slots (and then
+ * rows) can be fetched from memory ahead of use. */
+enum { TABLE_BLOCK = 2048, ROW_AHEAD = 8 };
+
+static int compare_positions(const void *a, const void *b) {
+    Py_ssize_t x = *(const Py_ssize_t *)a, y = *(const Py_ssize_t *)b;
+    return (x > y) - (x < y);
+}
 
 /* Every row of the tables; the rows neither on a selected ENI nor NODATA/SKIPDATA are other
  * interfaces, counted without reading them further (as the Arrow path's pre-filter). */
@@ -778,9 +836,15 @@ static int scan_table_rows(Scanner *s, Table *tables, Py_ssize_t rows, const Tok
     static const Token dash = {"-", 1};
     int status = 0;
     uint8_t *eni_marks = NULL, *status_marks = NULL;
-    uint32_t *picked = malloc(TABLE_BLOCK * sizeof(uint32_t) * (F_COUNT + 1));
-    if (!picked) return -1;
+    uint32_t *picked = malloc(TABLE_BLOCK * sizeof(uint32_t) * (F_COUNT + 2));
+    Leg *legs = malloc(TABLE_BLOCK * sizeof(Leg));
+    if (!picked || !legs) {
+        free(picked);
+        free(legs);
+        return -1;
+    }
     uint32_t *entry = picked + TABLE_BLOCK; /* [slot * TABLE_BLOCK + k]: the entry of the k-th picked row */
+    uint32_t *leg_row = entry + (size_t)F_COUNT * TABLE_BLOCK; /* the picked row of each leg */
     for (int slot = 0; slot < F_COUNT && !status; slot++)
         if (s->field[slot] >= 0) status = table_prepare(&tables[s->field[slot]], slot);
     const Table *eni = s->field[F_ENI] >= 0 ? &tables[s->field[F_ENI]] : NULL;
@@ -788,9 +852,10 @@ static int scan_table_rows(Scanner *s, Table *tables, Py_ssize_t rows, const Tok
     if (!status && eni && !(eni_marks = table_marks(eni, selected, selected_count, 1))) status = -1;
     if (!status && log_status && !(status_marks = table_marks(log_status, status_words, 2, 0))) status = -1;
     Token tokens[F_COUNT];
-    uint64_t numbers[F_COUNT];
-    Record record = {NULL, tokens, numbers};
+    uint64_t numbers[F_COUNT], addresses[F_COUNT] = {0};
+    Record record = {NULL, tokens, numbers, addresses};
     uint64_t other_interface = 0;
+    int sorted = 1; /* hand-backs in row order */
     for (Py_ssize_t first = 0; first < rows && !status; first += TABLE_BLOCK) {
         Py_ssize_t end = first + TABLE_BLOCK < rows ? first + TABLE_BLOCK : rows;
         size_t count = 0;
@@ -824,12 +889,14 @@ static int scan_table_rows(Scanner *s, Table *tables, Py_ssize_t rows, const Tok
             }
             if (bad) status = TABLES_CORRUPT;
         }
+        size_t leg_count = 0;
         for (size_t k = 0; k < count && !status; k++) {
             int outcome = TAKEN;
             for (int slot = 0; slot < F_COUNT; slot++) {
                 int index = s->field[slot];
                 if (index < 0) {
                     tokens[slot] = dash;
+                    addresses[slot] = NOT_IPV4;
                     continue;
                 }
                 const Table *t = &tables[index];
@@ -837,22 +904,41 @@ static int scan_table_rows(Scanner *s, Table *tables, Py_ssize_t rows, const Tok
                 if (t->kind == COLUMN_TEXT) {
                     tokens[slot] = t->tokens[e];
                     if (tokens[slot].length < 0) outcome = HAND_BACK;
+                    if (t->addresses) addresses[slot] = t->addresses[e];
                 } else if (!e) {
                     tokens[slot] = dash;
+                    addresses[slot] = NOT_IPV4;
                 } else {
                     int64_t value;
                     memcpy(&value, (const char *)t->values.buf + 8 * (e - 1), 8);
                     if (integer_value(value, &tokens[slot], &numbers[slot]) != VALUE_TOKEN) outcome = HAND_BACK;
+                    addresses[slot] = NOT_IPV4;
                 }
             }
-            if (outcome == TAKEN) outcome = add_record(s, &record);
+            if (outcome == TAKEN) outcome = classify_record(s, &record, &legs[leg_count]);
+            if (outcome == CLIENT_LEG) {
+                if (s->slots) __builtin_prefetch(&s->slots[legs[leg_count].hash & (s->slot_count - 1)]);
+                leg_row[leg_count++] = picked[k];
+            }
             Py_ssize_t row = first + picked[k];
+            if (outcome == HAND_BACK && handback_add(handback, &row, 1) < 0) status = -1;
+        }
+        for (size_t j = 0; j < leg_count && !status; j++) {
+            if (j + ROW_AHEAD < leg_count && s->slots) {
+                uint64_t ahead = s->slots[legs[j + ROW_AHEAD].hash & (s->slot_count - 1)];
+                if (ahead) __builtin_prefetch(&s->rows[(uint32_t)ahead - 1]);
+            }
+            int outcome = add_leg(s, &legs[j]);
+            Py_ssize_t row = first + leg_row[j];
+            if (outcome == HAND_BACK) sorted = 0;
             if (outcome == NO_MEMORY || (outcome == HAND_BACK && handback_add(handback, &row, 1) < 0)) status = -1;
         }
     }
+    if (!sorted) qsort(handback->items, handback->count, sizeof(Py_ssize_t), compare_positions);
     s->stats[S_RECORDS_READ] += other_interface;
     s->stats[S_OTHER_INTERFACE] += other_interface;
     free(picked);
+    free(legs);
     free(eni_marks);
     free(status_marks);
     return status;
@@ -865,6 +951,7 @@ static void tables_release(Table *tables, int count) {
         if (t->offsets.obj) PyBuffer_Release(&t->offsets);
         if (t->indices.obj) PyBuffer_Release(&t->indices);
         free(t->tokens);
+        free(t->addresses);
     }
 }
 

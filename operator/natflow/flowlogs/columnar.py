@@ -118,10 +118,10 @@ class _DecodedObject:
             tables = []
             for index, (_, physical_type, levels, kind) in self.columns:
                 codec, start, size, _ = chunks[index]
-                values, offsets, entries = _parquet.decode_chunk(
+                values, offsets, entry_of_row = _parquet.decode_chunk(
                     self.data, start, size, physical_type, levels, rows, _decompressor(codec)
                 )
-                tables.append((_TEXT if kind == "string" else _INT64, values, offsets, entries))
+                tables.append((_TEXT if kind == "string" else _INT64, values, offsets, entry_of_row))
             for position in scanner.scan_tables(tuple(tables), rows, selected):
                 where.line = first + position  # add_rows counts the row in
                 add_rows([[value] for value in _row(tables, position)], layout, part, where, self.file.key_time)
@@ -149,8 +149,8 @@ def _gunzip(page: memoryview, size: int) -> bytes:
 def _row(tables: list[tuple[int, bytearray, bytearray | None, bytearray]], position: int) -> list[Any]:
     """The values of one row of decoded tables, as polars would give them (str, int or None)."""
     values: list[Any] = []
-    for kind, entries, offsets, indices in tables:
-        entry = memoryview(indices).cast("i")[position]
+    for kind, entries, offsets, entry_of_row in tables:
+        entry = memoryview(entry_of_row).cast("i")[position]
         if entry < 0:
             values.append(None)
         elif kind == _INT64:
