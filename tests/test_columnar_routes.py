@@ -99,7 +99,7 @@ def test_encodings_the_decoder_lacks_go_the_arrow_way(tmp_path: Path, ways: list
     assert ways == ["arrow"]
 
 
-def test_large_row_groups_and_other_codecs_go_the_arrow_way(tmp_path: Path, ways: list[str]) -> None:
+def test_large_row_groups_pages_and_other_codecs_go_the_arrow_way(tmp_path: Path, ways: list[str]) -> None:
     file = written(tmp_path, compression="ZSTD")
     expected = reference_read(file, TOPOLOGY)
     with pytest.MonkeyPatch.context() as patch:
@@ -108,7 +108,23 @@ def test_large_row_groups_and_other_codecs_go_the_arrow_way(tmp_path: Path, ways
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(columnar, "_PYARROW_CODECS", {})
         assert_same(bulk_read(file, TOPOLOGY), expected)
-    assert ways == ["arrow", "arrow"]
+    for compression in ("ZSTD", "GZIP"):  # pages said to be larger than a writer makes them
+        file = written(tmp_path, compression=compression)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(columnar, "PAGE_MAX_BYTES", 40)
+            assert_same(bulk_read(file, TOPOLOGY), expected)
+    assert ways == ["arrow"] * 4
+
+
+def test_a_damaged_gzip_page_goes_the_arrow_way_to_the_reference(tmp_path: Path, ways: list[str]) -> None:
+    file = written(tmp_path, compression="GZIP")
+    data = bytearray(Path(file.path).read_bytes())
+    middle = len(data) // 3
+    data[middle : middle + 8] = bytes(8)  # inside a page's deflate stream (the footer is at the end)
+    Path(file.path).write_bytes(bytes(data))
+    with pytest.raises(columnar.NeedsReference):  # polars finds the damage too: the reference reader warns
+        bulk_read(file, TOPOLOGY)
+    assert ways == ["arrow"]
 
 
 def test_columns_of_other_types_go_to_the_reference(tmp_path: Path, ways: list[str]) -> None:

@@ -38,7 +38,7 @@ from natflow.flowlogs.fields import USED_FIELDS, LogFormat, canonical_name
 from natflow.flowlogs.readers import FormatChoices, Layout, NeedsReference, Where, add_rows
 from natflow.flowlogs.reduce import NatTopology, Reduction
 from natflow.flowlogs.sources import FlowLogFile
-from natflow.flowlogs.textscan import ScannedText, scanner_for
+from natflow.flowlogs.textscan import INFLATE_ERROR, ScannedText, scanner_for
 
 if TYPE_CHECKING:
     import polars as pl
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 PARQUET_SLICE_ROWS = 1 << 18
 # Larger row groups go the Arrow path: a decoded row group costs ~60 bytes a row (two at once).
 DECODED_MAX_ROWS = 1 << 20
+# So do pages said to be larger than this once decompressed (writers make ~1 MB pages).
+PAGE_MAX_BYTES = 1 << 26
 
 _NUMBER_FIELDS = ("packets", "bytes", "start", "end")
 _ROW = "natflow_row"  # the row's position in the file, for the reference's examples
@@ -78,10 +80,15 @@ def read_parquet(file: FlowLogFile, choices: FormatChoices, part: Reduction, dia
 
 def _read_decoded(file: FlowLogFile, part: Reduction) -> ScannedText:
     try:
-        with open(file.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return _DecodedObject(file, data).read(part)
-    except (OSError, ValueError, UnicodeDecodeError) as error:  # damaged or not for the decoder
+        with open(file.path, "rb") as handle:
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        scanned = _DecodedObject(file, data).read(part)
+    except (OSError, ValueError, INFLATE_ERROR) as error:  # damaged or not for the decoder
+        # Not closed here: the error's frames may still hold views of the map (a decompressor's
+        # page); it is unmapped with the last of them.
         raise _NotDecodable from error
+    data.close()
+    return scanned
 
 
 class _DecodedObject:
@@ -139,11 +146,25 @@ def _decompressor(codec: int) -> _Decompress | None:
         raise _NotDecodable  # LZ4 (Hadoop framing), LZO
     import pyarrow as pa
 
-    return pa.Codec(name).decompress  # type: ignore[no-any-return]
+    codec_of_pyarrow = pa.Codec(name)
+
+    def decompress(page: memoryview, size: int) -> Any:
+        return codec_of_pyarrow.decompress(page, _page_size(size))
+
+    return decompress
 
 
 def _gunzip(page: memoryview, size: int) -> bytes:
-    return isal_zlib.decompress(page, wbits=47, bufsize=max(size, 1))  # 47: gzip or zlib framing
+    # Never more than the page says it holds (+1, to tell a longer one): a damaged or hostile page
+    # cannot inflate beyond it. 47: gzip or zlib framing.
+    return isal_zlib.decompressobj(wbits=47).decompress(page, _page_size(size) + 1)
+
+
+def _page_size(size: int) -> int:
+    """A page's size as its header says, if it is one a writer makes (they write ~1 MB)."""
+    if size > PAGE_MAX_BYTES:
+        raise ValueError(f"a Parquet page of {size} bytes")  # the Arrow path reads the file
+    return size
 
 
 def _row(tables: list[tuple[int, bytearray, bytearray | None, bytearray]], position: int) -> list[Any]:
