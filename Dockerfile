@@ -2,8 +2,8 @@
 #
 #   docker build -t ghcr.io/natflow/natflow:0.1.0 .
 #
-# Build stage: compile natflow's C line scanner and install natflow and its runtime dependencies
-# (no dev extras) into a virtualenv; the compiler stays in this stage.
+# Build stage: compile natflow's C line scanner and Parquet decoder and install natflow and its
+# runtime dependencies (no dev extras) into a virtualenv; the compiler stays in this stage.
 # Runtime stage: the same base image (same Python path, so the venv's scripts work), the venv,
 # and a non-root user. .dockerignore is an allow-list: only pyproject.toml, setup.py, README.md
 # and the operator/ source root reach the build.
