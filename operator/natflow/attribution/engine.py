@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from operator import itemgetter
 from typing import Any, Literal
 
 import numpy as np
@@ -29,7 +28,7 @@ from natflow.aws.inventory import AddressOwner
 from natflow.cluster.ipmap import FOREVER, HELD_BY_NOBODY, HELD_BY_NODE, HELD_BY_POD, SPLIT, HolderColumns, distinct
 from natflow.cluster.objects import PodRecord
 from natflow.cluster.state import ClusterState
-from natflow.flowlogs.reduce import BYTES, FIRST_START, LAST_END, PACKETS, Reduction
+from natflow.flowlogs.reduce import Reduction, columns_of
 from natflow.net import CidrSet
 
 GroupBy = Literal["workload", "pod", "namespace"]
@@ -156,30 +155,18 @@ class _Rows:
     """The reduced rows as columns; ENIs and destinations as codes into their distinct values."""
 
     def __init__(self, reduction: Reduction) -> None:
-        keys, values = reduction.rows.keys(), reduction.rows.values()
-        # Column by column with itemgetter: transposing with zip(*rows) costs a tuple per row.
-        self.addresses: list[str] = list(map(itemgetter(1), keys))
-        self.peers: list[str] = list(map(itemgetter(4), keys))
-        self.byte_list: list[int] = list(map(itemgetter(BYTES), values))
-        self.packet_list: list[int] = list(map(itemgetter(PACKETS), values))
+        columns = columns_of(reduction.rows)
+        self.addresses, self.peers = columns.addresses, columns.peers
+        self.byte_list, self.packet_list = columns.bytes, columns.packets
         self.bytes, self.packets = _exact(self.byte_list), _exact(self.packet_list)
-        self.firsts = np.fromiter(map(itemgetter(FIRST_START), values), np.int64, len(values))
-        self.lasts = np.fromiter(map(itemgetter(LAST_END), values), np.int64, len(values))
-        self.directions = np.fromiter(map(itemgetter(2), keys), np.int64, len(keys))
-        self.enis, self.eni_codes = _codes(list(map(itemgetter(0), keys)))
-        services = map(itemgetter(5), keys)
-        self.destinations, self.destination_codes = _codes(
-            [service or peer for service, peer in zip(services, self.peers, strict=True)]
-        )
+        self.firsts = np.frombuffer(columns.firsts, np.int64)
+        self.lasts = np.frombuffer(columns.lasts, np.int64)
+        self.directions = np.frombuffer(columns.directions, np.int64)
+        self.enis, self.eni_codes = columns.enis, np.frombuffer(columns.eni_codes, np.int64)
+        self.destinations = columns.destinations
+        self.destination_codes = np.frombuffer(columns.destination_codes, np.int64)
         if "" in self.destinations:  # no destination: nothing to count
             self.destination_codes[self.destination_codes == self.destinations.index("")] = -1
-
-
-def _codes(values: list[str]) -> tuple[list[str], Int64s]:
-    """The distinct values in the order they first come, and each value's index among them."""
-    distinct = list(dict.fromkeys(values))
-    code_of = {value: code for code, value in enumerate(distinct)}
-    return distinct, np.fromiter(map(code_of.__getitem__, values), np.int64, len(values))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1502,11 +1502,110 @@ static PyTypeObject ScannerType = {
     .tp_methods = Scanner_methods,
 };
 
+/* -- reduced rows as columns ---------------------------------------------------------------------- */
+
+/* The code of `value` among the distinct values met so far (`index`: value -> code, `distinct`: in
+ * the order first met); -1 with an exception set on failure. */
+static int64_t code_of(PyObject *index, PyObject *distinct, PyObject *value) {
+    PyObject *known = PyDict_GetItemWithError(index, value);
+    if (known) return PyLong_AsLongLong(known);
+    if (PyErr_Occurred()) return -1;
+    Py_ssize_t code = PyList_GET_SIZE(distinct);
+    PyObject *number = PyLong_FromSsize_t(code);
+    int failed = !number || PyDict_SetItem(index, value, number) < 0 || PyList_Append(distinct, value) < 0;
+    Py_XDECREF(number);
+    return failed ? -1 : code;
+}
+
+/* An int64 of a row, or -1 with an exception set. */
+static int row_int64(PyObject *value, int64_t *out) {
+    if (!PyLong_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "row_columns: a reduced row holds a non-integer");
+        return -1;
+    }
+    *out = PyLong_AsLongLong(value);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* row_columns(rows) -> (enis, eni_codes, addresses, directions, peers, destinations, destination_codes,
+ * bytes, packets, firsts, lasts): a dict of reduce.RowKey -> RowValue as columns, in the dict's order.
+ * ENIs and destinations (the service, else the peer) as their distinct values in the order first met
+ * and each row's code among them; bytes and packets as lists of int (sums may pass 64 bits); codes,
+ * directions, first starts and last ends as int64 arrays (bytearrays). */
+static PyObject *row_columns(PyObject *Py_UNUSED(module), PyObject *rows) {
+    if (!PyDict_Check(rows)) {
+        PyErr_SetString(PyExc_TypeError, "row_columns: a dict of reduced rows expected");
+        return NULL;
+    }
+    Py_ssize_t n = PyDict_GET_SIZE(rows);
+    PyObject *enis = PyList_New(0), *eni_index = PyDict_New(), *addresses = PyList_New(n), *peers = PyList_New(n);
+    PyObject *destinations = PyList_New(0), *destination_index = PyDict_New();
+    PyObject *byte_list = PyList_New(n), *packet_list = PyList_New(n);
+    PyObject *arrays[5] = {NULL}; /* eni codes, directions, destination codes, firsts, lasts */
+    for (int i = 0; i < 5; i++) arrays[i] = PyByteArray_FromStringAndSize(NULL, n * 8);
+    PyObject *result = NULL;
+    if (!enis || !eni_index || !addresses || !peers || !destinations || !destination_index || !byte_list ||
+        !packet_list || !arrays[0] || !arrays[1] || !arrays[2] || !arrays[3] || !arrays[4])
+        goto done;
+    int64_t *eni_codes = (int64_t *)PyByteArray_AS_STRING(arrays[0]), *directions = (int64_t *)PyByteArray_AS_STRING(arrays[1]);
+    int64_t *destination_codes = (int64_t *)PyByteArray_AS_STRING(arrays[2]);
+    int64_t *firsts = (int64_t *)PyByteArray_AS_STRING(arrays[3]), *lasts = (int64_t *)PyByteArray_AS_STRING(arrays[4]);
+    Py_ssize_t position = 0, row = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(rows, &position, &key, &value)) {
+        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 6 || !PyList_Check(value) || PyList_GET_SIZE(value) != 5) {
+            PyErr_SetString(PyExc_TypeError, "row_columns: rows are (eni, address, direction, minute, peer, service) -> "
+                                             "[bytes, packets, first start, last end, records]");
+            goto done;
+        }
+        PyObject *service = PyTuple_GET_ITEM(key, 5), *peer = PyTuple_GET_ITEM(key, 4);
+        int has_service = PyObject_IsTrue(service);
+        if (has_service < 0) goto done;
+        int64_t eni = code_of(eni_index, enis, PyTuple_GET_ITEM(key, 0));
+        int64_t destination = eni < 0 ? -1 : code_of(destination_index, destinations, has_service ? service : peer);
+        if (destination < 0 || row_int64(PyTuple_GET_ITEM(key, 2), &directions[row]) < 0 ||
+            row_int64(PyList_GET_ITEM(value, 2), &firsts[row]) < 0 || row_int64(PyList_GET_ITEM(value, 3), &lasts[row]) < 0)
+            goto done;
+        eni_codes[row] = eni;
+        destination_codes[row] = destination;
+        PyObject *address = PyTuple_GET_ITEM(key, 1), *bytes = PyList_GET_ITEM(value, 0), *packets = PyList_GET_ITEM(value, 1);
+        Py_INCREF(address);
+        PyList_SET_ITEM(addresses, row, address);
+        Py_INCREF(peer);
+        PyList_SET_ITEM(peers, row, peer);
+        Py_INCREF(bytes);
+        PyList_SET_ITEM(byte_list, row, bytes);
+        Py_INCREF(packets);
+        PyList_SET_ITEM(packet_list, row, packets);
+        row++;
+    }
+    result = Py_BuildValue("(OOOOOOOOOOO)", enis, arrays[0], addresses, arrays[1], peers, destinations, arrays[2],
+                           byte_list, packet_list, arrays[3], arrays[4]);
+done:
+    /* lists not filled to the end (an error) hold NULLs, which list dealloc skips */
+    Py_XDECREF(enis);
+    Py_XDECREF(eni_index);
+    Py_XDECREF(addresses);
+    Py_XDECREF(peers);
+    Py_XDECREF(destinations);
+    Py_XDECREF(destination_index);
+    Py_XDECREF(byte_list);
+    Py_XDECREF(packet_list);
+    for (int i = 0; i < 5; i++) Py_XDECREF(arrays[i]);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"row_columns", row_columns, METH_O, "Reduced rows (a dict) as columns."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_textscan",
     .m_doc = "Compiled reduction of S3 text flow-log lines.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__textscan(void) {

@@ -25,3 +25,19 @@ class TextScanner:
     def merge_rows(self, rows: dict[tuple[str, str, int, int, str, str], list[int]]) -> None: ...
     def stats(self) -> dict[str, int]: ...
     def times(self) -> tuple[int, int] | None: ...
+
+def row_columns(
+    rows: dict[tuple[str, str, int, int, str, str], list[int]],
+) -> tuple[
+    list[str],
+    bytearray,
+    list[str],
+    bytearray,
+    list[str],
+    list[str],
+    bytearray,
+    list[int],
+    list[int],
+    bytearray,
+    bytearray,
+]: ...
