@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test lint unit demo bench clean
 
-# setup.py builds the C line scanner (operator/natflow/flowlogs/_textscan.c) in place.
+# setup.py builds the C line scanner and Parquet decoder (operator/natflow/flowlogs/_textscan.c,
+# _parquet.c) in place.
 $(STAMP): pyproject.toml setup.py operator/natflow/flowlogs/_textscan.c operator/natflow/flowlogs/_parquet.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

@@ -1023,7 +1023,9 @@ static PyObject *Scanner_scan_tables(Scanner *s, PyObject *args) {
             return NULL;
         }
     }
-    for (int slot = F_ENI; slot <= F_STATUS; slot += F_STATUS - F_ENI) {
+    static const int text_slots[] = {F_ENI, F_STATUS}; /* what the rows are picked by: text */
+    for (int i = 0; i < 2; i++) {
+        int slot = text_slots[i];
         if (s->field[slot] >= 0 && tables[s->field[slot]].kind != COLUMN_TEXT) {
             tables_release(tables, s->width);
             PyMem_Free(selected);

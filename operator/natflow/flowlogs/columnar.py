@@ -100,19 +100,17 @@ class _DecodedObject:
         if any(kind not in ("string", "int") or levels > 1 for _, _, levels, kind in columns):
             raise _NotDecodable  # nested or of other types: the Arrow path decides
         position = {canonical_name(name): index for index, (name, *_) in enumerate(columns)}
-        self.format = LogFormat(tuple(position), f"{file.path} columns")
-        self.used = [f for f in USED_FIELDS if f in position]
+        self.format, self.used = _used_fields(position, file)
         if not self.used or sum(size for size, _ in self.row_groups) != rows:
             raise _NotDecodable
         self.columns = [(position[name], columns[position[name]]) for name in self.used]
         for name, (_, (_, _, _, kind)) in zip(self.used, self.columns, strict=True):
-            if kind == "int" and name not in _NUMBER_FIELDS:
-                raise _NotDecodable  # str() of an integer where text belongs: the reference's business
-        for size, chunks in self.row_groups:
-            if size > DECODED_MAX_ROWS:
+            if not _readable(name, text=kind == "string", integer=kind == "int"):
                 raise _NotDecodable
-            for index, _ in self.columns:
-                _decompressor(chunks[index][0])
+        if any(size > DECODED_MAX_ROWS for size, _ in self.row_groups):
+            raise _NotDecodable
+        codecs = {chunks[index][0] for _, chunks in self.row_groups for index, _ in self.columns}
+        self.decompressors = {codec: _decompressor(codec) for codec in codecs}
 
     def read(self, part: Reduction) -> ScannedText:
         part.formats.setdefault(self.format.fields, self.format.origin)
@@ -126,7 +124,7 @@ class _DecodedObject:
             for index, (_, physical_type, levels, kind) in self.columns:
                 codec, start, size, _ = chunks[index]
                 values, offsets, entry_of_row = _parquet.decode_chunk(
-                    self.data, start, size, physical_type, levels, rows, _decompressor(codec)
+                    self.data, start, size, physical_type, levels, rows, self.decompressors[codec]
                 )
                 tables.append((_TEXT if kind == "string" else _INT64, values, offsets, entry_of_row))
             for position in scanner.scan_tables(tuple(tables), rows, selected):
@@ -134,6 +132,18 @@ class _DecodedObject:
                 add_rows([[value] for value in _row(tables, position)], layout, part, where, self.file.key_time)
             first += rows
         return ScannedText(scanner)
+
+
+def _used_fields(columns: Collection[str], file: FlowLogFile) -> tuple[LogFormat, list[str]]:
+    """The file's format (its columns, by field name, as readers.read_parquet names them) and the
+    used fields among them."""
+    return LogFormat(tuple(columns), f"{file.path} columns"), [f for f in USED_FIELDS if f in columns]
+
+
+def _readable(name: str, text: bool, integer: bool) -> bool:
+    """A column either way reads as the reference does: text for any field, integers for numbers
+    (str() of another type, or of an integer where text belongs, is the reference's business)."""
+    return text or (integer and name in _NUMBER_FIELDS)
 
 
 def _decompressor(codec: int) -> _Decompress | None:
@@ -234,16 +244,15 @@ class _ParquetObject:
         schema = parquet.schema_arrow
         self.rows = parquet.metadata.num_rows
         self.columns = {canonical_name(name): name for name in schema.names}  # as readers.read_parquet
-        self.format = LogFormat(tuple(self.columns), f"{file.path} columns")
-        self.used = [f for f in USED_FIELDS if f in self.columns]
+        self.format, self.used = _used_fields(self.columns, file)
         if not self.used:  # frames without columns would have no rows to count
             raise NeedsReference
         for name in self.used:
             kind = schema.field(self.columns[name]).type
             text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
             integer = pa.types.is_integer(kind) and not pa.types.is_uint64(kind)
-            if not (text or (integer and name in _NUMBER_FIELDS)):
-                raise NeedsReference  # str() of other types is the reference's business
+            if not _readable(name, text, integer):
+                raise NeedsReference
 
     def scan(self) -> pl.LazyFrame:
         """The used columns, named by field, and each row's position in the file (`_ROW`)."""
@@ -282,6 +291,7 @@ def _selection(fields: Collection[str], topology: NatTopology) -> pl.Expr:
     """The rows the scanner reads: on a NAT ENI or NODATA/SKIPDATA; the others are other interfaces
     (without interface-id, every row: the ENI comes from the addresses)."""
     import polars as pl
+
     if "interface-id" not in fields:
         return pl.lit(True)
     selected = _text_in(pl.col("interface-id"), topology.natgw_by_eni)
@@ -293,6 +303,7 @@ def _selection(fields: Collection[str], topology: NatTopology) -> pl.Expr:
 def _one_of(column: pl.Expr, values: Collection[str]) -> pl.Expr:
     """The string column is one of `values` (False for null)."""
     import polars as pl
+
     if len(values) <= _FEW_VALUES and all(len(value.encode()) <= _INLINE_BYTES for value in values):
         # Short strings sit whole in their views: a few comparisons beat hashing every value.
         return pl.any_horizontal([column == value for value in values] or [pl.lit(False)]).fill_null(False)
