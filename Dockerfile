@@ -2,11 +2,11 @@
 #
 #   docker build -t ghcr.io/natflow/natflow:0.1.0 .
 #
-# Build stage: compile natflow's C line scanner and Parquet decoder and install natflow and its
-# runtime dependencies (no dev extras) into a virtualenv; the compiler stays in this stage.
+# Build stage: install the runtime lock (requirements/runtime.txt, hashes checked) into a virtualenv,
+# then compile natflow's C line scanner and install natflow on top; the compiler stays in this stage.
 # Runtime stage: the same base image (same Python path, so the venv's scripts work), the venv,
-# and a non-root user. .dockerignore is an allow-list: only pyproject.toml, setup.py, README.md
-# and the operator/ source root reach the build.
+# and a non-root user. .dockerignore is an allow-list: only pyproject.toml, setup.py, README.md,
+# requirements/ and the operator/ source root reach the build.
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -17,7 +17,8 @@ RUN apt-get update \
  && python -m venv /opt/natflow
 WORKDIR /src
 COPY . .
-RUN /opt/natflow/bin/pip install . \
+RUN /opt/natflow/bin/pip install --require-hashes --no-deps -r requirements/runtime.txt \
+ && /opt/natflow/bin/pip install --no-deps --no-build-isolation . \
  && /opt/natflow/bin/natflow --help >/dev/null
 
 FROM python:3.11-slim

@@ -204,9 +204,7 @@ def kustomization(folder: Path) -> dict[str, Any]:
 
 
 def kustomize_entries(folder: Path) -> list[str]:
-    """`resources` plus `bases`: kubectl 1.20's kustomize (v2.0.3) takes folders only as `bases`."""
-    base = kustomization(folder)
-    return [*base.get("bases", []), *base["resources"]]
+    return list(kustomization(folder)["resources"])
 
 
 # --- parsing and kustomize ----------------------------------------------------------------------
@@ -220,27 +218,28 @@ def test_yaml_parses_into_kubernetes_objects(path: Path) -> None:
         assert document.get("apiVersion") and document.get("kind"), f"{path}: not a Kubernetes object"
 
 
-@pytest.mark.parametrize("folder", [CRDS, MANIFESTS], ids=lambda p: p.name)
-def test_kustomization_entries_exist(folder: Path) -> None:
-    for resource in kustomize_entries(folder):
-        target = (folder / resource).resolve()
-        assert target.exists(), f"{folder.name}/kustomization.yaml: {resource} does not exist"
-        if target.is_dir():
-            assert (target / "kustomization.yaml").is_file(), f"{resource}: a folder without kustomization.yaml"
+def test_kustomization_entries_exist() -> None:
+    for resource in kustomize_entries(MANIFESTS):
+        assert (MANIFESTS / resource).is_file(), f"manifests/kustomization.yaml: {resource} is not a file"
 
 
-@pytest.mark.parametrize("folder", [CRDS, MANIFESTS], ids=lambda p: p.name)
-def test_kustomization_lists_every_manifest_but_the_sample(folder: Path) -> None:
-    listed = {(folder / r).resolve() for r in kustomize_entries(folder)}
-    files = {p.resolve() for p in folder.glob("*.yaml") if p.name != "kustomization.yaml"}
-    assert files - listed == ({SAMPLE.resolve()} if folder == MANIFESTS else set())
+def test_kustomization_lists_every_manifest_but_the_sample() -> None:
+    listed = {(MANIFESTS / r).resolve() for r in kustomize_entries(MANIFESTS)}
+    files = {p.resolve() for p in MANIFESTS.glob("*.yaml") if p.name != "kustomization.yaml"}
+    assert files - listed == {SAMPLE.resolve()}
+
+
+def test_crds_folder_holds_only_kubernetes_objects() -> None:
+    """`kubectl apply -f crds/` applies every file in the folder: each must be a CRD."""
+    for path in sorted(CRDS.iterdir()):
+        for document in load_all(path):
+            assert document["kind"] == "CustomResourceDefinition", f"{path.name}: {document['kind']}"
 
 
 def test_manifests_kustomization_sets_namespace_and_label() -> None:
     base = kustomization(MANIFESTS)
     assert base["namespace"] == NAMESPACE
     assert base["commonLabels"] == {"app.kubernetes.io/name": "natflow"}
-    assert "../crds" in kustomize_entries(MANIFESTS)
 
 
 # --- CRDs ---------------------------------------------------------------------------------------
@@ -606,7 +605,6 @@ def test_kubectl_kustomize_renders_the_base() -> None:
     objects = [doc for doc in yaml.safe_load_all(completed.stdout) if doc]
     kinds = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
     assert kinds == sorted([
-        "CustomResourceDefinition/flowattributions.natflow.io", "CustomResourceDefinition/flowreports.natflow.io",
         "Namespace/natflow-system", "ServiceAccount/natflow", "ClusterRole/natflow", "ClusterRoleBinding/natflow",
         "PersistentVolumeClaim/natflow-state", "Deployment/natflow",
     ])  # fmt: skip

@@ -8,6 +8,7 @@ events of the NAT ENI streams are reduced like a file.
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -128,7 +129,8 @@ def test_cloudwatch_events_of_the_nat_eni_streams(aws: dict[str, Any]) -> None:
     logs = aws["logs"]
     logs.create_log_group(logGroupName="flows")
     logs.create_log_stream(logGroupName="flows", logStreamName=f"{eni}-all")
-    start = parse_time("2026-11-21T10:00:00Z")
+    # CloudWatch Logs (and moto) refuse events older than 14 days: a quarter hour that began an hour ago.
+    start = (int(time.time()) // 900 - 4) * 900
     message = f"2 {ACCOUNT} {eni} 10.0.1.5 {nat_ip} 1 443 6 1 300 {start} {start + 59} ACCEPT OK"
     logs.put_log_events(
         logGroupName="flows", logStreamName=f"{eni}-all", logEvents=[{"timestamp": start * 1000, "message": message}]

@@ -58,6 +58,7 @@ def cluster() -> Any:
     try:
         sh("docker", "build", "-t", IMAGE, str(ROOT))
         sh("kind", "load", "docker-image", IMAGE, "--name", CLUSTER)
+        kubectl("apply", "-f", str(ROOT / "crds"))
         kubectl("apply", "-k", str(ROOT / "manifests"))
         kubectl("apply", "-f", str(ROOT / "tests" / "e2e" / "moto.yaml"))
         kubectl("-n", "natflow-system", "set", "image", "deploy/natflow", f"natflow={IMAGE}")
