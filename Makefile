@@ -12,8 +12,8 @@ LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --ge
 # setup.py builds the C line scanner (operator/natflow/flowlogs/_textscan.c) in place.
 $(STAMP): requirements/dev.txt setup.py $(wildcard operator/natflow/flowlogs/*.c)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install -qq --require-hashes --no-deps -r requirements/dev.txt
+	$(BIN)/pip install -qq --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
