@@ -7,7 +7,7 @@ the variable (`SettingsError`).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args, get_origin
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,19 +37,25 @@ class Settings(BaseSettings):
     retention_seconds: int = Field(
         default=48 * 3600,
         gt=0,
-        description="Pods gone longer than this are forgotten (a FlowReport's spec.retention can only lengthen it).",
+        description="Seconds: pods gone longer than this are forgotten (a FlowReport's spec.retention can only "
+        "lengthen it).",
     )
-    timer_seconds: float = Field(default=60.0, gt=0, description="How often each FlowReport looks for due windows.")
+    timer_seconds: float = Field(
+        default=60.0, gt=0, description="Seconds between two looks of each FlowReport for due windows."
+    )
     liveness: str = Field(
         default="http://0.0.0.0:8080/healthz",
-        pattern=r"^https?://[^/]+(/.*)?$",
+        pattern=r"^http://[^/]+(/.*)?$",
         description="Where kopf serves the liveness probe (the Deployment's livenessProbe asks port 8080).",
     )
     log_level: LogLevel = Field(
         default="INFO", description="Log level of the operator (DEBUG also shows kopf's per-event lines)."
     )
     aws_max_attempts: int = Field(
-        default=10, ge=1, le=100, description="Attempts per AWS call (adaptive retry with backoff on throttling)."
+        default=10,
+        ge=1,
+        le=100,
+        description="Attempts per AWS call, 1-100 (adaptive retry with backoff on throttling).",
     )
     vpc_id: str | None = Field(
         default=None,
@@ -64,13 +70,14 @@ class Settings(BaseSettings):
     event_queue_limit: int = Field(
         default=10_000,
         ge=100,
-        description="Watch events held for the applier at most; beyond it they are dropped and the cluster is "
-        "listed again (a resync), so memory stays bounded under overload.",
+        description="Watch events queued for the applier at most (at least 100); beyond it they are dropped and "
+        "the cluster is listed again (a resync), so memory stays bounded under overload.",
     )
     applier_stall_seconds: float = Field(
         default=300.0,
         gt=0,
-        description="The liveness probe fails when the event applier has died, or made no round for this long.",
+        description="Seconds: the liveness probe fails when the event applier has died, or made no progress for "
+        "this long.",
     )
     debug: bool = Field(default=False, description="`natflow` prints the traceback of an internal error.")
 
@@ -92,12 +99,18 @@ def variable_of(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
+def _type_name(annotation: object) -> str:
+    """How the table names a field's type: Literal values spelt out, optional values as their type."""
+    if get_origin(annotation) is Literal:
+        return " / ".join(str(value) for value in get_args(annotation))
+    kinds = [kind for kind in get_args(annotation) if kind is not type(None)] or [annotation]
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(kinds[0], str(kinds[0]))
+
+
 def settings_table() -> str:
     """The README's table of settings, from the model (so the two cannot drift apart)."""
     lines = ["| Variable | Type | Default | What it does |", "|---|---|---|---|"]
     for name, info in Settings.model_fields.items():
-        variable = variable_of(name)
-        kind = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
-        default = "(unset)" if info.default is None else f"`{info.default}`"
-        lines.append(f"| `{variable}` | {kind} | {default} | {info.description} |")
+        default = "unset" if info.default is None else f"`{info.default}`"
+        lines.append(f"| `{variable_of(name)}` | {_type_name(info.annotation)} | {default} | {info.description} |")
     return "\n".join(lines)
