@@ -93,6 +93,14 @@ def minutes_in(spec: dict[str, Any]) -> int:
     return sum((parse_time(w["end"]) - parse_time(w["start"])) // 60 for w in spec["windows"])
 
 
+def assert_exact(spec: dict[str, Any]) -> None:
+    """The bytes are the flow logs' of exactly the minutes the FlowAttribution lists."""
+    assert (spec["bytesOut"], spec["bytesIn"]) == (
+        BYTES_OUT_PER_MINUTE * minutes_in(spec),
+        BYTES_IN_PER_MINUTE * minutes_in(spec),
+    )
+
+
 def wait_for(predicate: Any, seconds: float, what: str, log: Path) -> Any:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -118,10 +126,7 @@ def test_live_operator_attributes_due_windows_and_survives_a_restart(
         with urllib.request.urlopen(liveness, timeout=10) as probe:  # what the pod's livenessProbe asks
             assert probe.status == 200
         assert spec["workload"] == {"kind": "Deployment", "name": "web", "namespace": NAMESPACE}
-        assert (spec["bytesOut"], spec["bytesIn"]) == (
-            BYTES_OUT_PER_MINUTE * minutes_in(spec),
-            BYTES_IN_PER_MINUTE * minutes_in(spec),
-        )
+        assert_exact(spec)
     assert store.exists()
 
     # Restart: the store brings the IP map back; windows already applied are not applied again.
@@ -132,10 +137,7 @@ def test_live_operator_attributes_due_windows_and_survives_a_restart(
         time.sleep(8)  # a few timer ticks
         after = web_attribution(kube_client)
         assert after is not None and minutes_in(after) >= minutes_in(before)
-        assert (after["bytesOut"], after["bytesIn"]) == (
-            BYTES_OUT_PER_MINUTE * minutes_in(after),
-            BYTES_IN_PER_MINUTE * minutes_in(after),
-        )
+        assert_exact(after)
 
     pod = kubernetes.client.CoreV1Api(kube_client).read_namespaced_pod("web-7d9f-abcde", NAMESPACE)
     assert not pod.metadata.finalizers
@@ -241,9 +243,6 @@ def test_pod_events_are_applied_while_a_report_pass_waits_on_a_slow_s3(
                 assert probe.status == 200
             proxy.release()
             spec = wait_for(lambda: web_attribution(kube_client, "stall"), 60, "the FlowAttribution", log)
-            assert (spec["bytesOut"], spec["bytesIn"]) == (
-                BYTES_OUT_PER_MINUTE * minutes_in(spec),
-                BYTES_IN_PER_MINUTE * minutes_in(spec),
-            )
+            assert_exact(spec)
             with urllib.request.urlopen(liveness, timeout=10) as probe:
                 assert probe.status == 200
