@@ -164,6 +164,11 @@ class Runtime:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def resync_pending(self) -> bool:
+        """A resync is due or under way (events were dropped that it has not yet brought back)."""
+        return self._resync_needed or self._resyncing
+
     def start_applier(self, relist: Relist | None = None) -> None:
         """The applier thread; `relist` lists the cluster for a resync (without it, an overflow only drops)."""
         self._heartbeat = time.monotonic()
