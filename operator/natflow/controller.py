@@ -17,7 +17,7 @@ from typing import Any
 from cachetools import TTLCache
 
 from natflow.attribution.engine import Attribution
-from natflow.attribution.pricing import cost, price_per_gb
+from natflow.attribution.pricing import cost
 from natflow.aws.athena import (
     AthenaQueryError,
     FlowLogTable,
@@ -91,6 +91,7 @@ class WindowOutcome:
     gateways: dict[str, dict[str, int]] = field(default_factory=dict)
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
     attributions_written: int = 0
+    price_per_gb: float = 0.0
     athena: dict[str, Any] | None = None  # the last Athena query: lastQueryId, bytesScanned, error
 
 
@@ -188,6 +189,7 @@ class Controller:
             done = run_window(inventory, self.state, read, window, settings, outcome.diagnostics, self.state_guard())
         except PlanError as error:
             raise AwsProblem(error.reason, f"the cluster's VPC: {error}") from None
+        outcome.price_per_gb = done.price_per_gb
         period = period_of(window[0], spec.period)
         for row in done.result.rows:
             if self._write(report, row, period, window, done.price_per_gb):
@@ -390,7 +392,7 @@ class Controller:
         if status.get("period") != period_name:
             status["period"], status["natGateways"], status["windowsProcessed"] = period_name, [], 0
         totals = {g["natGatewayId"]: dict(g) for g in status.get("natGateways") or []}
-        price = self._price(spec)
+        price = outcome.price_per_gb
         for gateway_id, add in outcome.gateways.items():
             entry = totals.setdefault(gateway_id, {"natGatewayId": gateway_id})
             for key, value in add.items():
@@ -414,9 +416,6 @@ class Controller:
         return conditions
 
     # -- events, at most one per reason per report per interval ------------------------------------------
-    def _price(self, spec: FlowReportSpec) -> float:
-        return spec.pricePerGB if spec.pricePerGB is not None else price_per_gb(self.aws.region)[0]
-
     def _event(self, report: dict[str, Any], reason: str, message: str, now: int, every: int) -> None:
         meta = report["metadata"]
         involved = {"api_version": f"{GROUP}/{VERSION}", "kind": "FlowReport", "name": meta["name"], "uid": meta["uid"]}

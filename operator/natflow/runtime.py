@@ -192,13 +192,14 @@ class Runtime:
         try:
             self._apply_rounds(relist)
         except BaseException as error:
-            self.applier_failure = f"{type(error).__name__}: {error}"
+            failure = f"{type(error).__name__}: {error}"
             log.critical(
                 "the event applier stopped (%s); the liveness probe fails from now on, so Kubernetes restarts "
                 "the pod, which reloads what was applied from the store and lists the cluster again",
-                self.applier_failure,
+                failure,
                 exc_info=True,
             )
+            self.applier_failure = failure  # after the log: whoever sees the failure finds its cause logged
 
     def _apply_rounds(self, relist: Relist | None) -> None:
         collections = FullCollections()
@@ -256,7 +257,8 @@ class Runtime:
         """After an overflow: list the cluster again and apply it as the initial sync does; pods the
         store holds open that the list lacks went away meanwhile and are ended (as at a restart)."""
         with self._queue:
-            self._resync_needed = False  # events from now on are queued again (after the list)
+            self._resync_needed = False  # events from now on are queued again, applied after the list
+            self._resyncing = relist is not None
             dropped = self.dropped_events
         self.resyncs += 1
         log.warning(
@@ -268,7 +270,6 @@ class Runtime:
         )
         if relist is None:
             return
-        self._resyncing = True
         try:
             self._relist(relist)
         finally:
