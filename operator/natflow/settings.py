@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args, get_origin
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -80,6 +80,11 @@ class Settings(BaseSettings):
         "this long.",
     )
     debug: bool = Field(default=False, description="`natflow` prints the traceback of an internal error.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @classmethod
     def load(cls) -> Settings:

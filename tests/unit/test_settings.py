@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -19,7 +20,7 @@ NATFLOW = str(Path(sys.executable).with_name("natflow"))
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in __import__("os").environ if n.startswith("NATFLOW_") or n == "AWS_REGION"]:
+    for name in [n for n in os.environ if n.startswith("NATFLOW_") or n == "AWS_REGION"]:
         monkeypatch.delenv(name)
 
 
@@ -33,7 +34,9 @@ def test_defaults_and_values_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("NATFLOW_DEBUG", "1")
     monkeypatch.setenv("NATFLOW_EVENT_QUEUE_LIMIT", "5000")
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("NATFLOW_LOG_LEVEL", "warning")
     given = Settings.load()
+    assert given.log_level == "WARNING"
     assert (given.timer_seconds, given.vpc_id, given.debug, given.aws_region) == (3.0, "vpc-0abc", True, "eu-west-1")
     config = OperatorConfig.of(given)
     assert (config.queue_limit, config.vpc_id, config.aws_region) == (5000, "vpc-0abc", "eu-west-1")
