@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not integration and not e2e"
+	$(BIN)/pytest -q -m "not integration and not e2e and not slow"
 
 test: lint kube-binaries $(STAMP)
 	$(BIN)/pytest -q
