@@ -36,6 +36,11 @@ _CHUNK = 1 << 20
 _TAIL = 16
 
 _SPACE = re.compile(r"[ \t\n\r]*")
+# What may be left where the input ends inside a value: part of one string, literal or number.
+_UNFINISHED = re.compile(
+    r'(?:"[^"\\]*(?:\\.[^"\\]*)*\\?|t(?:ru?)?|f(?:a(?:ls?)?)?|n(?:ul?)?|-?[0-9]*\.?[0-9]*(?:[eE][-+]?[0-9]*)?)'
+    r"[ \t\n\r]*\Z"
+)
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _BRACKET_DEPTH = {"[": 1, "{": 1, "]": -1, "}": -1}
@@ -153,8 +158,8 @@ class _Reader:
         return self.fill(max(_CHUNK, pending))
 
     def too_large(self, pos: int) -> JsonStreamError:
-        limit = MAX_VALUE_CHARS >> 20
-        return self.error(f"a single JSON value larger than {limit} MiB (no input object is that large)", pos)
+        limit = MAX_VALUE_CHARS / (1 << 20)
+        return self.error(f"a single JSON value larger than {limit:g} MiB (no input object is that large)", pos)
 
     # -- the grammar -----------------------------------------------------------------------------
     def peek(self) -> str:
@@ -173,12 +178,14 @@ class _Reader:
             try:
                 found, end = self.scan(self.text, start)
             except json.JSONDecodeError as error:
+                into = error.pos - start  # refilling may move the text
                 near_end = error.pos >= len(self.text) - _TAIL or error.msg.startswith("Unterminated string")
+                unfinished = near_end and _UNFINISHED.match(self.text, error.pos) is not None
                 if near_end and self.more():
                     continue
-                if near_end:
+                if unfinished:  # and nothing more to read
                     raise self.truncated() from None
-                raise self.error(f"invalid JSON ({error.msg})", error.pos) from None
+                raise self.error(f"invalid JSON ({error.msg})", self.pos + into) from None
             except RecursionError:
                 raise self.error(f"JSON nested deeper than {MAX_DEPTH} levels", start) from None
             if end == len(self.text) and self.more():
