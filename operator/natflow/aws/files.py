@@ -51,7 +51,8 @@ def load_inventory(paths: list[str], diagnostics: Diagnostics) -> tuple[Inventor
                             file=path,
                         )
         except JsonStreamError as error:
-            diagnostics.warn("AwsFileUnreadable", f"{path}: not AWS CLI JSON ({error})", file=path)
+            what = "" if error.truncated else "not AWS CLI JSON: "
+            diagnostics.warn("AwsFileUnreadable", f"{path}: {what}{error}; the items before it are kept", file=path)
             continue
         except OSError as error:
             diagnostics.warn("AwsFileUnreadable", f"{path}: {error.strerror or error}", file=path)
