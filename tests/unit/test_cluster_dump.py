@@ -106,7 +106,7 @@ def test_a_truncated_watch_stream_keeps_the_objects_before_the_cut(tmp_path: Pat
     [warning] = diagnostics.items
     assert warning.reason == "ClusterFileTruncated"
     assert warning.message == (
-        f"{path}: truncated at byte {cut}: the input ends inside a value; the 2 objects before it are kept"
+        f"{path}: truncated at byte {cut}: the input ends inside a value; kept the 2 objects before it"
     )
 
 
@@ -119,7 +119,7 @@ def test_bytes_that_are_not_utf8_end_the_file_there(tmp_path: Path) -> None:
     assert list(state.pods) == ["pod-uid-1"]
     [warning] = diagnostics.items
     assert warning.reason == "ClusterFileUnreadable"
-    assert f"{path}: not kubectl JSON: not UTF-8 at byte {bad}; the 2 objects before it are kept" == warning.message
+    assert f"{path}: not kubectl JSON: not UTF-8 at byte {bad}; kept the 2 objects before it" == warning.message
 
 
 def test_deep_nesting_is_one_warning_and_the_other_files_count(tmp_path: Path) -> None:
@@ -166,8 +166,7 @@ def test_same_uid_with_equal_versions_and_different_content_warns_and_keeps_the_
     [warning] = diagnostics.items
     assert warning.reason == "ClusterObjectDuplicate"
     assert warning.message.startswith(
-        f"1 objects appear in both {tmp_path / 'a.json'} and {tmp_path / 'b.json'} with the same uid and different "
-        "content; kept the later-read (equal resourceVersions); first: uid pod-uid-1: Pod at "
+        f"1 uid with different content in both {tmp_path / 'a.json'} and {tmp_path / 'b.json'}; kept the later-read (equal resourceVersions); first: uid pod-uid-1: Pod at "
         f"{tmp_path / 'a.json'} value 1 item 1 (resourceVersion 100) and Pod shop/web-1 at {tmp_path / 'b.json'} "
         f"value 1 item 0 (resourceVersion 100): kept {tmp_path / 'b.json'} value 1 item 0"
     )
@@ -190,7 +189,7 @@ def test_same_uid_without_numeric_versions_keeps_the_later_read(tmp_path: Path) 
     state, diagnostics = load(tmp_path)
     assert state.pods["pod-uid-1"].node == "n2"
     [warning] = diagnostics.items
-    assert f"appear twice in {tmp_path / 'a.json'}" in warning.message
+    assert f"1 uid with different content twice in {tmp_path / 'a.json'}" in warning.message
     assert "kept the later-read (resourceVersions are not both numbers)" in warning.message
 
 
@@ -206,7 +205,7 @@ def test_no_usable_object_is_an_error(tmp_path: Path) -> None:
         load(tmp_path)
     assert str(raised.value) == (
         "--cluster: no usable object (a Pod, Node, ReplicaSet, Job or the aws-node DaemonSet) in 1 file, "
-        "1 objects read (1 Service)"
+        "1 object read (1 Service)"
     )
     (tmp_path / "services.json").write_text("")
     (tmp_path / "cut.json").write_text('{"kind": "List", "items": [{"kind": "Pod", "metad')

@@ -104,7 +104,8 @@ class _Loader:
             kept = self.stats.objects_read - read_before
             reason = "ClusterFileTruncated" if error.truncated else "ClusterFileUnreadable"
             what = "" if error.truncated else "not kubectl JSON: "
-            self.diagnostics.warn(reason, f"{path}: {what}{error}; the {kept} objects before it are kept", file=path)
+            message = f"{path}: {what}{error}; kept the {_count(kept, 'object')} before it"
+            self.diagnostics.warn(reason, message, file=path)
         except OSError as error:
             self.diagnostics.warn("ClusterFileUnreadable", f"{path}: {error.strerror or error}", file=path)
 
@@ -190,8 +191,7 @@ class _Loader:
             files = f"twice in {first}" if first == second else f"in both {first} and {second}"
             self.diagnostics.warn(
                 "ClusterObjectDuplicate",
-                f"{found.count} objects appear {files} with the same uid and different content; kept {rule}; "
-                f"first: {found.example}",
+                f"{_count(found.count, 'uid')} with different content {files}; kept {rule}; first: {found.example}",
                 file=second,
             )
         state = ClusterState()
@@ -226,12 +226,16 @@ class _Loader:
 
     def nothing_usable(self) -> str:
         stats = self.stats
-        found = f"{stats.files_read} file{'s' if stats.files_read != 1 else ''}, {stats.objects_read} objects read"
+        found = f"{_count(stats.files_read, 'file')}, {_count(stats.objects_read, 'object')} read"
         if stats.other_kinds:
             found += " (" + ", ".join(f"{count} {kind}" for kind, count in sorted(stats.other_kinds.items())) + ")"
         problems = [d.message for d in self.diagnostics.items if d.reason.startswith("Cluster")]
         first = f"; first problem: {problems[0]}" if problems else ""
         return f"--cluster: no usable object (a Pod, Node, ReplicaSet, Job or the aws-node DaemonSet) in {found}{first}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def _objects(value: Any, list_kind: str | None = None) -> Iterator[tuple[Mapping[str, Any], bool]]:
