@@ -67,7 +67,10 @@ def test_a_list_and_a_watch_stream_merge_by_uid(tmp_path: Path) -> None:
     (tmp_path / "a-cluster.json").write_text(listing(node(), pod(1), pod(2)))
     deleted = pod(2, version=300)
     deleted["metadata"]["deletionTimestamp"] = "2026-11-20T11:00:00Z"
-    (tmp_path / "b-watch.json").write_text(watch(("MODIFIED", pod(3, version=200)), ("DELETED", deleted)))
+    bookmark = {"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "400"}}
+    (tmp_path / "b-watch.json").write_text(
+        watch(("MODIFIED", pod(3, version=200)), ("DELETED", deleted), ("BOOKMARK", bookmark))
+    )
     diagnostics = Diagnostics()
     state, stats = load_cluster([str(tmp_path)], diagnostics)
     assert diagnostics.items == []

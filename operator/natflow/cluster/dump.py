@@ -243,8 +243,8 @@ def _objects(value: Any, list_kind: str | None = None) -> Iterator[tuple[Mapping
     if not isinstance(value, dict):
         raise ObjectError(f"expected a JSON object, found {type(value).__name__}")
     if "type" in value and isinstance(value.get("object"), dict) and "kind" not in value:
-        obj = value["object"]
-        yield obj, value["type"] == "DELETED"
+        if value["type"] != "BOOKMARK":  # a bookmark carries only a resourceVersion, no object
+            yield value["object"], value["type"] == "DELETED"
         return
     kind = value.get("kind")
     if list_kind and not kind and list_kind != "List" and list_kind.endswith("List"):
