@@ -299,19 +299,22 @@ def load_child(path: str) -> int:
 
 
 def ijson_child(path: str) -> int:
-    """The baseline: the same loader fed by ijson's C backend instead of natflow.jsonstream."""
+    """The baseline: load_cluster with ijson's C backend in place of natflow.jsonstream."""
+    from collections.abc import Iterator
+
     import ijson
 
-    from natflow.cluster.dump import _Loader, _Where
+    from natflow.cluster import dump
     from natflow.diagnostics import Diagnostics
+    from natflow.jsonstream import Element
 
-    loader = _Loader(Diagnostics())
-    loader.stats.files_read = 1
-    with open(path, "rb") as handle:
-        for index, item in enumerate(ijson.items(handle, "items.item", multiple_values=True)):
-            loader.read_value(item, _Where(path, 1, index), "List")
-    loader.state()
-    print(json.dumps({"items": loader.stats.objects_read, "backend": ijson.backend}))
+    def items(handle: Any, streamed: Any) -> Iterator[Element]:
+        for position, item in enumerate(ijson.items(handle, "items.item", multiple_values=True)):
+            yield Element(1, "items", position, item, {"kind": "List"})
+
+    dump.iter_stream = items  # type: ignore[assignment]
+    _, stats = dump.load_cluster([path], Diagnostics())
+    print(json.dumps({"items": stats.objects_read, "backend": ijson.backend}))
     return 0
 
 

@@ -126,6 +126,28 @@ def test_a_huge_string_under_the_bound_is_read_in_linear_passes(monkeypatch: pyt
     assert sum(scans) < 4 * len(value)
 
 
+def test_a_list_is_decoded_once_per_item_and_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linear time, counted rather than timed: each item is decoded once, plus once more for
+    each chunk boundary it straddles (the old reader decoded the whole List again per chunk)."""
+    chunk = 4096
+    monkeypatch.setattr(jsonstream, "_CHUNK", chunk)
+    scans = 0
+    real = json.JSONDecoder.raw_decode
+
+    def counted(self: json.JSONDecoder, text: str, start: int = 0) -> tuple[Any, int]:
+        nonlocal scans
+        scans += 1
+        return real(self, text, start)
+
+    monkeypatch.setattr(json.JSONDecoder, "raw_decode", counted)
+    items = [{"metadata": {"name": f"pod-{i}", "labels": {"app": "web"}}, "n": i} for i in range(5000)]
+    data = json.dumps({"apiVersion": "v1", "items": items, "kind": "List"}, indent=4).encode()
+    found, error = read(data)
+    assert error is None and len(found) == len(items) + 1
+    members = 3 + 2  # the names apiVersion, items and kind; the values of apiVersion and kind
+    assert scans <= len(items) + members + len(data) // chunk + 1
+
+
 def test_bytes_that_are_not_utf8_end_the_stream_where_they_are() -> None:
     data = b'{"items": [{"a": "\xc3\xa9"}, {"b": "\xff"}, {"c": 3}]}'
     found, error = read(data)
