@@ -89,7 +89,7 @@ class _Reader:
         self.unit = "character"
         self.text = ""
         self.pos = 0
-        self.dropped_bytes = 0  # bytes (characters, for text) before text[0]
+        self.dropped = 0  # bytes (characters, for a text handle) before text[0]
         self.read_bytes = 0
         self.eof = False
         self.damage: JsonStreamError | None = None  # undecodable bytes, raised where the text before them ends
@@ -101,8 +101,7 @@ class _Reader:
         if self.eof:
             return False
         if self.pos > _CHUNK:
-            dropped = self.text[: self.pos]
-            self.dropped_bytes += len(dropped) if dropped.isascii() else len(dropped.encode("utf-8", "surrogatepass"))
+            self.dropped += self.size(self.text[: self.pos])
             self.text = self.text[self.pos :]
             self.pos = 0
         raw = self.handle.read(wanted)
@@ -122,7 +121,7 @@ class _Reader:
             if raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8) :]
                 self.read_bytes += len(codecs.BOM_UTF8)
-                self.dropped_bytes += len(codecs.BOM_UTF8)
+                self.dropped += len(codecs.BOM_UTF8)
         pending = self.decoder.getstate()[0]
         before = self.read_bytes - len(pending)
         self.read_bytes += len(raw)
@@ -135,9 +134,12 @@ class _Reader:
             self.eof = True
             return (pending + raw)[: error.start].decode("utf-8")
 
+    def size(self, text: str) -> int:
+        """How long `text` was in the input, in `unit`s."""
+        return len(text) if self.decoder is None or text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
     def offset(self, pos: int) -> int:
-        before = self.text[:pos]
-        return self.dropped_bytes + (pos if before.isascii() else len(before.encode("utf-8", "surrogatepass")))
+        return self.dropped + self.size(self.text[:pos])
 
     def error(self, message: str, pos: int) -> JsonStreamError:
         at = self.offset(pos)

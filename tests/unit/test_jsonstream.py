@@ -177,3 +177,5 @@ def test_member_elements_of_text_handles() -> None:
         list(iter_member_elements(io.StringIO("7"), "events"))
     with pytest.raises(JsonStreamError, match="at character 12"):
         list(iter_member_elements(io.StringIO('{"events": [}'), "events"))
+    with pytest.raises(JsonStreamError, match="at character 17"):
+        list(iter_member_elements(io.StringIO('{"events": ["é", x]}'), "events"))
