@@ -224,3 +224,15 @@ def test_skipped_objects_are_named_up_to_a_bound_then_counted(tmp_path: Path) ->
     assert stats.objects_skipped == SKIPS_NAMED_PER_FILE + 5
     assert len(diagnostics.items) == SKIPS_NAMED_PER_FILE + 1
     assert diagnostics.items[-1].message == f"{tmp_path / 'a.json'}: 5 more objects skipped"
+
+
+def test_versions_that_are_no_revision_number_are_not_compared_as_numbers(tmp_path: Path) -> None:
+    huge, odd = pod(1, node="n1"), pod(1, node="n2")
+    huge["metadata"]["resourceVersion"] = "9" * 5000  # more digits than int() takes
+    odd["metadata"]["resourceVersion"] = "²"  # a digit to str.isdigit, not to int()
+    (tmp_path / "a.json").write_text(listing(node(), huge, odd))
+    state, diagnostics = load(tmp_path)
+    assert state.pods["pod-uid-1"].node == "n2"
+    [warning] = diagnostics.items
+    assert "kept the later-read (resourceVersions are not both numbers)" in warning.message
+    assert len(warning.message) < 600

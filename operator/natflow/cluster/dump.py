@@ -9,6 +9,7 @@ size of the dump.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,7 @@ class _Kept:
 
     kind: str
     version: str
+    number: int | None  # the resourceVersion as a number, when it is one
     where: _Where
     deleted: bool
     as_shown: Any  # PodRecord | NodeRecord | (owner key, OwnerRef) | SnatSetting | None
@@ -146,15 +148,14 @@ class _Loader:
         except ObjectError as problem:
             error = str(problem)
         uid = meta.get("uid")
-        identity = str(uid) if uid else f"{kind} {meta.get('namespace')}/{meta.get('name')}"
+        identity = uid if isinstance(uid, str) and uid else f"{kind} {meta.get('namespace')}/{meta.get('name')}"
         version = str(meta.get("resourceVersion") or "")
-        new = _Kept(kind, version, where, deleted, as_shown, as_deleted, error)
+        new = _Kept(kind, version, _version_number(version), where, deleted, as_shown, as_deleted, error)
         old = self.kept.get(identity)
         if old is None:
             self.kept[identity] = new
             return
-        numeric = version.isdigit() and old.version.isdigit()
-        if not numeric or int(version) >= int(old.version):
+        if new.number is None or old.number is None or new.number >= old.number:
             new.deleted = new.deleted or old.deleted  # a DELETED event ends the object for good
             self.kept[identity] = new
         elif deleted:
@@ -162,14 +163,15 @@ class _Loader:
         # Each write of an object gets a new resourceVersion: two numbered versions of one kind are its
         # history (a dump and a watch stream overlap), and the newest is the object. Anything else that
         # differs is a conflict the input should not hold.
-        history = numeric and old.kind == kind and int(version) != int(old.version)
+        numbered = new.number is not None and old.number is not None
+        history = numbered and old.kind == kind and new.number != old.number
         if not history and (old.kind, old.as_shown, old.error) != (kind, new.as_shown, new.error):
-            self.note_duplicate(identity, old, new, describe(obj), numeric)
+            self.note_duplicate(identity, old, new, describe(obj))
 
-    def note_duplicate(self, uid: str, old: _Kept, new: _Kept, name: str, numeric: bool) -> None:
-        if not numeric:
+    def note_duplicate(self, uid: str, old: _Kept, new: _Kept, name: str) -> None:
+        if new.number is None or old.number is None:
             rule = "the later-read (resourceVersions are not both numbers)"
-        elif int(new.version) == int(old.version):
+        elif new.number == old.number:
             rule = "the later-read (equal resourceVersions)"
         else:
             rule = "the newest resourceVersion"
@@ -180,8 +182,8 @@ class _Loader:
             return
         kept = self.kept[uid].where
         example = (
-            f"uid {uid}: {old.kind} at {old.where} (resourceVersion {old.version or 'none'}) and {name} at "
-            f"{new.where} (resourceVersion {new.version or 'none'}): kept {kept}"
+            f"uid {_short(uid)}: {old.kind} at {old.where} (resourceVersion {_short(old.version)}) and {name} at "
+            f"{new.where} (resourceVersion {_short(new.version)}): kept {kept}"
         )
         self.duplicates[key] = _Duplicates(1, example)
 
@@ -232,6 +234,16 @@ class _Loader:
         problems = [d.message for d in self.diagnostics.items if d.reason.startswith("Cluster")]
         first = f"; first problem: {problems[0]}" if problems else ""
         return f"--cluster: no usable object (a Pod, Node, ReplicaSet, Job or the aws-node DaemonSet) in {found}{first}"
+
+
+def _version_number(text: str) -> int | None:
+    """An etcd revision (a 64-bit counter) as a number; anything else is not one."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None
+
+
+def _short(text: str) -> str:
+    """Text from the input for a message: cut short when long."""
+    return reprlib.repr(text)[1:-1] if text else "none"
 
 
 def _count(number: int, noun: str) -> str:
