@@ -267,7 +267,7 @@ def _objects(value: Any, list_kind: str | None = None) -> Iterator[tuple[Mapping
             yield from _objects(item, kind)
         return
     if not kind:
-        where = f" in a {list_kind}" if list_kind else ""
+        where = f" in a {_short(list_kind)}" if list_kind else ""
         raise ObjectError(f"{describe(value)}{where}: no kind (not a Kubernetes object)")
     yield value, False
 
