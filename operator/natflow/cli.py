@@ -119,11 +119,9 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--aws: the NAT Gateways have no NetworkInterfaceId in NatGatewayAddresses")
     state.set_interfaces(inventory.instance_interfaces())
 
-    files, passed_over = discover(args.flow_logs)
+    files, passed_over = discover(args.flow_logs, diagnostics)
     if not files:
         raise UsageError("--flow-logs: no flow-log files found (.log.gz, .log, .parquet or CloudWatch .json)")
-    for path in passed_over:
-        diagnostics.warn("FileSkipped", f"{path}: not a flow-log file name (.log.gz, .log, .parquet, .json)")
     choices = FormatChoices(override=override)
     by_id: dict[str, LogFormat] = {}
     for flow_log in inventory.flow_logs.values():

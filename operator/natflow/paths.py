@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,4 +25,33 @@ def walk_files(paths: list[str]) -> Iterator[tuple[str, bool]]:
         elif root.is_file():
             yield str(root), True
         else:
-            raise FileNotFoundError(f"{given}: no such file or directory")
+            raise FileNotFoundError(f"{given}: {not_regular(given) or 'no such file or directory'}")
+
+
+def os_reason(error: OSError) -> str:
+    """What an OSError from opening or reading a file says, in words (no errno, no repeated path)."""
+    if error.errno == errno.ELOOP:
+        return "a loop of symbolic links"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    reason = error.strerror or str(error)
+    return reason[:1].lower() + reason[1:]
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
+
+
+def not_regular(path: str) -> str | None:
+    """Why `path` is not a regular file that can be opened (a FIFO, a socket, a device, a directory, a
+    broken link, a link loop), or None when it is one. Checked before opening: opening a FIFO blocks."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if error.errno == errno.ENOENT and os.path.islink(path):
+            return "a broken symbolic link"
+        return os_reason(error)
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return f"{_KINDS.get(stat.S_IFMT(mode), 'a special file')}, not a regular file"

@@ -77,7 +77,7 @@ def athena_reduction(
 def python_reduction(topology: NatTopology, window: tuple[int, int], files: Sequence[Path]) -> Reduction:
     reduction = Reduction(topology, window)
     diagnostics = Diagnostics()
-    found, _ = discover([str(path) for path in files])
+    found, _ = discover([str(path) for path in files], Diagnostics())
     read_all(found, FormatChoices(), reduction, diagnostics)
     assert not diagnostics.items, [d.as_dict() for d in diagnostics.items]
     return reduction

@@ -196,7 +196,7 @@ def _integer_division(expression: str, divisor: int) -> str:
 
 
 def _flow_seconds(expression: str) -> str:
-    """`natflow.timeutil.flow_seconds` in SQL: values above the 32-bit range are milliseconds."""
+    """`natflow.timeutil.flow_seconds` in SQL: values above `MAX_SECONDS` are milliseconds."""
     return f"CASE WHEN {expression} > {MAX_SECONDS} THEN {_integer_division(expression, 1000)} ELSE {expression} END"
 
 
