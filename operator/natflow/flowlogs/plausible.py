@@ -35,7 +35,10 @@ def time_bounds(object_time: tuple[int, int] | None) -> tuple[int, int]:
     or a CloudWatch event's timestamp) is `object_time`; the absolute range when that is unknown."""
     if object_time is None:
         return EARLIEST_TIME, LATEST_TIME
-    return max(EARLIEST_TIME, object_time[0] - OBJECT_TIME_SLACK), min(LATEST_TIME, object_time[1] + OBJECT_TIME_SLACK)
+    # Clamped to the absolute range: an object time outside it leaves no room at all.
+    earliest = min(max(EARLIEST_TIME, object_time[0] - OBJECT_TIME_SLACK), LATEST_TIME)
+    latest = max(min(LATEST_TIME, object_time[1] + OBJECT_TIME_SLACK), EARLIEST_TIME)
+    return earliest, latest
 
 
 def shown(text: str) -> str:

@@ -92,9 +92,10 @@ class Layout:
 def _number(text: str) -> int | None:
     """Digits to int (`TOO_LARGE` past `MAX_NUMBER_DIGITS`), '-' (missing) to 0, anything else None."""
     if text.isascii() and text.isdigit():  # str.isdigit() alone takes '²', which int() refuses
-        if len(text) > MAX_NUMBER_DIGITS and len(text.lstrip("0")) > MAX_NUMBER_DIGITS:
-            return TOO_LARGE
-        return int(text)
+        if len(text) <= MAX_NUMBER_DIGITS:
+            return int(text)
+        digits = text.lstrip("0")  # leading zeros change nothing, however many
+        return int(digits or "0") if len(digits) <= MAX_NUMBER_DIGITS else TOO_LARGE
     if text == "-":
         return 0
     return None
