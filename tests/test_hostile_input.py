@@ -21,6 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from natflow.aws.flowsource import local_name, read_s3_objects, window_objects
+from natflow.aws.inventory import FlowLog
 from natflow.cli import main
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs import readers, textscan
@@ -33,6 +35,8 @@ from natflow.flowlogs.plausible import (
     OBJECT_TIME_SLACK,
     time_bounds,
 )
+from natflow.flowlogs.readers import FormatChoices
+from natflow.flowlogs.reduce import Reduction
 from natflow.flowlogs.sources import FileKind, describe, discover
 from natflow.paths import not_regular, os_reason
 from natflow.timeutil import flow_seconds
@@ -40,6 +44,7 @@ from tests.test_vectorised import (
     FIRST,
     NAME,
     RECOMMENDED,
+    TOPOLOGY,
     WINDOW,
     assert_same,
     clean_lines,
@@ -492,3 +497,49 @@ def test_a_fifo_in_a_folder_does_not_block(cli_inputs: dict[str, Path], capsys: 
     document = attribute(cli_inputs, capsys, cli_inputs["good"].parent, reader="vectorised")
     assert document["natGateways"][0]["bytesOut"] == GOOD_BYTES
     assert any("a FIFO, not a regular file" in w["message"] for w in document["warnings"])
+
+
+# -- the operator's S3 window ---------------------------------------------------------------------------------
+
+
+class ListedTwice:
+    """An S3 client whose listing yields every key twice (a repeated page); objects are bytes."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+
+    def get_paginator(self, name: str) -> ListedTwice:
+        return self
+
+    def paginate(self, Bucket: str, Prefix: str) -> Any:
+        page = [{"Key": key, "Size": len(body)} for key, body in self.objects.items() if key.startswith(Prefix)]
+        yield {"Contents": page}
+        yield {"Contents": page}
+
+    def download_fileobj(self, bucket: str, key: str, handle: Any) -> None:
+        handle.write(self.objects[key])
+
+
+def test_the_s3_window_reads_each_object_once_under_its_own_name() -> None:
+    prefix = "AWSLogs/123456789012/vpcflowlogs/us-east-1/2026/11/21/"
+    good_key = f"{prefix}{NAME}.log.gz"
+    plain_key = f"{prefix}{NAME.replace('_0001', '_0002')}.log.gz"
+    s3 = ListedTwice({good_key: gzip.compress(good_body()), plain_key: good_body()})
+    flow_log = FlowLog(FlowLogId="fl-0abc", LogDestinationType="s3", LogDestination="arn:aws:s3:::bucket")
+    objects = window_objects(s3, flow_log, "123456789012", "us-east-1", (FIRST, FIRST + 3600))
+    assert [o.key for o in objects] == [good_key, plain_key]
+    reduction, diagnostics = Reduction(TOPOLOGY), Diagnostics()
+    read_s3_objects(s3, flow_log, objects, FormatChoices(), reduction, diagnostics)
+    assert sum(row[0] for row in reduction.rows.values()) == GOOD_BYTES
+    (warning,) = diagnostics.items
+    assert (
+        warning.reason == "DamagedFlowLog" and f"{NAME.replace('_0001', '_0002')}.log.gz: not gzip" in warning.message
+    )
+
+
+def test_local_names_of_hostile_keys() -> None:
+    assert local_name("a/b/../..") == "object"
+    assert local_name("a/.hidden.log.gz") == "hidden.log.gz"
+    assert local_name("a/x\x00y.log") == "x_y.log"
+    long = local_name("k/" + "é" * 600 + ".log.gz")
+    assert long.endswith(".log.gz") and len(long.encode()) <= 255
