@@ -435,8 +435,10 @@ def read_cloudwatch(file: FlowLogFile, choices: FormatChoices, reduction: Reduct
             f"{file.path}: {error} after event {counted[0]}; events read before it are kept",
             file=file.path,
         )
-    except (OSError, UnicodeError) as error:
+    except UnicodeError as error:
         diagnostics.warn("DamagedFlowLog", f"{file.path}: {error}", file=file.path)
+    except OSError as error:
+        diagnostics.warn("UnreadableFlowLog", f"{file.path}: cannot be read: {os_reason(error)}", file=file.path)
 
 
 class _EventWhere:
