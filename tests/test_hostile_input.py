@@ -101,7 +101,7 @@ def test_implausible_numbers_are_malformed_records(tmp_path: Path, case: str) ->
     expected = assert_same([file])
     assert expected.stats.malformed_records == 1 and expected.stats.records_counted == 2
     assert expected.stats.malformed_examples[0].startswith(f"{file.path}:3: ")
-    assert len(expected.stats.malformed_examples[0]) < 300  # 5,000 digits are not repeated
+    assert len(expected.stats.malformed_examples[0]) - len(file.path) < 250  # 5,000 digits are not repeated
     assert sum(row[0] for row in expected.rows.values()) == 3000
 
 
@@ -494,9 +494,11 @@ def test_the_same_object_twice_counts_once(cli_inputs: dict[str, Path], capsys: 
 
 def test_a_fifo_in_a_folder_does_not_block(cli_inputs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     os.mkfifo(cli_inputs["good"].parent / "waiting.log.gz")
+    os.mkfifo(cli_inputs["aws"] / "waiting.json")
     document = attribute(cli_inputs, capsys, cli_inputs["good"].parent, reader="vectorised")
     assert document["natGateways"][0]["bytesOut"] == GOOD_BYTES
-    assert any("a FIFO, not a regular file" in w["message"] for w in document["warnings"])
+    skipped = [w["message"] for w in document["warnings"] if "a FIFO, not a regular file" in w["message"]]
+    assert [Path(m.split(":")[0]).name for m in skipped] == ["waiting.json", "waiting.log.gz"]
 
 
 # -- the operator's S3 window ---------------------------------------------------------------------------------

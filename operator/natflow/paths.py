@@ -5,14 +5,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
-def walk_files(paths: list[str]) -> Iterator[tuple[str, bool]]:
-    """(path, named explicitly) for every file; hidden files in directories are passed over.
+def walk_files(paths: list[str], on_skip: Callable[[str, str], None] | None = None) -> Iterator[tuple[str, bool]]:
+    """(path, named explicitly) for every regular file; hidden files in directories are passed over.
 
-    Raises FileNotFoundError naming a path that does not exist.
+    What a directory holds that is not a regular file (a FIFO, a socket, a device, a broken link, a
+    link loop) is never yielded (opening a FIFO blocks): `on_skip(path, why)` is told of it.
+    Raises FileNotFoundError naming a path that does not exist or is no regular file.
     """
     for given in paths:
         root = Path(given)
@@ -20,8 +22,14 @@ def walk_files(paths: list[str]) -> Iterator[tuple[str, bool]]:
             for current, dirs, files in os.walk(root):
                 dirs.sort()
                 for name in sorted(files):
-                    if not name.startswith("."):
-                        yield os.path.join(current, name), False
+                    if name.startswith("."):
+                        continue
+                    path = os.path.join(current, name)
+                    problem = not_regular(path)
+                    if problem is None:
+                        yield path, False
+                    elif on_skip is not None:
+                        on_skip(path, problem)
         elif root.is_file():
             yield str(root), True
         else:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from natflow.diagnostics import Diagnostics
-from natflow.paths import not_regular, walk_files
+from natflow.paths import walk_files
 
 
 class FileKind(Enum):
@@ -114,12 +114,12 @@ def discover(paths: list[str], diagnostics: Diagnostics) -> tuple[list[FlowLogFi
     found: list[FlowLogFile] = []
     passed_over: list[str] = []
     first_path: dict[tuple[int, int], str] = {}
-    for path, explicit in walk_files(paths):
-        problem = not_regular(path)
-        if problem is not None:
-            passed_over.append(path)
-            diagnostics.warn("FileSkipped", f"{path}: {problem}; skipped")
-            continue
+
+    def skip(path: str, problem: str) -> None:
+        passed_over.append(path)
+        diagnostics.warn("FileSkipped", f"{path}: {problem}; skipped")
+
+    for path, explicit in walk_files(paths, skip):
         status = os.stat(path)
         identity = (status.st_dev, status.st_ino)
         if identity in first_path:
