@@ -245,26 +245,40 @@ def _open_text(path: str) -> gzip.GzipFile | io.BufferedReader:
 DAMAGE = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
 
 
-class _Lines(Protocol):
-    def readline(self, size: int = -1, /) -> bytes: ...
+class _Blocks(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
-def raw_lines(handle: _Lines) -> Iterator[bytes | None]:
-    """The lines of a binary stream up to and with each newline (the last may lack it); None for a line
-    longer than `MAX_LINE_BYTES` (its newline aside), which is read past without being kept."""
-    limit = MAX_LINE_BYTES + 2
-    while line := handle.readline(limit):
-        if len(line) - line.endswith(b"\n") <= MAX_LINE_BYTES:
-            yield line
-            continue
-        while not line.endswith(b"\n") and (line := handle.readline(limit)):
-            pass
-        yield None
+# Bytes read at a time: small, so that a damaged gzip loses little before the damage.
+_BLOCK_BYTES = 1 << 14
+
+
+def raw_lines(handle: _Blocks) -> Iterator[bytes | None]:
+    """The lines of a binary stream, without their newline (the last may have had none); None for a
+    line longer than `MAX_LINE_BYTES`, which is read past without being kept."""
+    carry, skipping = b"", False
+    while block := handle.read(_BLOCK_BYTES):
+        if skipping:
+            at = block.find(b"\n")
+            if at < 0:
+                continue
+            block, skipping = block[at + 1 :], False
+        lines = (carry + block if carry else block).split(b"\n")
+        carry = lines.pop()
+        if lines and max(map(len, lines)) > MAX_LINE_BYTES:
+            yield from (line if len(line) <= MAX_LINE_BYTES else None for line in lines)
+        else:
+            yield from lines
+        if len(carry) > MAX_LINE_BYTES:
+            yield None
+            carry, skipping = b"", True
+    if carry:
+        yield carry
 
 
 def text_lines(lines: Iterable[bytes | None]) -> Iterator[str | None]:
-    """Raw lines as text lines: UTF-8 (undecodable bytes replaced), a lone CR also ends a line (universal
-    newlines); None (a line too long) stays one line."""
+    """Raw lines (split at newlines) as text lines: UTF-8 (undecodable bytes replaced), a lone CR also
+    ends a line, CR LF is one line end (universal newlines); None (a line too long) stays one line."""
     for line in lines:
         if line is None:
             yield None
@@ -273,8 +287,8 @@ def text_lines(lines: Iterable[bytes | None]) -> Iterator[str | None]:
         if "\r" not in text:
             yield text
             continue
-        pieces = text.replace("\r\n", "\n").split("\r")
-        if not pieces[-1]:  # it ended with a lone CR: that ended the last line
+        pieces = text.split("\r")
+        if not pieces[-1]:  # a CR before the newline (or the end) ended the last line
             pieces.pop()
         yield from pieces
 

@@ -135,11 +135,11 @@ def _decompressed(path: str) -> Iterator[bytes]:
 
 def _raw_lines(data: bytes, start: int, end: int) -> Iterator[bytes | None]:
     """The lines of data[start:end] (whole lines, the last ending with a newline) as `readers.raw_lines`
-    gives them: None for a line longer than `MAX_LINE_BYTES`."""
+    gives them: without the newline, None for a line longer than `MAX_LINE_BYTES`."""
     while start < end:
-        stop = data.index(b"\n", start, end) + 1
-        yield data[start:stop] if stop - start - 1 <= MAX_LINE_BYTES else None
-        start = stop
+        stop = data.index(b"\n", start, end)
+        yield data[start:stop] if stop - start <= MAX_LINE_BYTES else None
+        start = stop + 1
 
 
 class _LineReader:
