@@ -4,7 +4,7 @@
 # tests run against them. Any sanitizer report ends the run with an error.
 set -eu
 PYTHON=${PYTHON:-.venv/bin/python}
-FUZZ_SECONDS=${NATFLOW_FUZZ_SECONDS:-15}
+FUZZ_SECONDS=${NATFLOW_FUZZ_SECONDS:-10}
 build=$(mktemp -d /tmp/natflow-sanitize.XXXXXX)
 trap 'rm -rf "$build"' EXIT
 # The Python sources as they are, without the optimised extensions built in place.
