@@ -363,14 +363,25 @@ def test_os_errors_are_said_as_what_they_are() -> None:
     assert os_reason(OSError(errno.EIO, "Input/output error")) == "input/output error"
 
 
-def test_an_unreadable_object_is_said_so(tmp_path: Path) -> None:
-    path = tmp_path / f"{NAME}.log"
-    path.write_text(record_line() + "\n")
-    path.chmod(0)
-    if os.access(path, os.R_OK):
-        pytest.skip("root reads any file")
-    expected = assert_same([describe(str(path), FileKind.TEXT)])
-    assert expected.warnings[0]["message"] == f"{path}: cannot be read: permission denied"
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [(errno.EACCES, "permission denied"), (errno.ELOOP, "a loop of symbolic links"), (errno.EIO, "input/output error")],
+)
+def test_an_object_that_cannot_be_opened_is_said_so(tmp_path: Path, error: int, said: str) -> None:
+    """Not "truncated or corrupt": what the system said (tests run as root, who opens any file)."""
+    path = tmp_path / f"{NAME}.log.gz"
+    path.write_bytes(gzip.compress(record_line().encode()))
+
+    def refuse(name: str, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(error, os.strerror(error), name)
+
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (readers, textscan):
+            patch.setattr(module, "open", refuse, raising=False)  # the module's open, before the builtin
+        expected = assert_same([describe(str(path), FileKind.TEXT)])
+    assert expected.warnings == [
+        {"reason": "UnreadableFlowLog", "message": f"{path}: cannot be read: {said}", "file": str(path)}
+    ]
 
 
 # -- through the command line: a corpus of damaged objects, each beside a good one --------------------------------
@@ -427,7 +438,19 @@ def corpus() -> dict[str, tuple[bytes, str]]:
         "huge-line.log.gz": (gzip.compress(lines[0] + b"\n" + b"7" * (3 << 20) + b"\n"), "line longer"),
         "implausible.log.gz": (
             gzip.compress(
-                b"\n".join([lines[0], record_line(bytes=str(2**64)).encode(), record_line(start=str(10**17)).encode()])
+                b"\n".join(
+                    [lines[0]]
+                    + [
+                        record_line(**fields).encode()
+                        for fields in (
+                            {"bytes": str(2**64)},
+                            {"bytes": "1" + "0" * 400},
+                            {"packets": "9" * 5000},
+                            {"start": str(10**17)},
+                            {"start": str(2**31 + 1)},
+                        )
+                    ]
+                )
             ),
             "MalformedRecords",
         ),
