@@ -501,6 +501,9 @@ def test_each_damaged_object_beside_a_good_one(
             assert gateway["bytesOut"] <= 2 * GOOD_BYTES, suffix
         if suffix.startswith(("not-gzip", "huge", "implausible", "binary")):
             assert gateway["bytesOut"] == GOOD_BYTES, suffix
+        malformed = {"huge-line.log.gz": 1, "implausible.log.gz": 5, "nul-bytes.log.gz": 5}
+        if suffix in malformed:
+            assert document["stats"]["malformedRecords"] == malformed[suffix], suffix
         messages = [json.dumps(w) for w in document["warnings"]]
         assert any(bad.name in m and said in m for m in messages), (suffix, messages)
         assert document["stats"]["filesRead"] == 2
