@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header --quiet
 
-.PHONY: venv test lint unit demo bench kube-binaries lock clean
+.PHONY: venv test lint unit sanitize demo bench kube-binaries lock clean
 
 # setup.py builds the C line scanner (operator/natflow/flowlogs/_textscan.c) in place.
 $(STAMP): requirements/dev.txt setup.py $(wildcard operator/natflow/flowlogs/*.c)
@@ -31,6 +31,12 @@ unit: $(STAMP)
 
 test: lint kube-binaries $(STAMP)
 	$(BIN)/pytest -q
+	scripts/sanitize.sh
+
+# The C extensions with ASan + UBSan (gcc) in a temporary copy of the package, under the hostile-input
+# corpus, the fuzzer and the scanner/decoder tests (scripts/sanitize.sh).
+sanitize: $(STAMP)
+	scripts/sanitize.sh
 
 demo: $(STAMP)
 	$(BIN)/natflow attribute --cluster examples/cluster --aws examples/aws --flow-logs examples/flowlogs -o table

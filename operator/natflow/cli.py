@@ -105,13 +105,11 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
 
     state, dump_stats = load_cluster(args.cluster, diagnostics)
     inventory, aws_files = load_inventory(args.aws, diagnostics)
-    files, passed_over = discover(args.flow_logs)
+    files, passed_over = discover(args.flow_logs, diagnostics)
 
     def read(plan: WindowPlan, diagnostics: Diagnostics) -> Reduction:
         if not files:
             raise UsageError("--flow-logs: no flow-log files found (.log.gz, .log, .parquet or CloudWatch .json)")
-        for path in passed_over:
-            diagnostics.warn("FileSkipped", f"{path}: not a flow-log file name (.log.gz, .log, .parquet, .json)")
         if args.reader == "vectorised":
             return read_all_parallel(files, plan.choices, plan.topology, plan.window, diagnostics, args.workers)
         reduction = plan.new_reduction()

@@ -111,7 +111,7 @@ def test_run_window_reads_without_the_state_guard_and_joins_inside_it(capsys: py
     found = Diagnostics()
     state, _ = load_cluster([str(EXAMPLES / "cluster")], found)
     inventory, _ = load_inventory([str(EXAMPLES / "aws")], found)
-    files, _ = discover([str(EXAMPLES / "flowlogs")])
+    files, _ = discover([str(EXAMPLES / "flowlogs")], found)
     guard = HeldLock()
     reads = []
 

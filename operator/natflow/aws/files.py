@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from natflow.aws.inventory import FlowLog, Inventory, NatGateway, NetworkInterface, Vpc
 from natflow.diagnostics import Diagnostics
 from natflow.jsonstream import JsonStreamError, Value, iter_stream
-from natflow.paths import walk_files
+from natflow.paths import os_reason, walk_files
 
 _MODELS: dict[str, tuple[type[BaseModel], Callable[[Inventory, list[Any]], None]]] = {
     "NatGateways": (NatGateway, Inventory.add_nat_gateways),
@@ -28,7 +28,11 @@ def load_inventory(paths: list[str], diagnostics: Diagnostics) -> tuple[Inventor
     """
     inventory = Inventory()
     files_read = 0
-    for path, _ in walk_files(paths):
+
+    def skip(path: str, problem: str) -> None:
+        diagnostics.warn("AwsFileUnreadable", f"{path}: {problem}; skipped", file=path)
+
+    for path, _ in walk_files(paths, skip):
         files_read += 1
         recognised = False
         try:
@@ -55,7 +59,7 @@ def load_inventory(paths: list[str], diagnostics: Diagnostics) -> tuple[Inventor
             diagnostics.warn("AwsFileUnreadable", f"{path}: {what}{error}; the items before it are kept", file=path)
             continue
         except OSError as error:
-            diagnostics.warn("AwsFileUnreadable", f"{path}: {error.strerror or error}", file=path)
+            diagnostics.warn("AwsFileUnreadable", f"{path}: {os_reason(error)}", file=path)
             continue
         if not recognised:
             diagnostics.warn(

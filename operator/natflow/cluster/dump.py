@@ -278,6 +278,10 @@ def load_cluster(paths: list[str], diagnostics: Diagnostics) -> tuple[ClusterSta
     Raises NoUsableObjects when nothing in the files can be used.
     """
     loader = _Loader(diagnostics)
-    for path, _ in walk_files(paths):
+
+    def skip(path: str, problem: str) -> None:
+        diagnostics.warn("ClusterFileUnreadable", f"{path}: {problem}; skipped", file=path)
+
+    for path, _ in walk_files(paths, skip):
         loader.read_file(path)
     return loader.state(), loader.stats
