@@ -1597,8 +1597,180 @@ done:
     return result;
 }
 
+/* -- filter mode (natflow trace): the lines naming given addresses ---------------------------------- */
+
+/* The addresses a filter looks for: IPv4 as sorted integers, other texts (IPv6) compared whole. */
+typedef struct {
+    const uint32_t *ipv4;
+    Py_ssize_t ipv4_count;
+    const Token *texts;
+    Py_ssize_t text_count;
+    const int *fields;
+    int field_count, width;
+} AddressFilter;
+
+static int filter_has_ipv4(const AddressFilter *f, uint32_t address) {
+    Py_ssize_t low = 0, high = f->ipv4_count;
+    while (low < high) {
+        Py_ssize_t middle = (low + high) / 2;
+        if (f->ipv4[middle] < address)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    return low < f->ipv4_count && f->ipv4[low] == address;
+}
+
+/* Whether one of the line's address fields (tokens from starts[], starts[width] one past the newline)
+ * is an address of the filter. */
+static int line_matches(const AddressFilter *f, const char *const *starts) {
+    for (int i = 0; i < f->field_count; i++) {
+        int index = f->fields[i];
+        const char *end = starts[index + 1] - 1;
+        while ((unsigned char)end[-1] <= ' ') end--;
+        Token t = {starts[index], end - starts[index]};
+        uint32_t address;
+        if (read_ipv4(t, &address)) {
+            if (filter_has_ipv4(f, address)) return 1;
+            continue;
+        }
+        for (Py_ssize_t j = 0; j < f->text_count; j++)
+            if (t.length == f->texts[j].length && same_bytes(t.text, f->texts[j].text, t.length)) return 1;
+    }
+    return 0;
+}
+
+/* The lines of text[0:size] (whole lines) that match, or that this code cannot split with certainty
+ * (odd bytes, another number of fields): (start, end) pairs into `kept`. */
+static int filter_text(const AddressFilter *f, const char *text, Py_ssize_t size, Handback *kept, Py_ssize_t *lines,
+                       Py_ssize_t *rejected) {
+    const char *starts[MAX_FIELDS + 1];
+    unsigned char tail[64];
+    Py_ssize_t line_begin = 0, count_lines = 0, count_rejected = 0;
+    int count = 0, odd = 0;
+    uint64_t token_before = 0;
+    for (Py_ssize_t base = 0; base < size; base += 64) {
+        const unsigned char *chunk = (const unsigned char *)text + base;
+        if (size - base < 64) {
+            memset(tail, ' ', sizeof tail);
+            memcpy(tail, chunk, (size_t)(size - base));
+            chunk = tail;
+        }
+        uint64_t token, newline, other;
+        classify64(chunk, &token, &newline, &other);
+        uint64_t token_starts = token & ~((token << 1) | token_before);
+        token_before = token >> 63;
+        for (;;) {
+            uint64_t before = newline ? (newline & -newline) - 1 : ~0ULL;
+            for (uint64_t bits = token_starts & before; bits; bits &= bits - 1) {
+                if (count < MAX_FIELDS) starts[count] = text + base + __builtin_ctzll(bits);
+                count++;
+            }
+            odd |= (other & before) != 0;
+            if (!newline) break;
+            Py_ssize_t line_end = base + __builtin_ctzll(newline) + 1;
+            if (odd) count = split_odd_line(text + line_begin, starts);
+            int keep = 0;
+            if (count < 0 || (count != f->width && count != 0))
+                keep = 1;
+            else if (count) {
+                starts[count] = text + line_end;
+                keep = line_matches(f, starts);
+            }
+            if (keep && handback_add(kept, (Py_ssize_t[]){line_begin, line_end}, 2) < 0) return -1;
+            count_rejected += !keep && count;
+            count_lines++;
+            line_begin = line_end;
+            count = odd = 0;
+            uint64_t done = before | (newline & -newline);
+            token_starts &= ~done;
+            other &= ~done;
+            newline &= ~done;
+        }
+    }
+    *lines = count_lines;
+    *rejected = count_rejected;
+    return 0;
+}
+
+/* filter_lines(buffer, start, end, width, fields, ipv4, texts) -> (lines, rejected, kept): the lines of
+ * buffer[start:end] (whole lines, the last ending with a newline) of `width` fields whose fields at
+ * the positions `fields` hold one of the addresses (`ipv4`: a bytes of sorted native uint32;
+ * `texts`: a tuple of bytes, compared whole), and the lines it cannot split with certainty; `kept`
+ * lists their (start, end) offsets into buffer, for the caller to read again. `lines` counts every
+ * line, `rejected` the lines with fields that were not kept (records read and passed over). */
+static PyObject *filter_lines(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer view, addresses;
+    Py_ssize_t start, end;
+    int width;
+    PyObject *fields, *texts;
+    if (!PyArg_ParseTuple(args, "y*nniO!y*O!", &view, &start, &end, &width, &PyTuple_Type, &fields, &addresses,
+                          &PyTuple_Type, &texts))
+        return NULL;
+    PyObject *result = NULL;
+    int field_positions[MAX_FIELDS];
+    Token text_tokens[64];
+    AddressFilter f = {(const uint32_t *)addresses.buf, addresses.len / (Py_ssize_t)sizeof(uint32_t), text_tokens,
+                       PyTuple_GET_SIZE(texts), field_positions, (int)PyTuple_GET_SIZE(fields), width};
+    if (start < 0 || end > view.len || start > end || (end > start && ((const char *)view.buf)[end - 1] != '\n')) {
+        PyErr_SetString(PyExc_ValueError, "filter_lines: the range must hold whole lines, the last ending with a newline");
+        goto done;
+    }
+    if (width < 1 || width > MAX_FIELDS || f.field_count > MAX_FIELDS || f.text_count > 64 ||
+        addresses.len % (Py_ssize_t)sizeof(uint32_t)) {
+        PyErr_SetString(PyExc_ValueError, "filter_lines: unsupported layout or address list");
+        goto done;
+    }
+    for (int i = 0; i < f.field_count; i++) {
+        long index = PyLong_AsLong(PyTuple_GET_ITEM(fields, i));
+        if (index == -1 && PyErr_Occurred()) goto done;
+        if (index < 0 || index >= width) {
+            PyErr_SetString(PyExc_ValueError, "filter_lines: field position outside the layout");
+            goto done;
+        }
+        field_positions[i] = (int)index;
+    }
+    for (Py_ssize_t i = 0; i < f.text_count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(texts, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "filter_lines: texts must be bytes");
+            goto done;
+        }
+        text_tokens[i] = (Token){PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item)};
+    }
+    for (Py_ssize_t i = 1; i < f.ipv4_count; i++)
+        if (f.ipv4[i - 1] > f.ipv4[i]) {
+            PyErr_SetString(PyExc_ValueError, "filter_lines: IPv4 addresses must be sorted");
+            goto done;
+        }
+    Handback kept = {NULL, 0, 0};
+    Py_ssize_t lines = 0, rejected = 0;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = filter_text(&f, (const char *)view.buf + start, end - start, &kept, &lines, &rejected);
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        free(kept.items);
+        PyErr_NoMemory();
+        goto done;
+    }
+    PyObject *spans = PyList_New((Py_ssize_t)(kept.count / 2));
+    for (size_t i = 0; spans && i < kept.count; i += 2) {
+        PyObject *item = Py_BuildValue("(nn)", kept.items[i] + start, kept.items[i + 1] + start);
+        if (!item) Py_CLEAR(spans);
+        else PyList_SET_ITEM(spans, (Py_ssize_t)(i / 2), item);
+    }
+    free(kept.items);
+    if (spans) result = Py_BuildValue("(nnN)", lines, rejected, spans);
+done:
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&addresses);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"row_columns", row_columns, METH_O, "Reduced rows (a dict) as columns."},
+    {"filter_lines", filter_lines, METH_VARARGS, "The lines naming given addresses (natflow trace)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -41,3 +41,12 @@ def row_columns(
     bytearray,
     bytearray,
 ]: ...
+def filter_lines(
+    buffer: Buffer,
+    start: int,
+    end: int,
+    width: int,
+    fields: tuple[int, ...],
+    ipv4: Buffer,
+    texts: tuple[bytes, ...],
+) -> tuple[int, int, list[tuple[int, int]]]: ...

@@ -1,0 +1,184 @@
+"""Live inputs of ``natflow trace``: the cluster from the kubeconfig, the VPC from boto3, and the flow
+logs that cover the window fetched into a temporary directory (S3 objects by the window's key
+prefixes; CloudWatch Logs by the streams of the interfaces on the path), then read as offline files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from natflow.aws.discovery import discover_inventory, vpc_of_instances
+from natflow.aws.flowsource import S3Location, window_objects
+from natflow.aws.inventory import FlowLog, Inventory
+from natflow.cluster.state import ClusterState
+from natflow.diagnostics import Diagnostics
+from natflow.flowlogs.fields import LogFormat
+from natflow.flowlogs.sources import FileKind, FlowLogFile
+from natflow.trace.command import TraceUsageError, format_choices, network_inputs
+from natflow.trace.engine import TraceInputs
+from natflow.trace.network import gateway_zones
+from natflow.trace.subject import Subject
+
+# (kind, list path) of what the cluster state is built from; pages of LIST_LIMIT objects.
+LISTS = (
+    ("Node", "/api/v1/nodes"),
+    ("Pod", "/api/v1/pods"),
+    ("ReplicaSet", "/apis/apps/v1/replicasets"),
+    ("Job", "/apis/batch/v1/jobs"),
+)
+AWS_NODE_PATH = "/apis/apps/v1/namespaces/kube-system/daemonsets/aws-node"
+LIST_LIMIT = 1000
+
+
+def _kube_api() -> Any:
+    from kubernetes import client, config
+
+    try:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def _get(api: Any, path: str, query: list[tuple[str, Any]]) -> Any:
+    response = api.call_api(path, "GET", query_params=query, auth_settings=["BearerToken"],
+                            _preload_content=False, _return_http_data_only=True)  # fmt: skip
+    return json.loads(response.data)
+
+
+def live_cluster(api: Any, now: int) -> ClusterState:
+    """The cluster as listed now (pods deleted before now are not in it: their addresses show as
+    unattributed, or as their node's)."""
+    from kubernetes.client.exceptions import ApiException
+
+    state = ClusterState()
+    for kind, path in LISTS:
+        token = None
+        while True:
+            query: list[tuple[str, Any]] = [("limit", LIST_LIMIT)] + ([("continue", token)] if token else [])
+            page = _get(api, path, query)
+            for item in page.get("items") or []:
+                state.apply({**item, "kind": kind})
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                break
+    try:
+        aws_node: dict[str, Any] | None = _get(api, AWS_NODE_PATH, [])
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        aws_node = None
+    state.set_snat(0, aws_node)
+    return state
+
+
+def live_inputs(
+    window: tuple[int, int],
+    override: LogFormat | None,
+    stack: ExitStack,
+    resolve: Callable[[ClusterState], Subject],
+) -> tuple[TraceInputs, Subject]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from natflow.controller import AwsClients
+
+    diagnostics = Diagnostics()
+    state = live_cluster(_kube_api(), window[1])
+    subject = resolve(state)
+    aws = AwsClients.create()
+    try:
+        instances = sorted({n.instance_id for n in state.nodes.values() if n.instance_id})
+        vpc = vpc_of_instances(aws.ec2, instances) or os.environ.get("NATFLOW_VPC_ID")
+        if not vpc:
+            raise TraceUsageError("cannot tell the cluster's VPC: no node ENIs found and NATFLOW_VPC_ID is unset")
+        inventory = discover_inventory(aws.ec2, vpc)
+        raw = aws.ec2.describe_nat_gateways(Filter=[{"Name": "vpc-id", "Values": [vpc]}]).get("NatGateways", [])
+        network = network_inputs(state, inventory, gateway_zones(raw), diagnostics)
+        on_path = _interfaces_on_path(inventory, subject, network.eni_of_address)
+        _add_interface_flow_logs(aws.ec2, inventory, on_path)
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="natflow-trace-")))
+        files = _fetch(aws, inventory, on_path, window, directory, diagnostics)
+    except (ClientError, BotoCoreError) as error:
+        raise TraceUsageError(f"AWS: {error}") from None
+    extra = {"flowLogsRead": len({f.flow_log_id for f in files})}
+    return TraceInputs(state, network, files, format_choices(inventory, override), diagnostics, extra), subject
+
+
+def _interfaces_on_path(inventory: Inventory, subject: Subject, eni_of: Callable[[str], str | None]) -> list[str]:
+    """The subject's own ENIs and every NAT gateway ENI of the VPC."""
+    own = [eni for eni in (eni_of(address) for address in subject.addresses) if eni]
+    nat = [a.NetworkInterfaceId for g in inventory.nat_gateways.values() for a in g.NatGatewayAddresses
+           if a.NetworkInterfaceId]  # fmt: skip
+    return list(dict.fromkeys([*own, *nat]))
+
+
+def _add_interface_flow_logs(ec2: Any, inventory: Inventory, enis: list[str]) -> None:
+    """Flow logs on the path's ENIs themselves and their subnets (discovery found the VPC's and the
+    NAT gateways', and regional gateways' by their id)."""
+    resources = set(enis) | set(inventory.nat_gateways)
+    resources |= {i.SubnetId for e in enis if (i := inventory.interfaces.get(e)) and i.SubnetId}
+    wanted = sorted(resources - {f.ResourceId for f in inventory.flow_logs.values()})
+    for first in range(0, len(wanted), 200):
+        paginator = ec2.get_paginator("describe_flow_logs")
+        filters = [{"Name": "resource-id", "Values": wanted[first : first + 200]}]
+        for page in paginator.paginate(Filters=filters):
+            inventory.add_flow_logs(FlowLog.model_validate(f) for f in page.get("FlowLogs", []))
+
+
+def _fetch(
+    aws: Any, inventory: Inventory, enis: list[str], window: tuple[int, int], directory: Path, diagnostics: Diagnostics
+) -> list[FlowLogFile]:
+    """Download what covers the window, one S3 destination or log group once."""
+    files: list[FlowLogFile] = []
+    account = next((i.OwnerId for i in inventory.interfaces.values() if i.OwnerId), None)
+    destinations: set[str] = set()
+    for flow_log in inventory.flow_logs.values():
+        if (flow_log.FlowLogStatus or "ACTIVE") != "ACTIVE":
+            continue
+        if flow_log.destination_type == "s3":
+            destination = f"s3:{flow_log.LogDestination}:{flow_log.FlowLogId}"
+            if destination in destinations:
+                continue
+            destinations.add(destination)
+            account = account or str(aws.sts.get_caller_identity()["Account"])
+            bucket = S3Location.from_destination(flow_log.LogDestination or "").bucket
+            for number, item in enumerate(window_objects(aws.s3, flow_log, account, aws.region, window)):
+                local = directory / f"{number:06d}-{os.path.basename(item.key)}"
+                aws.s3.download_file(bucket, item.key, str(local))
+                files.append(dataclasses.replace(item.file, path=str(local)))
+        else:
+            group = flow_log.LogGroupName or (flow_log.LogDestination or "").rsplit(":", 1)[-1]
+            if f"logs:{group}" in destinations or not group:
+                continue
+            destinations.add(f"logs:{group}")
+            path = directory / f"cloudwatch-{len(destinations):03d}.json"
+            _write_events(aws.logs, group, enis, window, path)
+            files.append(FlowLogFile(str(path), FileKind.CLOUDWATCH, flow_log.FlowLogId, aws.region, None))
+    if not files:
+        diagnostics.warn("NoFlowLogs", "no active flow log covers the VPC's NAT gateways or the subject's interfaces")
+    return files
+
+
+def _write_events(logs: Any, group: str, enis: list[str], window: tuple[int, int], path: Path) -> None:
+    """The window's events of each interface's streams, as a `filter-log-events` export, streamed."""
+    paginator = logs.get_paginator("filter_log_events")
+
+    def events() -> Iterator[dict[str, Any]]:
+        for eni in enis:
+            pages = paginator.paginate(logGroupName=group, logStreamNamePrefix=eni, startTime=window[0] * 1000,
+                                       endTime=window[1] * 1000 - 1)  # fmt: skip
+            for page in pages:
+                yield from page.get("events", [])
+
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write('{"events": [')
+        for index, event in enumerate(events()):
+            handle.write(("," if index else "") + json.dumps({"timestamp": event.get("timestamp"),
+                                                              "message": event.get("message")}))  # fmt: skip
+        handle.write("]}")
