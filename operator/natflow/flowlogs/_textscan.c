@@ -1640,10 +1640,31 @@ static int line_matches(const AddressFilter *f, const char *const *starts) {
     return 0;
 }
 
-/* The lines of text[0:size] (whole lines) that match, or that this code cannot split with certainty
- * (odd bytes, another number of fields): (start, end) pairs into `kept`. */
-static int filter_text(const AddressFilter *f, const char *text, Py_ssize_t size, Handback *kept, Py_ssize_t *lines,
-                       Py_ssize_t *rejected) {
+/* Bytes gathered by a scan (the collected lines). */
+typedef struct {
+    char *text;
+    size_t size, capacity;
+} Gathered;
+
+static int gathered_add(Gathered *g, const char *text, size_t size) {
+    if (g->size + size > g->capacity) {
+        size_t capacity = g->capacity ? g->capacity : 1 << 16;
+        while (capacity < g->size + size) capacity *= 2;
+        char *grown = realloc(g->text, capacity);
+        if (!grown) return -1;
+        g->text = grown;
+        g->capacity = capacity;
+    }
+    memcpy(g->text + g->size, text, size);
+    g->size += size;
+    return 0;
+}
+
+/* The lines of text[0:size] (whole lines) that match `f`, or that this code cannot split with
+ * certainty (odd bytes, another number of fields): (start, end) pairs into `kept`; the other lines
+ * that match `collect` are copied whole into `collected`. */
+static int filter_text(const AddressFilter *f, const AddressFilter *collect, const char *text, Py_ssize_t size,
+                       Handback *kept, Gathered *collected, Py_ssize_t *lines, Py_ssize_t *rejected) {
     const char *starts[MAX_FIELDS + 1];
     unsigned char tail[64];
     Py_ssize_t line_begin = 0, count_lines = 0, count_rejected = 0;
@@ -1678,6 +1699,9 @@ static int filter_text(const AddressFilter *f, const char *text, Py_ssize_t size
                 keep = line_matches(f, starts);
             }
             if (keep && handback_add(kept, (Py_ssize_t[]){line_begin, line_end}, 2) < 0) return -1;
+            if (!keep && count && collect->field_count && line_matches(collect, starts) &&
+                gathered_add(collected, text + line_begin, (size_t)(line_end - line_begin)) < 0)
+                return -1;
             count_rejected += !keep && count;
             count_lines++;
             line_begin = line_end;
@@ -1693,43 +1717,73 @@ static int filter_text(const AddressFilter *f, const char *text, Py_ssize_t size
     return 0;
 }
 
-/* filter_lines(buffer, start, end, width, fields, ipv4, texts) -> (lines, rejected, kept): the lines of
- * buffer[start:end] (whole lines, the last ending with a newline) of `width` fields whose fields at
- * the positions `fields` hold one of the addresses (`ipv4`: a bytes of sorted native uint32;
- * `texts`: a tuple of bytes, compared whole), and the lines it cannot split with certainty; `kept`
- * lists their (start, end) offsets into buffer, for the caller to read again. `lines` counts every
- * line, `rejected` the lines with fields that were not kept (records read and passed over). */
+/* Fields and addresses of one AddressFilter from Python: a tuple of field positions (each below
+ * `width`), a bytes of sorted native uint32 IPv4 addresses; 0, or -1 with an exception set. */
+static int filter_read(AddressFilter *f, int width, PyObject *fields, Py_buffer *addresses, int *positions) {
+    f->width = width;
+    f->fields = positions;
+    f->field_count = (int)PyTuple_GET_SIZE(fields);
+    f->ipv4 = (const uint32_t *)addresses->buf;
+    f->ipv4_count = addresses->len / (Py_ssize_t)sizeof(uint32_t);
+    if (f->field_count > MAX_FIELDS || addresses->len % (Py_ssize_t)sizeof(uint32_t)) {
+        PyErr_SetString(PyExc_ValueError, "filter_lines: too many fields or a partial address");
+        return -1;
+    }
+    for (int i = 0; i < f->field_count; i++) {
+        long index = PyLong_AsLong(PyTuple_GET_ITEM(fields, i));
+        if (index == -1 && PyErr_Occurred()) return -1;
+        if (index < 0 || index >= width) {
+            PyErr_SetString(PyExc_ValueError, "filter_lines: field position outside the layout");
+            return -1;
+        }
+        positions[i] = (int)index;
+    }
+    for (Py_ssize_t i = 1; i < f->ipv4_count; i++)
+        if (f->ipv4[i - 1] > f->ipv4[i]) {
+            PyErr_SetString(PyExc_ValueError, "filter_lines: IPv4 addresses must be sorted");
+            return -1;
+        }
+    return 0;
+}
+
+/* filter_lines(buffer, start, end, width, fields, ipv4, texts, collect_fields, collect_ipv4)
+ *   -> (lines, rejected, kept, collected)
+ * The lines of buffer[start:end] (whole lines, the last ending with a newline) of `width` fields
+ * whose fields at the positions `fields` hold one of the addresses (`ipv4`: a bytes of sorted native
+ * uint32; `texts`: a tuple of bytes, compared whole), and the lines it cannot split with certainty:
+ * `kept` lists their (start, end) offsets into buffer, for the caller to read again. Of the other
+ * lines, those whose `collect_fields` hold one of `collect_ipv4` are returned whole, one after the
+ * other, in `collected` (bytes). `lines` counts every line, `rejected` the lines with fields that
+ * were not kept (records read and passed over, collected or not). */
 static PyObject *filter_lines(PyObject *Py_UNUSED(module), PyObject *args) {
-    Py_buffer view, addresses;
+    Py_buffer view, addresses, collect_addresses;
     Py_ssize_t start, end;
     int width;
-    PyObject *fields, *texts;
-    if (!PyArg_ParseTuple(args, "y*nniO!y*O!", &view, &start, &end, &width, &PyTuple_Type, &fields, &addresses,
-                          &PyTuple_Type, &texts))
+    PyObject *fields, *texts, *collect_fields;
+    if (!PyArg_ParseTuple(args, "y*nniO!y*O!O!y*", &view, &start, &end, &width, &PyTuple_Type, &fields, &addresses,
+                          &PyTuple_Type, &texts, &PyTuple_Type, &collect_fields, &collect_addresses))
         return NULL;
     PyObject *result = NULL;
-    int field_positions[MAX_FIELDS];
+    int positions[MAX_FIELDS], collect_positions[MAX_FIELDS];
     Token text_tokens[64];
-    AddressFilter f = {(const uint32_t *)addresses.buf, addresses.len / (Py_ssize_t)sizeof(uint32_t), text_tokens,
-                       PyTuple_GET_SIZE(texts), field_positions, (int)PyTuple_GET_SIZE(fields), width};
+    AddressFilter f, collect;
+    Handback kept = {NULL, 0, 0};
+    Gathered collected = {NULL, 0, 0};
     if (start < 0 || end > view.len || start > end || (end > start && ((const char *)view.buf)[end - 1] != '\n')) {
         PyErr_SetString(PyExc_ValueError, "filter_lines: the range must hold whole lines, the last ending with a newline");
         goto done;
     }
-    if (width < 1 || width > MAX_FIELDS || f.field_count > MAX_FIELDS || f.text_count > 64 ||
-        addresses.len % (Py_ssize_t)sizeof(uint32_t)) {
-        PyErr_SetString(PyExc_ValueError, "filter_lines: unsupported layout or address list");
+    if (width < 1 || width > MAX_FIELDS || PyTuple_GET_SIZE(texts) > 64) {
+        PyErr_SetString(PyExc_ValueError, "filter_lines: unsupported layout or too many texts");
         goto done;
     }
-    for (int i = 0; i < f.field_count; i++) {
-        long index = PyLong_AsLong(PyTuple_GET_ITEM(fields, i));
-        if (index == -1 && PyErr_Occurred()) goto done;
-        if (index < 0 || index >= width) {
-            PyErr_SetString(PyExc_ValueError, "filter_lines: field position outside the layout");
-            goto done;
-        }
-        field_positions[i] = (int)index;
-    }
+    if (filter_read(&f, width, fields, &addresses, positions) < 0 ||
+        filter_read(&collect, width, collect_fields, &collect_addresses, collect_positions) < 0)
+        goto done;
+    f.texts = text_tokens;
+    f.text_count = PyTuple_GET_SIZE(texts);
+    collect.texts = NULL;
+    collect.text_count = 0;
     for (Py_ssize_t i = 0; i < f.text_count; i++) {
         PyObject *item = PyTuple_GET_ITEM(texts, i);
         if (!PyBytes_Check(item)) {
@@ -1738,19 +1792,12 @@ static PyObject *filter_lines(PyObject *Py_UNUSED(module), PyObject *args) {
         }
         text_tokens[i] = (Token){PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item)};
     }
-    for (Py_ssize_t i = 1; i < f.ipv4_count; i++)
-        if (f.ipv4[i - 1] > f.ipv4[i]) {
-            PyErr_SetString(PyExc_ValueError, "filter_lines: IPv4 addresses must be sorted");
-            goto done;
-        }
-    Handback kept = {NULL, 0, 0};
     Py_ssize_t lines = 0, rejected = 0;
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = filter_text(&f, (const char *)view.buf + start, end - start, &kept, &lines, &rejected);
+    status = filter_text(&f, &collect, (const char *)view.buf + start, end - start, &kept, &collected, &lines, &rejected);
     Py_END_ALLOW_THREADS
     if (status < 0) {
-        free(kept.items);
         PyErr_NoMemory();
         goto done;
     }
@@ -1760,11 +1807,14 @@ static PyObject *filter_lines(PyObject *Py_UNUSED(module), PyObject *args) {
         if (!item) Py_CLEAR(spans);
         else PyList_SET_ITEM(spans, (Py_ssize_t)(i / 2), item);
     }
-    free(kept.items);
-    if (spans) result = Py_BuildValue("(nnN)", lines, rejected, spans);
+    if (spans) result = Py_BuildValue("(nnNy#)", lines, rejected, spans, collected.text ? collected.text : "",
+                                      (Py_ssize_t)collected.size);
 done:
+    free(kept.items);
+    free(collected.text);
     PyBuffer_Release(&view);
     PyBuffer_Release(&addresses);
+    PyBuffer_Release(&collect_addresses);
     return result;
 }
 

@@ -49,4 +49,6 @@ def filter_lines(
     fields: tuple[int, ...],
     ipv4: Buffer,
     texts: tuple[bytes, ...],
-) -> tuple[int, int, list[tuple[int, int]]]: ...
+    collect_fields: tuple[int, ...],
+    collect_ipv4: Buffer,
+) -> tuple[int, int, list[tuple[int, int]], bytes]: ...

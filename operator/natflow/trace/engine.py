@@ -3,7 +3,8 @@ the conversations and the document. The command module only gathers the inputs (
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from natflow.trace.findings import check
 from natflow.trace.legs import BACK, MATCH_TOLERANCE_SECONDS, NAT_INSIDE, NAT_INTERNET, OUT, Conversation, Leg, classify, conversations
 from natflow.trace.network import Network
 from natflow.trace.records import FlowRecord
-from natflow.trace.scan import AddressFilter, Kept, ScanStats, read_files
+from natflow.trace.scan import AddressFilter, Kept, ScanStats, Wanted, in_window, read_files
 from natflow.trace.subject import Subject, holders
 
 # pass 2 looks for the remotes' internet legs in the two address fields a NAT internet leg has.
@@ -48,9 +49,6 @@ class TraceInputs:
     extra_stats: dict[str, Any]
 
 
-Reader = Callable[[Sequence[FlowLogFile], FormatChoices, AddressFilter, tuple[int, int] | None], Kept]
-
-
 @dataclass
 class TraceResult:
     document: dict[str, Any]  # the JSON contract of issue 13
@@ -70,33 +68,41 @@ def run_trace(
     bounded = None if window == (None, None) else (window[0] or -(1 << 62), window[1] or (1 << 62))
     inside = frozenset(subject.addresses)
 
-    def read(wanted: AddressFilter, span: tuple[int, int] | None) -> Kept:
-        return read_files(inputs.files, inputs.choices, wanted, span, workers)
+    def inside_legs(records: list[FlowRecord]) -> list[Leg]:
+        found = (classify(record, network, inside) for record in records)
+        return [
+            leg for leg in found
+            if leg is not None and leg.role != NAT_INTERNET and subject.uses(leg.inside, leg.record.start)
+            and filters.keeps(leg)
+        ]  # fmt: skip
+
+    def remotes_of(records: list[FlowRecord]) -> AddressFilter | None:
+        remotes = {leg.remote for leg in inside_legs(records) if leg.role == NAT_INSIDE and leg.remote}
+        return AddressFilter(remotes, INTERNET_FIELDS) if remotes else None
 
     looked_for = set(subject.addresses) | ({filters.remote} if filters.remote else set())
-    first = read(AddressFilter(looked_for), bounded)
+    # One reading: the records naming the subject, and the NAT gateways' internet legs (which name only
+    # the gateway and the remote) of the remotes that the same object's inside legs name.
+    wanted = Wanted(AddressFilter(looked_for), AddressFilter(network.nat_addresses(), INTERNET_FIELDS), remotes_of)
+    first = read_files(inputs.files, inputs.choices, wanted, bounded, workers)
     stats = first.stats
     diagnostics.extend(first.notes)
-    legs, internet, seen = [], [], set()
-    for record in first.records:
-        seen.add(record.where)
-        _sort(classify(record, network, inside), subject, filters, legs, internet)
-    remotes = {leg.remote for leg in legs if leg.role == NAT_INSIDE and leg.remote and leg.remote not in looked_for}
-    passes, second_read = 1, 0
-    if remotes:  # the internet legs of these remotes' connections name neither the inside address nor its port
-        passes = 2
-        starts = [leg.record.start for leg in legs if leg.role == NAT_INSIDE]
-        span = (min(starts) - MATCH_TOLERANCE_SECONDS, max(starts) + MATCH_TOLERANCE_SECONDS + 1)
-        if bounded is not None:
-            span = (max(span[0], bounded[0] - MATCH_TOLERANCE_SECONDS), min(span[1], bounded[1] + MATCH_TOLERANCE_SECONDS))
-        second = read(AddressFilter(remotes, INTERNET_FIELDS), span)
-        diagnostics.extend(second.notes)
-        second_read = second.stats.records_read  # the same files again: their counts are the first pass's
-        for record in second.records:
-            if record.where not in seen:
-                leg = classify(record, network, inside)
-                if leg is not None and leg.role == NAT_INTERNET:
-                    internet.append(leg)
+    legs = inside_legs(first.records)
+    # --remote is looked for in every field: its internet legs are among the records kept too
+    internet = [
+        leg for leg in (classify(r, network, inside) for r in [*first.records, *first.chosen])
+        if leg is not None and leg.role == NAT_INTERNET
+    ]  # fmt: skip
+    again = _reread(inputs.files, legs, first, bounded)
+    for remotes, files in again.items():  # internet legs in another object than their inside legs
+        wanted = Wanted(AddressFilter(remotes, INTERNET_FIELDS))
+        extra = read_files(files, inputs.choices, wanted, bounded, workers)
+        diagnostics.extend(extra.notes)
+        for record in extra.records:
+            leg = classify(record, network, inside)
+            if leg is not None and leg.role == NAT_INTERNET:
+                internet.append(leg)
+    reread = sum(len(files) for files in again.values())
     found = conversations(legs, internet, network)
     document_conversations, verdicts = _conversations(found, inputs.state, network, subject)
     if stats.malformed_records:
@@ -112,21 +118,35 @@ def run_trace(
         "warnings": [item.as_dict() for item in diagnostics.items],
         "stats": {
             **_stats(stats, len(legs) + sum(1 for c in found for leg in c.legs if leg.role == NAT_INTERNET), len(found)),
-            "passes": passes,
-            "secondPassRecordsRead": second_read,
+            "filesReadAgain": reread,
             **inputs.extra_stats,
         },
     }
     return TraceResult(document, verdicts)
 
 
-def _sort(leg: Leg | None, subject: Subject, filters: Filters, legs: list[Leg], internet: list[Leg]) -> None:
-    if leg is None:
-        return
-    if leg.role == NAT_INTERNET:
-        internet.append(leg)
-    elif subject.uses(leg.inside, leg.record.start) and filters.keeps(leg):
-        legs.append(leg)
+def _reread(
+    files: Sequence[FlowLogFile], legs: list[Leg], first: Kept, window: tuple[int, int] | None
+) -> dict[frozenset[str], list[FlowLogFile]]:
+    """The files to read again for internet legs, by the remotes to look for in them: a remote's
+    internet legs may lie in an object next to its inside legs' (objects are cut by end time)."""
+    spans: dict[str, tuple[int, int]] = {}
+    for leg in legs:
+        if leg.role == NAT_INSIDE and leg.remote:
+            low, high = spans.get(leg.remote, (leg.record.start, leg.record.start))
+            spans[leg.remote] = (min(low, leg.record.start), max(high, leg.record.end))
+    again: dict[frozenset[str], list[FlowLogFile]] = defaultdict(list)
+    for file in files:
+        if not in_window(file, window):
+            continue
+        chosen = first.chosen_by.get(file.path, frozenset())
+        missing = frozenset(
+            remote for remote, (low, high) in spans.items()
+            if remote not in chosen and in_window(file, (low - MATCH_TOLERANCE_SECONDS, high + MATCH_TOLERANCE_SECONDS))
+        )  # fmt: skip
+        if missing:
+            again[missing].append(file)
+    return again
 
 
 def _stats(stats: ScanStats, legs: int, conversation_count: int) -> dict[str, Any]:
@@ -227,7 +247,7 @@ def render_table(result: TraceResult) -> str:
         out.append(f"  out {human_bytes(conversation['out']['bytes'])}, back {human_bytes(conversation['back']['bytes'])}")
     stats = document["stats"]
     out += ["", f"Read {stats['filesRead']} file(s) ({stats['filesSkippedByKey']} passed over by key time), "
-            f"{stats['recordsRead']} record(s) in {stats['passes']} pass(es): {stats['recordsMatched']} named the "
+            f"{stats['recordsRead']} record(s) ({stats['filesReadAgain']} file(s) read again): {stats['recordsMatched']} named the "
             f"addresses, {stats['malformedRecords']} malformed; {stats['legs']} leg(s) in {stats['conversations']} "
             "conversation(s)."]  # fmt: skip
     if document["warnings"]:

@@ -15,6 +15,7 @@ in time, closest first in packets, then bytes, then start.
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ from natflow.trace.records import FlowRecord
 
 SOURCE_ENI, NAT_INSIDE, NAT_INTERNET, DESTINATION_ENI = "source-eni", "nat-inside", "nat-internet", "destination-eni"
 OUT, BACK = "out", "back"
-ROLE_ORDER = {SOURCE_ENI: 0, NAT_INSIDE: 1, NAT_INTERNET: 2, DESTINATION_ENI: 3}
+# Where a leg lies on the way out and back, for the order of legs that start in the same second.
+PATH_ORDER = {(SOURCE_ENI, OUT): 0, (NAT_INSIDE, OUT): 1, (NAT_INTERNET, OUT): 2, (DESTINATION_ENI, OUT): 3,
+              (SOURCE_ENI, BACK): 4, (NAT_INTERNET, BACK): 5, (NAT_INSIDE, BACK): 6, (DESTINATION_ENI, BACK): 7}
 # Internet legs may start this long before or after their connection's inside legs: records are
 # aggregated over up to 10 minutes, and the two sides of the gateway are cut separately.
 MATCH_TOLERANCE_SECONDS = 600
@@ -52,8 +55,8 @@ class Leg:
         assert self.inside is not None
         return (self.inside, self.remote, self.remote_port, self.record.protocol)
 
-    def sort_key(self) -> tuple[int, int, int, str, str]:
-        return (self.record.start, ROLE_ORDER[self.role], self.record.end, self.direction, self.record.where)
+    def sort_key(self) -> tuple[int, int, int, str]:
+        return (self.record.start, PATH_ORDER[(self.role, self.direction)], self.record.end, self.record.where)
 
 
 def classify(record: FlowRecord, network: Network, subject: frozenset[str]) -> Leg | None:
@@ -196,49 +199,80 @@ def _connections(legs: Iterable[Leg], key_of: object) -> dict[tuple[object, ...]
     return found
 
 
-def _may_pair(inside: InsideKey, internet: InternetKey, zones: set[str], network: Network) -> bool:
-    gateway, interface, _, _, remote, remote_port, protocol, nat = inside
-    if (gateway, remote, remote_port, protocol) != (internet[0], internet[4], internet[5], internet[6]):
-        return False
+def _may_pair(
+    inside: InsideKey, internet: InternetKey, other: _Connection, connection: _Connection, network: Network
+) -> bool:
+    """Whether an internet connection can be an inside connection's: the same gateway, remote, port
+    and protocol (the route), the NAT address the inside legs name (zonal) or a public IP of their
+    zone (regional), overlapping in time within MATCH_TOLERANCE_SECONDS."""
+    gateway, interface, _, _, remote, _, _, nat = inside
     if remote is None or gateway is None:
         return False
-    if network.gateways[gateway].regional:  # the public IP of the inside legs' zone, when both are known
+    if other.first > connection.last + MATCH_TOLERANCE_SECONDS or other.last < connection.first - MATCH_TOLERANCE_SECONDS:
+        return False
+    if network.gateways[gateway].regional:
         zone = network.gateways[gateway].public_zone_ids.get(internet[2] or "")
-        return zone is None or not zones or zone in zones
+        return zone is None or not connection.zones or zone in connection.zones
     return interface == internet[1] and (nat is None or nat == internet[2])
+
+
+# Of the internet connections of a route, at most this many nearest in time are weighed against each
+# inside connection that none matched exactly.
+NEAREST_CANDIDATES = 32
 
 
 def match_internet_legs(inside_legs: Sequence[Leg], internet_legs: Sequence[Leg], network: Network) -> dict[int, Leg]:
     """The internet legs that belong to the inside legs' connections: index into `internet_legs` ->
-    an inside leg of the connection it was matched to. One internet connection per inside connection."""
+    an inside leg of the connection it was matched to. One internet connection per inside connection:
+    first those with the same packets and bytes each way (the same packets, rewritten), nearest in
+    time; then, of the rest, the closest in packets, bytes and start among the nearest in time."""
     inside = _connections(inside_legs, inside_key)
     internet = _connections(internet_legs, internet_key)
     by_route: dict[tuple[object, ...], list[tuple[object, ...]]] = defaultdict(list)
-    for key in internet:
+    for key in sorted(internet, key=lambda k: internet[k].first):
         by_route[(key[0], key[4], key[5], key[6])].append(key)
-    candidates: list[tuple[int, int, int, str, str, tuple[object, ...], tuple[object, ...]]] = []
-    for key, connection in inside.items():
-        for other_key in by_route.get((key[0], key[4], key[5], key[6]), ()):
+    starts = {route: [internet[key].first for key in keys] for route, keys in by_route.items()}
+    taken: set[tuple[object, ...]] = set()
+    pairs: dict[tuple[object, ...], Leg] = {}
+    exact: dict[tuple[object, ...], list[tuple[object, ...]]] = defaultdict(list)
+    for route, keys in by_route.items():
+        for other_key in keys:
             other = internet[other_key]
-            if not _may_pair(key, other_key, connection.zones, network):  # type: ignore[arg-type]
-                continue
-            if other.first > connection.last + MATCH_TOLERANCE_SECONDS:
-                continue
-            if other.last < connection.first - MATCH_TOLERANCE_SECONDS:
+            exact[(*route, other.packets[OUT], other.packets[BACK], other.bytes[OUT], other.bytes[BACK])].append(other_key)
+    rest = []
+    for order, (key, connection) in enumerate(inside.items()):
+        route = (key[0], key[4], key[5], key[6])
+        signature = (*route, connection.packets[OUT], connection.packets[BACK], connection.bytes[OUT],
+                     connection.bytes[BACK])  # fmt: skip
+        same = [k for k in exact.get(signature, ()) if k not in taken and _may_pair(key, k, internet[k], connection, network)]  # type: ignore[arg-type]
+        if same:
+            best = min(same, key=lambda k: abs(internet[k].first - connection.first))
+            taken.add(best)
+            pairs[best] = connection.legs[0]
+        else:
+            rest.append((order, key, connection))
+    candidates: list[tuple[int, int, int, int, int, tuple[object, ...], tuple[object, ...]]] = []
+    for order, key, connection in rest:
+        route = (key[0], key[4], key[5], key[6])
+        keys, times = by_route.get(route, []), starts.get(route, [])
+        middle = bisect.bisect_left(times, connection.first)
+        nearest = sorted(range(max(0, middle - NEAREST_CANDIDATES), min(len(keys), middle + NEAREST_CANDIDATES)),
+                         key=lambda i: abs(times[i] - connection.first))[:NEAREST_CANDIDATES]  # fmt: skip
+        for index in nearest:
+            other_key = keys[index]
+            other = internet[other_key]
+            if other_key in taken or not _may_pair(key, other_key, other, connection, network):  # type: ignore[arg-type]
                 continue
             packets = sum(abs(connection.packets[d] - other.packets[d]) for d in (OUT, BACK))
             nbytes = sum(abs(connection.bytes[d] - other.bytes[d]) for d in (OUT, BACK))
-            candidates.append((packets, nbytes, abs(connection.first - other.first), repr(key), repr(other_key),
-                               key, other_key))  # fmt: skip
+            candidates.append((packets, nbytes, abs(connection.first - other.first), order, index, key, other_key))
     candidates.sort(key=lambda c: c[:5])
-    taken_inside: set[tuple[object, ...]] = set()
-    taken_internet: set[tuple[object, ...]] = set()
-    pairs: dict[tuple[object, ...], Leg] = {}
+    done: set[tuple[object, ...]] = set()
     for *_, key, other_key in candidates:
-        if key in taken_inside or other_key in taken_internet:
+        if key in done or other_key in taken:
             continue
-        taken_inside.add(key)
-        taken_internet.add(other_key)
+        done.add(key)
+        taken.add(other_key)
         pairs[other_key] = inside[key].legs[0]
     return {
         index: pairs[internet_key(leg)] for index, leg in enumerate(internet_legs) if internet_key(leg) in pairs

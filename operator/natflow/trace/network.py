@@ -20,6 +20,7 @@ NODE_ENI = "node-eni"
 NAT_GATEWAY = "nat-gateway"
 REGIONAL_NAT_GATEWAY = "regional-nat-gateway"
 OTHER = "other"
+MAX_REMEMBERED = 1 << 20
 # What a regional gateway's flow log should carry beyond the recommended format (issue 12).
 TRACE_FORMAT = f"{RECOMMENDED_FORMAT} ${{tcp-flags}} ${{az-id}} ${{reject-reason}} ${{resource-id}}"
 
@@ -93,7 +94,7 @@ class Network:
     interfaces: dict[str, Interface] = field(default_factory=dict)
     gateways: dict[str, Gateway] = field(default_factory=dict)
     nat_ips: dict[str, str] = field(default_factory=dict)  # NAT private IP -> its ENI
-    address_eni: dict[str, str] = field(default_factory=dict)  # inside address -> the ENI that owns it
+    address_eni: dict[str, str | None] = field(default_factory=dict)  # address -> the ENI that owns it
     prefix_eni: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = field(default_factory=list)
     zone_ids: dict[str, str] = field(default_factory=dict)  # zone name -> az-id, where known
     inventory: Inventory = field(default_factory=Inventory)
@@ -102,14 +103,21 @@ class Network:
         return self.interfaces.get(interface_id) or Interface(interface_id, OTHER, None, None)
 
     def eni_of_address(self, address: str) -> str | None:
-        found = self.address_eni.get(address)
-        if found is not None:
-            return found
+        if address in self.address_eni:
+            return self.address_eni[address]
         try:
             parsed = ipaddress.ip_address(address)
         except ValueError:
             return None
-        return next((eni for network, eni in self.prefix_eni if parsed in network), None)
+        found = next((eni for network, eni in self.prefix_eni if parsed in network), None)
+        if len(self.address_eni) < MAX_REMEMBERED:  # remembered: the same few addresses recur in every record
+            self.address_eni[address] = found
+        return found
+
+    def nat_addresses(self) -> list[str]:
+        """The gateways' own addresses: zonal private IPs and regional public IPs (their internet legs' ends)."""
+        regional = [ip for g in self.gateways.values() if g.regional for ip in g.public_ips]
+        return [*self.nat_ips, *regional]
 
     def is_inside(self, address: str | None) -> bool:
         return address is not None and address in self.inside

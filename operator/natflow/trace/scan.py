@@ -90,57 +90,108 @@ class AddressFilter:
 
 
 @dataclass
+class Wanted:
+    """What a pass keeps: records naming `subject` addresses; and, of the other records, those whose
+    srcaddr or dstaddr is one of `collect` (the NAT gateways' own addresses: internet legs), held
+    until the file's end, when `choose` (given the file's kept records) says which to keep."""
+
+    subject: AddressFilter
+    collect: AddressFilter | None = None
+    choose: Callable[[list[FlowRecord]], AddressFilter | None] | None = None
+
+
+@dataclass
 class Kept:
-    """What one file gave: its records (in file order), counts, warnings."""
+    """What files gave: the records kept (in file order), the collected ones chosen, counts, warnings."""
 
     records: list[FlowRecord] = field(default_factory=list)
+    chosen: list[FlowRecord] = field(default_factory=list)
+    chosen_by: dict[str, frozenset[str]] = field(default_factory=dict)  # file path -> the addresses chosen
     stats: ScanStats = field(default_factory=ScanStats)
     notes: Diagnostics = field(default_factory=Diagnostics)
 
 
 class _Reader:
-    """One file's records that pass the filter and the window."""
+    """One file's records that pass the filter and the window, and its collected lines."""
 
-    def __init__(self, file: FlowLogFile, wanted: AddressFilter, window: tuple[int, int] | None) -> None:
+    def __init__(self, file: FlowLogFile, wanted: Wanted, window: tuple[int, int] | None) -> None:
         self.file = file
         self.wanted = wanted
         self.window = window
         self.kept = Kept()
         self.kept.stats.files_read = 1
+        self.blobs: list[tuple[LogFormat, bytes]] = []  # collected text lines
+        self.tables: list[tuple[dict[str, str], Any]] = []  # collected Parquet rows (columns, pyarrow table)
+        self.pending: list[tuple[LogFormat, Sequence[str], str, tuple[int, int] | None]] = []  # collected, split
 
-    def add(self, values: dict[str, str | None], where: str, fallback: tuple[int, int] | None) -> None:
+    def add(self, values: dict[str, str | None], where: str, fallback: tuple[int, int] | None, chosen: bool = False) -> None:
         try:
             record = record_of(values, where, fallback)
         except MalformedRecord as error:
             self.kept.stats.malformed(where, str(error))
             return
-        self._keep(record)
+        self._keep(record, chosen)
 
     def add_tokens(
-        self, fmt: LogFormat, tokens: Sequence[str], where: str, fallback: tuple[int, int] | None
+        self, fmt: LogFormat, tokens: Sequence[str], where: str, fallback: tuple[int, int] | None, chosen: bool = False
     ) -> None:
         """A split record that may or may not match (it is counted as read by the caller)."""
         if len(tokens) != len(fmt.fields):
             self.kept.stats.malformed(where, f"{len(tokens)} fields, the format has {len(fmt.fields)}")
             return
-        if not self.wanted.matches(tokens, self.wanted.positions(fmt)):
+        if not chosen and not self.wanted.subject.matches(tokens, self.wanted.subject.positions(fmt)):
+            collect = self.wanted.collect
+            if collect is not None and collect.matches(tokens, collect.positions(fmt)):
+                self.pending.append((fmt, tokens, where, fallback))
             return
         try:
             record = record_of_tokens(fmt.fields, tokens, where, fallback)
         except MalformedRecord as error:
             self.kept.stats.malformed(where, str(error))
             return
-        self._keep(record)
+        self._keep(record, chosen)
 
-    def _keep(self, record: FlowRecord | None) -> None:
+    def _keep(self, record: FlowRecord | None, chosen: bool) -> None:
         if record is None:
             return
         window = self.window
         if window is not None and not (window[0] <= record.start < window[1]):
-            self.kept.stats.outside_window_records += 1
+            if not chosen:
+                self.kept.stats.outside_window_records += 1
             return
-        self.kept.stats.records_kept += 1
-        self.kept.records.append(record)
+        if chosen:
+            self.kept.chosen.append(record)
+        else:
+            self.kept.stats.records_kept += 1
+            self.kept.records.append(record)
+
+    def finish(self) -> None:
+        """Keep the collected records the file's own records call for."""
+        choose = self.wanted.choose
+        chooser = choose(self.kept.records) if choose is not None else None
+        if chooser is None or not chooser:
+            return
+        self.kept.chosen_by[self.file.path] = chooser.texts
+        number = 0
+        for fmt, blob in self.blobs:
+            positions = chooser.positions(fmt)
+            if len(chooser.other) > MAX_TEXT_ADDRESSES:
+                spans = [(0, len(blob))]
+            else:
+                _, _, spans, _ = filter_lines(blob, 0, len(blob), len(fmt.fields), positions, chooser.ipv4,
+                                              chooser.other, (), b"")  # fmt: skip
+            for span_start, span_end in spans:
+                for line in blob[span_start:span_end].decode("utf-8", "replace").splitlines():
+                    tokens = line.split()
+                    number += 1
+                    if tokens and chooser.matches(tokens, positions):
+                        self.add_tokens(fmt, tokens, f"{self.file.path} (an internet leg, {number})", self.file.key_time,
+                                        chosen=True)  # fmt: skip
+        for fmt, tokens, where, fallback in self.pending:
+            if chooser.matches(tokens, chooser.positions(fmt)):
+                self.add_tokens(fmt, tokens, where, fallback, chosen=True)
+        for table in self.tables:
+            _chosen_rows(table, chooser, self)
 
 
 # -- S3 text ------------------------------------------------------------------------------------------
@@ -155,8 +206,11 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
     if header is None and first.strip():
         stats.records_read += 1
         reader.add_tokens(fmt, first.split(), f"{file.path}:1", file.key_time)
-    positions = reader.wanted.positions(fmt)
-    fast = len(fmt.fields) <= 64 and len(reader.wanted.other) <= MAX_TEXT_ADDRESSES
+    subject, collect = reader.wanted.subject, reader.wanted.collect
+    positions = subject.positions(fmt)
+    collect_positions = collect.positions(fmt) if collect is not None else ()
+    collect_ipv4 = collect.ipv4 if collect is not None else b""
+    fast = len(fmt.fields) <= 64 and len(subject.other) <= MAX_TEXT_ADDRESSES
 
     def scan(data: bytes, start: int, end: int) -> None:
         nonlocal line
@@ -166,10 +220,12 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
             _python_lines(data[start:end], line + 1)
             line += data.count(b"\n", start, end)
             return
-        lines, rejected, spans = filter_lines(
-            data, start, end, len(fmt.fields), positions, reader.wanted.ipv4, reader.wanted.other
+        lines, rejected, spans, collected = filter_lines(
+            data, start, end, len(fmt.fields), positions, subject.ipv4, subject.other, collect_positions, collect_ipv4
         )
         stats.records_read += rejected
+        if collected:
+            reader.blobs.append((fmt, collected))
         if spans:
             numbers = _line_numbers(data, start, [span[0] for span in spans], line + 1)
             for (span_start, span_end), number in zip(spans, numbers, strict=True):
@@ -211,6 +267,33 @@ def _line_numbers(data: bytes, start: int, offsets: list[int], first: int) -> li
 
 
 # -- S3 Parquet ----------------------------------------------------------------------------------------
+def _mask(batch: Any, names: Sequence[str], columns: dict[str, str], addresses: AddressFilter) -> Any:
+    """Rows whose columns `names` (those the file has) hold one of the addresses; None: no such column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    value_set = pa.array(sorted(addresses.texts), pa.string())
+    mask = None
+    for name in names:
+        if name not in columns:
+            continue
+        column = batch.column(columns[name])
+        if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+            column = column.cast(pa.string())
+        hit = pc.fill_null(pc.is_in(column, value_set=value_set), False)
+        mask = hit if mask is None else pc.or_(mask, hit)
+    return mask
+
+
+def _add_rows(table: Any, columns: dict[str, str], reader: _Reader, first_row: Any, chosen: bool) -> None:
+    texts = table.to_pydict()
+    wanted = [name for name in TRACE_FIELDS if name in columns]
+    for index in range(table.num_rows):
+        values = {name: None if texts[columns[name]][index] is None else str(texts[columns[name]][index])
+                  for name in wanted}  # fmt: skip
+        reader.add(values, f"{reader.file.path} row {first_row(index)}", reader.file.key_time, chosen)
+
+
 def _read_parquet(file: FlowLogFile, reader: _Reader) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -218,30 +301,38 @@ def _read_parquet(file: FlowLogFile, reader: _Reader) -> None:
 
     parquet = pq.ParquetFile(file.path)
     columns = {canonical_name(name): name for name in parquet.schema_arrow.names}
-    wanted = [name for name in TRACE_FIELDS if name in columns]
-    address_columns = [name for name in reader.wanted.fields if name in columns]
-    value_set = pa.array(sorted(reader.wanted.texts), pa.string())
+    wanted = [columns[name] for name in TRACE_FIELDS if name in columns]
+    subject, collect = reader.wanted.subject, reader.wanted.collect
     row = 0
-    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[columns[n] for n in wanted]):
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted):
         reader.kept.stats.records_read += batch.num_rows
-        mask = None
-        for name in address_columns:
-            column = batch.column(wanted.index(name))
-            if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-                column = column.cast(pa.string())
-            hit = pc.fill_null(pc.is_in(column, value_set=value_set), False)
-            mask = hit if mask is None else pc.or_(mask, hit)
-        if mask is None:
-            row += batch.num_rows
-            continue
-        positions = pc.indices_nonzero(mask).to_pylist()
-        if positions:
-            chosen = batch.take(pa.array(positions, pa.int64())).to_pydict()
-            texts = {name: chosen[columns[name]] for name in wanted}
-            for index, position in enumerate(positions):
-                values = {name: None if texts[name][index] is None else str(texts[name][index]) for name in wanted}
-                reader.add(values, f"{file.path} row {row + position + 1}", file.key_time)
+        mask = _mask(batch, subject.fields, columns, subject)
+        if mask is not None:
+            positions = pc.indices_nonzero(mask)
+            if len(positions):
+                taken = batch.take(positions)
+                offsets = positions.to_pylist()
+                _add_rows(taken, columns, reader, lambda i, o=offsets, r=row: r + o[i] + 1, False)
+        if collect is not None:
+            others = _mask(batch, collect.fields, columns, collect)
+            if others is not None:
+                if mask is not None:
+                    others = pc.and_(others, pc.invert(mask))
+                rows = pa.array(range(row + 1, row + 1 + batch.num_rows), pa.int64())
+                table = pa.Table.from_batches([batch]).append_column("natflow_row", rows).filter(others)
+                if table.num_rows:
+                    reader.tables.append((columns, table))
         row += batch.num_rows
+
+
+def _chosen_rows(item: Any, chooser: AddressFilter, reader: _Reader) -> None:
+    columns, table = item
+    mask = _mask(table, chooser.fields, columns, chooser)
+    if mask is None:
+        return
+    chosen = table.filter(mask)
+    rows = chosen.column("natflow_row").to_pylist()
+    _add_rows(chosen, columns, reader, lambda i: rows[i], True)
 
 
 # -- CloudWatch Logs exports -------------------------------------------------------------------------
@@ -272,26 +363,6 @@ def _events(handle: IO[str]) -> Iterator[tuple[str, Any]]:
     return iter_member_elements(handle, "events")
 
 
-def read_events(
-    events: Iterator[Any], source: str, choices: FormatChoices, wanted: AddressFilter, window: tuple[int, int] | None
-) -> Kept:
-    """CloudWatch Logs events from the API (live): as an export file's."""
-    reader = _Reader(FlowLogFile(source, FileKind.CLOUDWATCH, None, None, None), wanted, window)
-    formats = choices.cloudwatch_formats()
-    for index, item in enumerate(events, start=1):
-        reader.kept.stats.records_read += 1
-        message = item.get("message") if isinstance(item, dict) else None
-        if not isinstance(message, str):
-            reader.kept.stats.malformed(f"{source} event {index}", "event without a message")
-            continue
-        tokens = message.split()
-        fmt = next((f for f in formats if len(f.fields) == len(tokens)), formats[0])
-        timestamp = item.get("timestamp")
-        fallback = (timestamp // 1000, timestamp // 1000) if isinstance(timestamp, int) else None
-        reader.add_tokens(fmt, tokens, f"{source} event {index}", fallback)
-    return reader.kept
-
-
 # -- many files --------------------------------------------------------------------------------------
 def in_window(file: FlowLogFile, window: tuple[int, int] | None) -> bool:
     """Whether the object's key can hold records that start in the window."""
@@ -301,7 +372,7 @@ def in_window(file: FlowLogFile, window: tuple[int, int] | None) -> bool:
     return not (last < window[0] or first > window[1] + OBJECT_SLACK_SECONDS)
 
 
-def read_file(file: FlowLogFile, choices: FormatChoices, wanted: AddressFilter, window: tuple[int, int] | None) -> Kept:
+def read_file(file: FlowLogFile, choices: FormatChoices, wanted: Wanted, window: tuple[int, int] | None) -> Kept:
     """One file's kept records; damage is a warning that keeps what came before it."""
     reader = _Reader(file, wanted, window)
     try:
@@ -332,6 +403,7 @@ def read_file(file: FlowLogFile, choices: FormatChoices, wanted: AddressFilter, 
             f"{file.path}: unreadable Parquet ({type(error).__name__}: {error}); rows read before the damage are kept",
             file=file.path,
         )
+    reader.finish()
     return reader.kept
 
 
@@ -356,10 +428,9 @@ def _read_text_plain(file: FlowLogFile, choices: FormatChoices, reader: _Reader)
 def read_files(
     files: Sequence[FlowLogFile],
     choices: FormatChoices,
-    wanted: AddressFilter,
+    wanted: Wanted,
     window: tuple[int, int] | None,
     workers: int,
-    read: Callable[[FlowLogFile, FormatChoices, AddressFilter, tuple[int, int] | None], Kept] = read_file,
 ) -> Kept:
     """Every file's kept records in file order, `workers` files at a time (the gunzip and the
     filter run without the GIL)."""
@@ -367,8 +438,10 @@ def read_files(
     chosen = [file for file in files if in_window(file, window)]
     total.stats.files_skipped_by_key = len(files) - len(chosen)
     with ThreadPoolExecutor(max(1, min(workers, len(chosen) or 1))) as pool:
-        for kept in pool.map(lambda file: read(file, choices, wanted, window), chosen):
+        for kept in pool.map(lambda file: read_file(file, choices, wanted, window), chosen):
             total.records.extend(kept.records)
+            total.chosen.extend(kept.chosen)
+            total.chosen_by.update(kept.chosen_by)
             total.stats.merge(kept.stats)
             total.notes.extend(kept.notes)
     return total
