@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench import trace as bench_trace
+
 T = TypeVar("T")
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-file", type=int, default=1_000_000, help="records per object (default 1M, ~26 MB gz)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data", type=Path, default=OUT, help="where generated objects are kept (default bench/out)")
+    parser.add_argument("--only", choices=("trace",), help="run one figure: trace = (e), natflow trace against attribute")
     args = parser.parse_args(argv)
     per_file = 250_000 if args.quick and args.per_file == 1_000_000 else args.per_file
     records = args.records or (1_000_000 if args.quick else 10_000_000)
@@ -88,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generating {large:,} records ({records:,} also as Parquet) under {args.data} ...", file=sys.stderr)
     slots = records // per_file  # the larger data set covers the same time: same reduced rows
     generate = [sys.executable, "-m", "bench.run", "generate", str(args.data), str(per_file), str(slots), str(slots)]
-    dataset = json.loads(subprocess.run([*generate, str(records // per_file), "both"], check=True,
-                                        capture_output=True, text=True).stdout)  # fmt: skip
+    dataset = json.loads(subprocess.run([*generate, str(records // per_file), "text" if args.only else "both"],
+                                        check=True, capture_output=True, text=True).stdout)  # fmt: skip
+    if args.only == "trace":
+        return trace_figure(args, dataset, records)
     larger = json.loads(subprocess.run([*generate, str(large // per_file), "text"], check=True,
                                        capture_output=True, text=True).stdout)  # fmt: skip
     print(f"  ready after {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -125,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         memory(f"    peak RSS, Parquet {size}, all processes", parquet.tree_rss),
         speed(f"    gzip text rec/s, {large / 1e6:g}M", large, big, python_baseline, 5e6, baseline_records=records),
     ]
+    rows += bench_trace.rows(measure(bench_trace.command(inputs[:4], dataset["text"], args.workers), "natflow trace"),
+                             vectorised, records, Row)  # fmt: skip
     rows += other_figures(args.quick)
     print_table(rows)
     verdict = "identical" if same else "DIFFERENT"
@@ -132,6 +139,17 @@ def main(argv: list[str] | None = None) -> int:
           f"bench took {time.perf_counter() - started:.0f} s; load average {load_before} before, "
           f"{os.getloadavg()[0]:.1f} after (rates are wall clock: other load on the machine lowers them)")  # fmt: skip
     return 0 if same else 1
+
+
+def trace_figure(args: argparse.Namespace, dataset: dict[str, Any], records: int) -> int:
+    """(e) alone: `natflow attribute` and `natflow trace` of one pod on the same text objects."""
+    inputs = ["--cluster", dataset["cluster"], "--aws", dataset["aws"]]
+    command = [sys.executable, "-m", "bench.run", "natflow", "vectorised", str(args.workers), "attribute", *inputs]
+    attribute = measure([*command, "-o", "json", "--flow-logs", *dataset["text"]], "natflow vectorised")
+    trace = measure(bench_trace.command(inputs, dataset["text"], args.workers), "natflow trace")
+    rows = bench_trace.rows(trace, attribute, records, Row)
+    print_table(rows)
+    return 0 if all(row.verdict != "fail" for row in rows) else 1
 
 
 def speed(

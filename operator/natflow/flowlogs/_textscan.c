@@ -1607,6 +1607,8 @@ typedef struct {
     Py_ssize_t text_count;
     const int *fields;
     int field_count, width;
+    const uint32_t *inside; /* (first, last) pairs: a collected line's other end must be outside them */
+    Py_ssize_t inside_count;
 } AddressFilter;
 
 static int filter_has_ipv4(const AddressFilter *f, uint32_t address) {
@@ -1638,6 +1640,28 @@ static int line_matches(const AddressFilter *f, const char *const *starts) {
             if (t.length == f->texts[j].length && same_bytes(t.text, f->texts[j].text, t.length)) return 1;
     }
     return 0;
+}
+
+/* The collect rule: one of the fields holds an address of `f` and another one an address outside
+ * its inside ranges (a NAT gateway's internet leg: its own address and a remote one). */
+static int line_collected(const AddressFilter *f, const char *const *starts) {
+    int found = 0, outside = 0;
+    for (int i = 0; i < f->field_count; i++) {
+        int index = f->fields[i];
+        const char *end = starts[index + 1] - 1;
+        while ((unsigned char)end[-1] <= ' ') end--;
+        uint32_t address;
+        if (!read_ipv4((Token){starts[index], end - starts[index]}, &address)) continue;
+        if (filter_has_ipv4(f, address)) {
+            found = 1;
+            continue;
+        }
+        int in = 0;
+        for (Py_ssize_t j = 0; j < f->inside_count && !in; j++)
+            in = address >= f->inside[2 * j] && address <= f->inside[2 * j + 1];
+        outside |= !in;
+    }
+    return found && outside;
 }
 
 /* Bytes gathered by a scan (the collected lines). */
@@ -1698,8 +1722,8 @@ static int filter_text(const AddressFilter *f, const AddressFilter *collect, con
                 starts[count] = text + line_end;
                 keep = line_matches(f, starts);
             }
-            if (keep && handback_add(kept, (Py_ssize_t[]){line_begin, line_end}, 2) < 0) return -1;
-            if (!keep && count && collect->field_count && line_matches(collect, starts) &&
+            if (keep && handback_add(kept, (Py_ssize_t[]){count_lines, line_begin, line_end}, 3) < 0) return -1;
+            if (!keep && count && collect->field_count && line_collected(collect, starts) &&
                 gathered_add(collected, text + line_begin, (size_t)(line_end - line_begin)) < 0)
                 return -1;
             count_rejected += !keep && count;
@@ -1725,6 +1749,8 @@ static int filter_read(AddressFilter *f, int width, PyObject *fields, Py_buffer 
     f->field_count = (int)PyTuple_GET_SIZE(fields);
     f->ipv4 = (const uint32_t *)addresses->buf;
     f->ipv4_count = addresses->len / (Py_ssize_t)sizeof(uint32_t);
+    f->inside = NULL;
+    f->inside_count = 0;
     if (f->field_count > MAX_FIELDS || addresses->len % (Py_ssize_t)sizeof(uint32_t)) {
         PyErr_SetString(PyExc_ValueError, "filter_lines: too many fields or a partial address");
         return -1;
@@ -1746,22 +1772,23 @@ static int filter_read(AddressFilter *f, int width, PyObject *fields, Py_buffer 
     return 0;
 }
 
-/* filter_lines(buffer, start, end, width, fields, ipv4, texts, collect_fields, collect_ipv4)
+/* filter_lines(buffer, start, end, width, fields, ipv4, texts, collect_fields, collect_ipv4, collect_inside)
  *   -> (lines, rejected, kept, collected)
  * The lines of buffer[start:end] (whole lines, the last ending with a newline) of `width` fields
  * whose fields at the positions `fields` hold one of the addresses (`ipv4`: a bytes of sorted native
  * uint32; `texts`: a tuple of bytes, compared whole), and the lines it cannot split with certainty:
- * `kept` lists their (start, end) offsets into buffer, for the caller to read again. Of the other
- * lines, those whose `collect_fields` hold one of `collect_ipv4` are returned whole, one after the
- * other, in `collected` (bytes). `lines` counts every line, `rejected` the lines with fields that
+ * `kept` lists their (line index from 0, start, end), offsets into buffer, for the caller to read
+ * again. Of the other lines, those where one of `collect_fields` holds one of `collect_ipv4` and
+ * another an address outside the ranges `collect_inside` (native uint32 first, last pairs) are
+ * returned whole, one after the other, in `collected` (bytes). `lines` counts every line, `rejected` the lines with fields that
  * were not kept (records read and passed over, collected or not). */
 static PyObject *filter_lines(PyObject *Py_UNUSED(module), PyObject *args) {
-    Py_buffer view, addresses, collect_addresses;
+    Py_buffer view, addresses, collect_addresses, collect_inside;
     Py_ssize_t start, end;
     int width;
     PyObject *fields, *texts, *collect_fields;
-    if (!PyArg_ParseTuple(args, "y*nniO!y*O!O!y*", &view, &start, &end, &width, &PyTuple_Type, &fields, &addresses,
-                          &PyTuple_Type, &texts, &PyTuple_Type, &collect_fields, &collect_addresses))
+    if (!PyArg_ParseTuple(args, "y*nniO!y*O!O!y*y*", &view, &start, &end, &width, &PyTuple_Type, &fields, &addresses,
+                          &PyTuple_Type, &texts, &PyTuple_Type, &collect_fields, &collect_addresses, &collect_inside))
         return NULL;
     PyObject *result = NULL;
     int positions[MAX_FIELDS], collect_positions[MAX_FIELDS];
@@ -1780,6 +1807,12 @@ static PyObject *filter_lines(PyObject *Py_UNUSED(module), PyObject *args) {
     if (filter_read(&f, width, fields, &addresses, positions) < 0 ||
         filter_read(&collect, width, collect_fields, &collect_addresses, collect_positions) < 0)
         goto done;
+    if (collect_inside.len % (Py_ssize_t)(2 * sizeof(uint32_t))) {
+        PyErr_SetString(PyExc_ValueError, "filter_lines: collect_inside must hold (first, last) pairs");
+        goto done;
+    }
+    collect.inside = (const uint32_t *)collect_inside.buf;
+    collect.inside_count = collect_inside.len / (Py_ssize_t)(2 * sizeof(uint32_t));
     f.texts = text_tokens;
     f.text_count = PyTuple_GET_SIZE(texts);
     collect.texts = NULL;
@@ -1801,11 +1834,11 @@ static PyObject *filter_lines(PyObject *Py_UNUSED(module), PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    PyObject *spans = PyList_New((Py_ssize_t)(kept.count / 2));
-    for (size_t i = 0; spans && i < kept.count; i += 2) {
-        PyObject *item = Py_BuildValue("(nn)", kept.items[i] + start, kept.items[i + 1] + start);
+    PyObject *spans = PyList_New((Py_ssize_t)(kept.count / 3));
+    for (size_t i = 0; spans && i < kept.count; i += 3) {
+        PyObject *item = Py_BuildValue("(nnn)", kept.items[i], kept.items[i + 1] + start, kept.items[i + 2] + start);
         if (!item) Py_CLEAR(spans);
-        else PyList_SET_ITEM(spans, (Py_ssize_t)(i / 2), item);
+        else PyList_SET_ITEM(spans, (Py_ssize_t)(i / 3), item);
     }
     if (spans) result = Py_BuildValue("(nnNy#)", lines, rejected, spans, collected.text ? collected.text : "",
                                       (Py_ssize_t)collected.size);
@@ -1815,6 +1848,7 @@ done:
     PyBuffer_Release(&view);
     PyBuffer_Release(&addresses);
     PyBuffer_Release(&collect_addresses);
+    PyBuffer_Release(&collect_inside);
     return result;
 }
 

@@ -51,4 +51,5 @@ def filter_lines(
     texts: tuple[bytes, ...],
     collect_fields: tuple[int, ...],
     collect_ipv4: Buffer,
-) -> tuple[int, int, list[tuple[int, int]], bytes]: ...
+    collect_inside: Buffer,
+) -> tuple[int, int, list[tuple[int, int, int]], bytes]: ...

@@ -83,7 +83,8 @@ def run_trace(
     looked_for = set(subject.addresses) | ({filters.remote} if filters.remote else set())
     # One reading: the records naming the subject, and the NAT gateways' internet legs (which name only
     # the gateway and the remote) of the remotes that the same object's inside legs name.
-    wanted = Wanted(AddressFilter(looked_for), AddressFilter(network.nat_addresses(), INTERNET_FIELDS), remotes_of)
+    collect = AddressFilter(network.nat_addresses(), INTERNET_FIELDS, network.inside)
+    wanted = Wanted(AddressFilter(looked_for), collect, remotes_of)
     first = read_files(inputs.files, inputs.choices, wanted, bounded, workers)
     stats = first.stats
     diagnostics.extend(first.notes)

@@ -31,7 +31,7 @@ from natflow.flowlogs.readers import DAMAGE, FormatChoices, NeedsReference
 from natflow.flowlogs.sources import FileKind, FlowLogFile
 from natflow.flowlogs.textscan import INFLATE_ERROR, _decompressed, _first_line
 from natflow.jsonstream import JsonStreamError, iter_member_elements
-from natflow.net import normalize_address
+from natflow.net import CidrSet, normalize_address
 from natflow.trace.records import ADDRESS_FIELDS, TRACE_FIELDS, FlowRecord, MalformedRecord, record_of, record_of_tokens
 
 PARQUET_BATCH_ROWS = 1 << 17
@@ -64,9 +64,14 @@ class ScanStats:
 class AddressFilter:
     """The addresses looked for, and in which fields: IPv4 as sorted integers for the C filter."""
 
-    def __init__(self, addresses: Collection[str], fields: Sequence[str] = ADDRESS_FIELDS) -> None:
+    def __init__(
+        self, addresses: Collection[str], fields: Sequence[str] = ADDRESS_FIELDS, inside: CidrSet | None = None
+    ) -> None:
         self.texts = frozenset(normalize_address(a) for a in addresses)
         self.fields = tuple(fields)
+        # For collecting: a line's other address must lie outside these (an internet leg's remote).
+        self.inside = inside
+        self.inside_ranges = array("I", [bound for pair in (inside.ipv4_ranges() if inside else []) for bound in pair])
         ipv4, other = [], []
         for text in sorted(self.texts):
             try:
@@ -87,6 +92,24 @@ class AddressFilter:
     def matches(self, tokens: Sequence[str], positions: Sequence[int]) -> bool:
         texts = self.texts
         return any(normalize_address(tokens[i]) in texts for i in positions if i < len(tokens))
+
+    def collects(self, tokens: Sequence[str], positions: Sequence[int]) -> bool:
+        """filter_lines' collect rule: one field holds an address of the filter, another one an
+        address outside `inside`."""
+        values = [normalize_address(tokens[i]) for i in positions if i < len(tokens)]
+        if not any(value in self.texts for value in values):
+            return False
+        inside = self.inside if self.inside is not None else CidrSet()
+        return any(value not in self.texts and value != "-" and _is_address(value) and value not in inside
+                   for value in values)  # fmt: skip
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -141,7 +164,7 @@ class _Reader:
             return
         if not chosen and not self.wanted.subject.matches(tokens, self.wanted.subject.positions(fmt)):
             collect = self.wanted.collect
-            if collect is not None and collect.matches(tokens, collect.positions(fmt)):
+            if collect is not None and collect.collects(tokens, collect.positions(fmt)):
                 self.pending.append((fmt, tokens, where, fallback))
             return
         try:
@@ -178,8 +201,9 @@ class _Reader:
             if len(chooser.other) > MAX_TEXT_ADDRESSES:
                 spans = [(0, len(blob))]
             else:
-                _, _, spans, _ = filter_lines(blob, 0, len(blob), len(fmt.fields), positions, chooser.ipv4,
-                                              chooser.other, (), b"")  # fmt: skip
+                _, _, found, _ = filter_lines(blob, 0, len(blob), len(fmt.fields), positions, chooser.ipv4,
+                                              chooser.other, (), b"", b"")  # fmt: skip
+                spans = [(span_start, span_end) for _, span_start, span_end in found]
             for span_start, span_end in spans:
                 for line in blob[span_start:span_end].decode("utf-8", "replace").splitlines():
                     tokens = line.split()
@@ -210,6 +234,7 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
     positions = subject.positions(fmt)
     collect_positions = collect.positions(fmt) if collect is not None else ()
     collect_ipv4 = collect.ipv4 if collect is not None else b""
+    collect_inside = collect.inside_ranges if collect is not None else b""
     fast = len(fmt.fields) <= 64 and len(subject.other) <= MAX_TEXT_ADDRESSES
 
     def scan(data: bytes, start: int, end: int) -> None:
@@ -221,15 +246,14 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
             line += data.count(b"\n", start, end)
             return
         lines, rejected, spans, collected = filter_lines(
-            data, start, end, len(fmt.fields), positions, subject.ipv4, subject.other, collect_positions, collect_ipv4
+            data, start, end, len(fmt.fields), positions, subject.ipv4, subject.other, collect_positions, collect_ipv4,
+            collect_inside,
         )
         stats.records_read += rejected
         if collected:
             reader.blobs.append((fmt, collected))
-        if spans:
-            numbers = _line_numbers(data, start, [span[0] for span in spans], line + 1)
-            for (span_start, span_end), number in zip(spans, numbers, strict=True):
-                _python_lines(data[span_start:span_end], number)
+        for index, span_start, span_end in spans:
+            _python_lines(data[span_start:span_end], line + 1 + index)
         line += lines
 
     def _python_lines(chunk: bytes, number: int) -> None:
@@ -255,15 +279,6 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
         carry = piece[cut:]
     if carry:
         scan(carry + b"\n", 0, len(carry) + 1)
-
-
-def _line_numbers(data: bytes, start: int, offsets: list[int], first: int) -> list[int]:
-    numbers, position, number = [], start, first
-    for offset in offsets:
-        number += data.count(b"\n", position, offset)
-        position = offset
-        numbers.append(number)
-    return numbers
 
 
 # -- S3 Parquet ----------------------------------------------------------------------------------------
