@@ -1599,6 +1599,8 @@ done:
 
 /* -- filter mode (natflow trace): the lines naming given addresses ---------------------------------- */
 
+#define FEW_ADDRESSES 16
+
 /* The addresses a filter looks for: IPv4 as sorted integers, other texts (IPv6) compared whole. */
 typedef struct {
     const uint32_t *ipv4;
@@ -1609,6 +1611,11 @@ typedef struct {
     int field_count, width;
     const uint32_t *inside; /* (first, last) pairs: a collected line's other end must be outside them */
     Py_ssize_t inside_count;
+    /* A few IPv4 addresses are found by their dotted-quad text (what read_ipv4 accepts is exactly
+     * that text), which costs less than reading every address field as a number. */
+    int by_text;
+    char quads[FEW_ADDRESSES][16];
+    unsigned char quad_length[FEW_ADDRESSES];
 } AddressFilter;
 
 static int filter_has_ipv4(const AddressFilter *f, uint32_t address) {
@@ -1623,45 +1630,51 @@ static int filter_has_ipv4(const AddressFilter *f, uint32_t address) {
     return low < f->ipv4_count && f->ipv4[low] == address;
 }
 
-/* Whether one of the line's address fields (tokens from starts[], starts[width] one past the newline)
- * is an address of the filter. */
-static int line_matches(const AddressFilter *f, const char *const *starts) {
-    for (int i = 0; i < f->field_count; i++) {
-        int index = f->fields[i];
-        const char *end = starts[index + 1] - 1;
-        while ((unsigned char)end[-1] <= ' ') end--;
-        Token t = {starts[index], end - starts[index]};
+/* A field's token (fields from starts[], starts[width] one past the newline). */
+static inline Token filter_field(const char *const *starts, int index) {
+    const char *end = starts[index + 1] - 1;
+    while ((unsigned char)end[-1] <= ' ') end--;
+    return (Token){starts[index], end - starts[index]};
+}
+
+/* Whether a token is one of the filter's addresses. */
+static inline int filter_holds(const AddressFilter *f, Token t) {
+    if (f->by_text) {
+        for (Py_ssize_t j = 0; j < f->ipv4_count; j++)
+            if (t.length == f->quad_length[j] && same_bytes(t.text, f->quads[j], t.length)) return 1;
+    } else {
         uint32_t address;
-        if (read_ipv4(t, &address)) {
-            if (filter_has_ipv4(f, address)) return 1;
-            continue;
-        }
-        for (Py_ssize_t j = 0; j < f->text_count; j++)
-            if (t.length == f->texts[j].length && same_bytes(t.text, f->texts[j].text, t.length)) return 1;
+        if (read_ipv4(t, &address)) return filter_has_ipv4(f, address);
     }
+    for (Py_ssize_t j = 0; j < f->text_count; j++)
+        if (t.length == f->texts[j].length && same_bytes(t.text, f->texts[j].text, t.length)) return 1;
     return 0;
 }
 
-/* The collect rule: one of the fields holds an address of `f` and another one an address outside
- * its inside ranges (a NAT gateway's internet leg: its own address and a remote one). */
+/* Whether one of the line's address fields is an address of the filter. */
+static int line_matches(const AddressFilter *f, const char *const *starts) {
+    for (int i = 0; i < f->field_count; i++)
+        if (filter_holds(f, filter_field(starts, f->fields[i]))) return 1;
+    return 0;
+}
+
+/* The collect rule: one of the fields holds an address of `f` and another one an IPv4 address
+ * outside its inside ranges (a NAT gateway's internet leg: its own address and a remote one). */
 static int line_collected(const AddressFilter *f, const char *const *starts) {
-    int found = 0, outside = 0;
+    int found = -1;
+    for (int i = 0; i < f->field_count && found < 0; i++)
+        if (filter_holds(f, filter_field(starts, f->fields[i]))) found = i;
+    if (found < 0) return 0;
     for (int i = 0; i < f->field_count; i++) {
-        int index = f->fields[i];
-        const char *end = starts[index + 1] - 1;
-        while ((unsigned char)end[-1] <= ' ') end--;
         uint32_t address;
-        if (!read_ipv4((Token){starts[index], end - starts[index]}, &address)) continue;
-        if (filter_has_ipv4(f, address)) {
-            found = 1;
+        if (i == found || !read_ipv4(filter_field(starts, f->fields[i]), &address) || filter_has_ipv4(f, address))
             continue;
-        }
         int in = 0;
         for (Py_ssize_t j = 0; j < f->inside_count && !in; j++)
             in = address >= f->inside[2 * j] && address <= f->inside[2 * j + 1];
-        outside |= !in;
+        if (!in) return 1;
     }
-    return found && outside;
+    return 0;
 }
 
 /* Bytes gathered by a scan (the collected lines). */
@@ -1769,6 +1782,13 @@ static int filter_read(AddressFilter *f, int width, PyObject *fields, Py_buffer 
             PyErr_SetString(PyExc_ValueError, "filter_lines: IPv4 addresses must be sorted");
             return -1;
         }
+    f->by_text = f->ipv4_count <= FEW_ADDRESSES;
+    for (Py_ssize_t i = 0; f->by_text && i < f->ipv4_count; i++) {
+        uint32_t a = f->ipv4[i];
+        int length = snprintf(f->quads[i], sizeof f->quads[i], "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255,
+                              a & 255);
+        f->quad_length[i] = (unsigned char)length;
+    }
     return 0;
 }
 

@@ -70,7 +70,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"natflow: error: {error}", file=sys.stderr)
         return 2
     if args.output == "json":
-        print(json.dumps(result.document, indent=2))
+        # One line: a busy pod's trace holds many thousands of legs (jq formats it).
+        print(json.dumps(result.document, separators=(",", ":")))
         for warning in result.document["warnings"]:
             print(f"natflow: warning: {warning['reason']}: {warning['message']}", file=sys.stderr)
     else:
