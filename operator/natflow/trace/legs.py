@@ -204,10 +204,15 @@ def _may_pair(
 ) -> bool:
     """Whether an internet connection can be an inside connection's: the same gateway, remote, port
     and protocol (the route), the NAT address the inside legs name (zonal) or a public IP of their
-    zone (regional), overlapping in time within MATCH_TOLERANCE_SECONDS."""
+    zone (regional), as many packets each way (within PACKETS_APART), overlapping in time within
+    MATCH_TOLERANCE_SECONDS."""
     gateway, interface, _, _, remote, _, _, nat = inside
     if remote is None or gateway is None:
         return False
+    for direction in (OUT, BACK):  # the gateway rewrites addresses and ports, never the packet count
+        mine, theirs = connection.packets[direction], other.packets[direction]
+        if mine and theirs and abs(mine - theirs) > max(mine, theirs) * PACKETS_APART // 100:
+            return False
     if other.first > connection.last + MATCH_TOLERANCE_SECONDS or other.last < connection.first - MATCH_TOLERANCE_SECONDS:
         return False
     if network.gateways[gateway].regional:
@@ -216,6 +221,9 @@ def _may_pair(
     return interface == internet[1] and (nat is None or nat == internet[2])
 
 
+# The two sides of a connection may count packets apart by this much (percent): their records are cut
+# at other moments, and a window may hold the end of one side's record and not of the other's.
+PACKETS_APART = 10
 # Of the internet connections of a route, at most this many nearest in time are weighed against each
 # inside connection that none matched exactly.
 NEAREST_CANDIDATES = 32

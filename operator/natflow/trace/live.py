@@ -25,15 +25,7 @@ from natflow.trace.engine import TraceInputs
 from natflow.trace.network import gateway_zones
 from natflow.trace.subject import Subject
 
-# (kind, list path) of what the cluster state is built from; pages of LIST_LIMIT objects.
-LISTS = (
-    ("Node", "/api/v1/nodes"),
-    ("Pod", "/api/v1/pods"),
-    ("ReplicaSet", "/apis/apps/v1/replicasets"),
-    ("Job", "/apis/batch/v1/jobs"),
-)
-AWS_NODE_PATH = "/apis/apps/v1/namespaces/kube-system/daemonsets/aws-node"
-LIST_LIMIT = 1000
+LIST_LIMIT = 1000  # objects per page of a list
 
 
 def _kube_api() -> Any:
@@ -46,35 +38,32 @@ def _kube_api() -> Any:
     return client.ApiClient()
 
 
-def _get(api: Any, path: str, query: list[tuple[str, Any]]) -> Any:
-    response = api.call_api(path, "GET", query_params=query, auth_settings=["BearerToken"],
-                            _preload_content=False, _return_http_data_only=True)  # fmt: skip
-    return json.loads(response.data)
+def _pages(lister: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """The items of a list call, a page of LIST_LIMIT at a time."""
+    token = None
+    while True:
+        response = lister(limit=LIST_LIMIT, _preload_content=False, **({"_continue": token} if token else {}), **kwargs)
+        page = json.loads(response.data)
+        yield from page.get("items") or []
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return
 
 
-def live_cluster(api: Any, now: int) -> ClusterState:
+def live_cluster(api: Any) -> ClusterState:
     """The cluster as listed now (pods deleted before now are not in it: their addresses show as
-    unattributed, or as their node's)."""
-    from kubernetes.client.exceptions import ApiException
+    their node's, or unattributed)."""
+    from kubernetes import client
 
+    core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
     state = ClusterState()
-    for kind, path in LISTS:
-        token = None
-        while True:
-            query: list[tuple[str, Any]] = [("limit", LIST_LIMIT)] + ([("continue", token)] if token else [])
-            page = _get(api, path, query)
-            for item in page.get("items") or []:
-                state.apply({**item, "kind": kind})
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                break
-    try:
-        aws_node: dict[str, Any] | None = _get(api, AWS_NODE_PATH, [])
-    except ApiException as error:
-        if error.status != 404:
-            raise
-        aws_node = None
-    state.set_snat(0, aws_node)
+    for kind, lister in (("Node", core.list_node), ("Pod", core.list_pod_for_all_namespaces),
+                         ("ReplicaSet", apps.list_replica_set_for_all_namespaces),
+                         ("Job", batch.list_job_for_all_namespaces)):  # fmt: skip
+        for item in _pages(lister):
+            state.apply({**item, "kind": kind})
+    found = list(_pages(apps.list_namespaced_daemon_set, namespace="kube-system", field_selector="metadata.name=aws-node"))
+    state.set_snat(0, found[0] if found else None)
     return state
 
 
@@ -89,7 +78,7 @@ def live_inputs(
     from natflow.controller import AwsClients
 
     diagnostics = Diagnostics()
-    state = live_cluster(_kube_api(), window[1])
+    state = live_cluster(_kube_api())
     subject = resolve(state)
     aws = AwsClients.create()
     try:
