@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from natflow.cli import main
-from tests.scenario.generator import build_scenario
+from tests.scenario.generator import FlowFormat, build_scenario
 from tests.trace.world import (
     FIELDS_WITH_REASON,
     REGIONAL_FIELDS,
@@ -220,11 +220,13 @@ def test_bytes_differ_beyond_headers(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert (differ["insideBytes"], differ["internetBytes"], differ["allowanceBytes"]) == (12_000, 17_000, 60 * 12)
 
 
-def test_the_generated_hour_gives_each_conversation_its_connections(tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+@pytest.mark.parametrize("flow_format", ["text", "parquet", "cloudwatch"])
+def test_the_generated_hour_gives_each_conversation_its_connections(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flow_format: FlowFormat
+) -> None:
     """The generator's hour: kafka-0's conversations are its client legs, grouped by the generator's
     destinations, and every internet leg matched is one of its own connections' (the bytes agree)."""
-    scenario = build_scenario(tmp_path, seed=11)
+    scenario = build_scenario(tmp_path, seed=11, flow_format=flow_format)
     pod = scenario.cluster.pods["kafka-0"]
     args = ["trace", "--cluster", str(scenario.cluster_dir), "--aws", str(scenario.aws_dir),
             "--flow-logs", str(scenario.flowlogs_dir), "--pod", pod.key, "-o", "json"]  # fmt: skip
@@ -262,3 +264,62 @@ def test_the_table_has_a_verdict_line(tmp_path: Path, capsys: pytest.CaptureFixt
     gateway = world.pod.node.gateway
     assert f"  ok: out via {gateway.id} (us-east-1a), back via {gateway.id}, 11.4 MiB" in out
     assert "nat-internet" in out and "destination-eni" in out
+
+
+def test_filters_window_and_subjects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    world, maker = build_world(tmp_path)
+    add_connection(world, maker, Connection(5))
+    write_flow_logs(world, maker.records)
+    pod = world.pod
+    assert len(run([*world.args, "--pod", pod.key, "--remote", REMOTE, "--port", "443", "--protocol", "6"],
+                   capsys)["conversations"]) == 1  # fmt: skip
+    for narrowed in (["--remote", "151.101.0.223"], ["--port", "80"], ["--protocol", "17"],
+                     ["--start", "2026-11-20T10:06:00Z", "--end", "2026-11-20T11:00:00Z"]):  # fmt: skip
+        assert run([*world.args, "--pod", pod.key, *narrowed], capsys)["conversations"] == []
+    window = run([*world.args, "--pod", pod.key, "--start", "2026-11-20T10:05:00Z", "--end", "2026-11-20T10:06:00Z"],
+                 capsys)  # fmt: skip
+    assert window["window"] == {"start": "2026-11-20T10:05:00Z", "end": "2026-11-20T10:06:00Z"}
+    assert len(window["conversations"]) == 1
+    workload = run([*world.args, "--workload", "data/StatefulSet/kafka"], capsys)
+    assert workload["subject"]["kind"] == "workload"
+    assert set(workload["subject"]["addresses"]) == {"10.0.33.52", pod.ip}
+    by_address = run([*world.args, "--address", pod.ip], capsys)
+    assert by_address["subject"] == {"kind": "address", "name": pod.ip, "addresses": [pod.ip]}
+    assert by_address["conversations"][0]["holder"] == {"kind": "pod", "name": pod.name, "namespace": pod.namespace}
+
+
+def test_a_damaged_object_keeps_the_others_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    world, maker = build_world(tmp_path)
+    add_connection(world, maker, Connection(5))
+    path = write_flow_logs(world, maker.records)
+    broken = path.with_name(path.name.replace("0001abcd", "0002abcd"))
+    broken.write_bytes(path.read_bytes()[:-40])
+    document = run([*world.args, "--pod", world.pod.key], capsys)
+    assert {w["reason"] for w in document["warnings"]} >= {"DamagedFlowLog"}
+    [conversation] = document["conversations"]
+    assert conversation["out"]["bytes"] >= 12_000
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--pod", "data"], "expected NAMESPACE/NAME"),
+        (["--pod", "data/nobody"], "no pod of that name"),
+        (["--workload", "data/kafka"], "expected NAMESPACE/KIND/NAME"),
+        (["--address", "not-an-ip"], "not an IP address"),
+        (["--pod", "data/kafka-1", "--start", "2026-11-20T11:00:00Z", "--end", "2026-11-20T10:00:00Z"], "must be after"),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
+                                   message: str) -> None:  # fmt: skip
+    world, maker = build_world(tmp_path)
+    add_connection(world, maker, Connection(5))
+    write_flow_logs(world, maker.records)
+    assert main([*world.args, *extra]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+
+
+def test_offline_needs_all_three_inputs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trace", "--address", "10.0.0.1", "--cluster", "x"]) == 2
+    assert "give all of --cluster, --aws and --flow-logs" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,10 +154,13 @@ def add_regional_connection(world: TraceWorld, maker: RecordMaker, minute: int, 
 
 def write_flow_logs(world: TraceWorld, records: Sequence[FlowRecord], fields: Sequence[str] = FIELDS_WITH_REASON,
                     name: str = "0001") -> Path:  # fmt: skip
-    """One S3 text object with its header, as AWS delivers it."""
+    """One S3 text object with its header, named by its records' first end time, as AWS delivers it
+    (a test's records lie within one object's five minutes)."""
     directory = world.root / "flowlogs" / "AWSLogs" / ACCOUNT / "vpcflowlogs" / REGION / "2026" / "11" / "20"
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{ACCOUNT}_vpcflowlogs_{REGION}_fl-0trace{name}_20261120T1000Z_{name}abcd.log.gz"
+    first_end = min(record.end for record in records)
+    stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(first_end - first_end % 300))
+    path = directory / f"{ACCOUNT}_vpcflowlogs_{REGION}_fl-0trace{name}_{stamp}_{name}abcd.log.gz"
     for record in records:  # fields the generator's records do not carry: '-'
         for name in fields:
             record.values.setdefault(name, None)
