@@ -14,8 +14,21 @@ TARGET_RATIO = 2.0
 
 
 def command(inputs: list[str], files: list[str], workers: int) -> list[str]:
-    return [sys.executable, "-m", "natflow.cli", "trace", "--pod", POD, *inputs, "--workers", str(workers),
-            "-o", "json", "--flow-logs", *files]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "natflow.cli",
+        "trace",
+        "--pod",
+        POD,
+        *inputs,
+        "--workers",
+        str(workers),
+        "-o",
+        "json",
+        "--flow-logs",
+        *files,
+    ]
 
 
 def rows(trace: Any, attribute: Any, records: int, row: Callable[..., Any]) -> list[Any]:
@@ -30,11 +43,29 @@ def rows(trace: Any, attribute: Any, records: int, row: Callable[..., Any]) -> l
     ratio = trace.seconds / attribute.seconds
     legs = document["stats"]["legs"]
     return [
-        row(f"(e) trace of one pod, {records / 1e6:g}M gzip text, s", f"{trace.seconds:.1f} s",
-            f"{attribute.seconds:.1f} s", f"{ratio:.2f}x", f"<= {TARGET_RATIO:g}x",
-            "pass" if ratio <= TARGET_RATIO else "fail", f"{trace.cpu_seconds:.1f} / {attribute.cpu_seconds:.1f}"),
-        row(f"    its conversations / legs ({document['stats']['filesReadAgain']} file(s) read again)",
-            f"{len(document['conversations'])} / {legs}", "-", "-", "-", "-"),
-        row("    peak RSS of the trace, all processes", f"{trace.tree_rss / (1 << 20):.0f} MB", "-", "-",
-            "<= 400 MB", "pass" if trace.tree_rss <= 400 << 20 else "fail"),
-    ]  # fmt: skip
+        row(
+            f"(e) trace of one pod, {records / 1e6:g}M gzip text, s",
+            f"{trace.seconds:.1f} s",
+            f"{attribute.seconds:.1f} s",
+            f"{ratio:.2f}x",
+            f"<= {TARGET_RATIO:g}x",
+            "pass" if ratio <= TARGET_RATIO else "fail",
+            f"{trace.cpu_seconds:.1f} / {attribute.cpu_seconds:.1f}",
+        ),
+        row(
+            f"    its conversations / legs ({document['stats']['filesReadAgain']} file(s) read again)",
+            f"{len(document['conversations'])} / {legs}",
+            "-",
+            "-",
+            "-",
+            "-",
+        ),
+        row(
+            "    peak RSS of the trace, all processes",
+            f"{trace.tree_rss / (1 << 20):.0f} MB",
+            "-",
+            "-",
+            "<= 400 MB",
+            "pass" if trace.tree_rss <= 400 << 20 else "fail",
+        ),
+    ]

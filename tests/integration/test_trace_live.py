@@ -29,9 +29,13 @@ def put_object(world: dict[str, Any], start: int, lines: list[str]) -> None:
     """One S3 object of the flow log, named and placed as AWS delivers it."""
     stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(start))
     day = time.strftime("%Y/%m/%d", time.gmtime(start))
-    key = (f"AWSLogs/{ACCOUNT}/vpcflowlogs/{REGION}/{day}/{ACCOUNT}_vpcflowlogs_{REGION}_{world['flow_log']}_"
-           f"{stamp}_5e6f7a8b.log.gz")  # fmt: skip
-    world["s3"].put_object(Bucket="flows", Key=key, Body=gzip.compress(("\n".join([FLOW_FIELDS, *lines]) + "\n").encode()))
+    key = (
+        f"AWSLogs/{ACCOUNT}/vpcflowlogs/{REGION}/{day}/{ACCOUNT}_vpcflowlogs_{REGION}_{world['flow_log']}_"
+        f"{stamp}_5e6f7a8b.log.gz"
+    )
+    world["s3"].put_object(
+        Bucket="flows", Key=key, Body=gzip.compress(("\n".join([FLOW_FIELDS, *lines]) + "\n").encode())
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +46,22 @@ def world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, Any]]
         eni, nat = aws["eni"], aws["nat_ip"]
 
         def line(src: str, dst: str, sport: int, dport: int, nbytes: int, pkt_src: str, pkt_dst: str) -> str:
-            return (f"2 {ACCOUNT} {eni} {src} {dst} {sport} {dport} 6 {nbytes // 1000 + 1} {nbytes} {start} "
-                    f"{start + 30} ACCEPT OK {pkt_src} {pkt_dst}")  # fmt: skip
+            return (
+                f"2 {ACCOUNT} {eni} {src} {dst} {sport} {dport} 6 {nbytes // 1000 + 1} {nbytes} {start} "
+                f"{start + 30} ACCEPT OK {pkt_src} {pkt_dst}"
+            )
 
-        put_object(aws, start, [
-            line(POD, nat, 40001, 443, 2_000, POD, REMOTE),  # the pod's inside leg out
-            line(nat, REMOTE, 20001, 443, 2_000, nat, REMOTE),  # the gateway's internet leg out
-            line(REMOTE, nat, 443, 20001, 90_000, REMOTE, nat),  # and back
-            line(nat, POD, 443, 40001, 90_000, REMOTE, POD),  # to the pod
-            line("10.0.9.9", nat, 40002, 443, 777, "10.0.9.9", REMOTE),  # someone else's
-        ])  # fmt: skip
+        put_object(
+            aws,
+            start,
+            [
+                line(POD, nat, 40001, 443, 2_000, POD, REMOTE),  # the pod's inside leg out
+                line(nat, REMOTE, 20001, 443, 2_000, nat, REMOTE),  # the gateway's internet leg out
+                line(REMOTE, nat, 443, 20001, 90_000, REMOTE, nat),  # and back
+                line(nat, POD, 443, 40001, 90_000, REMOTE, POD),  # to the pod
+                line("10.0.9.9", nat, 40002, 443, 777, "10.0.9.9", REMOTE),  # someone else's
+            ],
+        )
         aws["window"] = (start - 60, now + 60)
         yield aws
 
@@ -63,8 +73,18 @@ def trace(kubeapi: KubeAPI, moto: MotoServer, *args: str) -> subprocess.Complete
 
 def test_a_pod_traced_live(kubeapi: KubeAPI, moto_server: MotoServer, world: dict[str, Any]) -> None:
     start, end = world["window"]
-    done = trace(kubeapi, moto_server, "--pod", "trace/web-7d9f-abcde", "--start", format_time(start),
-                 "--end", format_time(end), "-o", "json")  # fmt: skip
+    done = trace(
+        kubeapi,
+        moto_server,
+        "--pod",
+        "trace/web-7d9f-abcde",
+        "--start",
+        format_time(start),
+        "--end",
+        format_time(end),
+        "-o",
+        "json",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     document = json.loads(done.stdout)
     assert document["subject"] == {"kind": "pod", "name": "trace/web-7d9f-abcde", "addresses": [POD]}
@@ -74,10 +94,15 @@ def test_a_pod_traced_live(kubeapi: KubeAPI, moto_server: MotoServer, world: dic
     assert conversation["out"] == {"natGatewayIds": [world["nat"]], "bytes": 2_000, "packets": 3}
     assert conversation["back"] == {"natGatewayIds": [world["nat"]], "bytes": 90_000, "packets": 91}
     assert [(leg["role"], leg["direction"]) for leg in conversation["legs"]] == [
-        ("nat-inside", "out"), ("nat-internet", "out"), ("nat-internet", "back"), ("nat-inside", "back")]  # fmt: skip
+        ("nat-inside", "out"),
+        ("nat-internet", "out"),
+        ("nat-internet", "back"),
+        ("nat-inside", "back"),
+    ]
     public = world["ec2"].describe_nat_gateways(NatGatewayIds=[world["nat"]])["NatGateways"][0]
-    assert conversation["translations"] == [{"where": "natGateway", "from": world["nat_ip"],
-                                             "to": public["NatGatewayAddresses"][0]["PublicIp"]}]  # fmt: skip
+    assert conversation["translations"] == [
+        {"where": "natGateway", "from": world["nat_ip"], "to": public["NatGatewayAddresses"][0]["PublicIp"]}
+    ]
     assert conversation["findings"] == []  # the VPC's flow log covers the node's and the gateway's ENIs
     assert document["stats"]["filesRead"] == 1
 

@@ -20,8 +20,21 @@ COLLECTED = ["10.0.0.77"]
 INSIDE_CIDR = ipaddress.IPv4Network("10.0.0.0/16")
 INSIDE = array("I", [int(INSIDE_CIDR.network_address), int(INSIDE_CIDR.broadcast_address)])
 
-addresses = st.sampled_from(["10.0.17.42", "10.0.17.4", "10.0.17.420", "010.0.17.42", "10.0.0.77", "140.82.112.4",
-                             "-", "2600:1f18::42", "2600:1f18::43", "10.0.33.51", "x"])  # fmt: skip
+addresses = st.sampled_from(
+    [
+        "10.0.17.42",
+        "10.0.17.4",
+        "10.0.17.420",
+        "010.0.17.42",
+        "10.0.0.77",
+        "140.82.112.4",
+        "-",
+        "2600:1f18::42",
+        "2600:1f18::43",
+        "10.0.33.51",
+        "x",
+    ]
+)
 tokens = st.one_of(addresses, st.sampled_from(["eni-0a", "1234", "ACCEPT"]))
 separators = st.sampled_from([" ", " ", "  ", "\t", " \x0b"])
 
@@ -63,7 +76,10 @@ def collected_rule(line: str) -> bool:
 
 def certain(line: str) -> bool:
     """What the C code splits itself: printable ASCII tokens and ASCII whitespace, the layout's width."""
-    return all(32 <= ord(c) < 127 or c in "\t\x0b\x0c\x1c\x1d\x1e\x1f" for c in line) and len(line.split()) in (0, WIDTH)
+    return all(32 <= ord(c) < 127 or c in "\t\x0b\x0c\x1c\x1d\x1e\x1f" for c in line) and len(line.split()) in (
+        0,
+        WIDTH,
+    )
 
 
 # More than a few addresses are read as numbers, a few compared as text: both ways are tried.
@@ -71,7 +87,9 @@ FILLER = [f"192.0.2.{host}" for host in range(1, 21)]
 
 
 def call(text: bytes, many: bool) -> tuple[int, int, list[tuple[int, int, int]], bytes]:
-    ipv4 = array("I", sorted(int(ipaddress.IPv4Address(a)) for a in [*WANTED, *(FILLER if many else [])] if ":" not in a))
+    ipv4 = array(
+        "I", sorted(int(ipaddress.IPv4Address(a)) for a in [*WANTED, *(FILLER if many else [])] if ":" not in a)
+    )
     texts = tuple(a.encode() for a in WANTED if ":" in a)
     collect = array("I", [int(ipaddress.IPv4Address(a)) for a in COLLECTED])
     return filter_lines(text, 0, len(text), WIDTH, FIELDS, ipv4, texts, COLLECT, collect, INSIDE)
@@ -85,15 +103,15 @@ def test_the_filter_keeps_what_the_rule_keeps(generated: list[str], many: bool) 
     assert count == len(generated)
     kept = [(index, text[start:end].decode("utf-8")) for index, start, end in spans]
     expected = [
-        (index, line + "\n") for index, line in enumerate(generated)
+        (index, line + "\n")
+        for index, line in enumerate(generated)
         if python_rule(line, FIELDS, WANTED) or (not certain(line) and line.split())
-    ]  # fmt: skip
+    ]
     assert kept == expected
     expected_kept = [line for _, line in expected]
     expected_collected = [
-        line + "\n" for line in generated
-        if line + "\n" not in expected_kept and line.split() and collected_rule(line)
-    ]  # fmt: skip
+        line + "\n" for line in generated if line + "\n" not in expected_kept and line.split() and collected_rule(line)
+    ]
     assert collected.decode("utf-8") == "".join(expected_collected)
     assert rejected == sum(1 for line in generated if line.split()) - len(kept)
 

@@ -26,30 +26,81 @@ from natflow.trace.legs import (
 from natflow.trace.network import GatewayZones, build_network
 from natflow.trace.records import FlowRecord
 
-POD, NODE_ENI, NAT_ENI, NAT_IP, PUBLIC, REMOTE = "10.0.17.42", "eni-0node", "eni-0nat", "10.0.0.77", "3.216.41.7", "140.82.112.4"
+POD, NODE_ENI, NAT_ENI, NAT_IP, PUBLIC, REMOTE = (
+    "10.0.17.42",
+    "eni-0node",
+    "eni-0nat",
+    "10.0.0.77",
+    "3.216.41.7",
+    "140.82.112.4",
+)
 REGIONAL, REGIONAL_PUBLIC = "nat-0regional", "35.170.0.10"
 
 
 def network():  # type: ignore[no-untyped-def]
     inventory = Inventory()
-    inventory.add_nat_gateways([
-        NatGateway(NatGatewayId="nat-0a", SubnetId="subnet-a", NatGatewayAddresses=[
-            NatGatewayAddress(NetworkInterfaceId=NAT_ENI, PrivateIp=NAT_IP, PublicIp=PUBLIC)]),
-        NatGateway(NatGatewayId=REGIONAL, NatGatewayAddresses=[
-            NatGatewayAddress(NetworkInterfaceId="eni-0reg", PublicIp=REGIONAL_PUBLIC)]),
-    ])  # fmt: skip
-    inventory.add_interfaces([NetworkInterface(NetworkInterfaceId=NODE_ENI, PrivateIpAddress="10.0.17.23",
-                                               PrivateIpAddresses=[{"PrivateIpAddress": POD}],
-                                               AvailabilityZone="us-east-1a")])  # fmt: skip
+    inventory.add_nat_gateways(
+        [
+            NatGateway(
+                NatGatewayId="nat-0a",
+                SubnetId="subnet-a",
+                NatGatewayAddresses=[NatGatewayAddress(NetworkInterfaceId=NAT_ENI, PrivateIp=NAT_IP, PublicIp=PUBLIC)],
+            ),
+            NatGateway(
+                NatGatewayId=REGIONAL,
+                NatGatewayAddresses=[NatGatewayAddress(NetworkInterfaceId="eni-0reg", PublicIp=REGIONAL_PUBLIC)],
+            ),
+        ]
+    )
+    inventory.add_interfaces(
+        [
+            NetworkInterface(
+                NetworkInterfaceId=NODE_ENI,
+                PrivateIpAddress="10.0.17.23",
+                PrivateIpAddresses=[{"PrivateIpAddress": POD}],
+                AvailabilityZone="us-east-1a",
+            )
+        ]
+    )
     zones = {REGIONAL: GatewayZones(NatGatewayId=REGIONAL, AvailabilityMode="regional")}
     return build_network(inventory, CidrSet(["10.0.0.0/16"]), zones, [])
 
 
-def record(interface: str | None, src: str, dst: str, sport: int, dport: int, pkt_src: str | None = None,
-           pkt_dst: str | None = None, start: int = 1000, packets: int = 10, nbytes: int = 5000,
-           resource: str | None = None) -> FlowRecord:  # fmt: skip
-    return FlowRecord(interface, resource, src, dst, pkt_src or src, pkt_dst or dst, sport, dport, 6, packets, nbytes,
-                      start, start + 30, "ACCEPT", "OK", None, None, None, None, f"test:{start}:{sport}:{dport}")  # fmt: skip
+def record(
+    interface: str | None,
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    pkt_src: str | None = None,
+    pkt_dst: str | None = None,
+    start: int = 1000,
+    packets: int = 10,
+    nbytes: int = 5000,
+    resource: str | None = None,
+) -> FlowRecord:
+    return FlowRecord(
+        interface,
+        resource,
+        src,
+        dst,
+        pkt_src or src,
+        pkt_dst or dst,
+        sport,
+        dport,
+        6,
+        packets,
+        nbytes,
+        start,
+        start + 30,
+        "ACCEPT",
+        "OK",
+        None,
+        None,
+        None,
+        None,
+        f"test:{start}:{sport}:{dport}",
+    )
 
 
 def test_the_six_records_of_awss_nat_example() -> None:
@@ -66,7 +117,13 @@ def test_the_six_records_of_awss_nat_example() -> None:
         leg = classify(flow, net, subject)
         assert leg is not None
         assert (leg.role, leg.direction, leg.inside, leg.remote, leg.remote_port, leg.local_port) == (
-            role, direction, inside, remote, remote_port, local_port)  # fmt: skip
+            role,
+            direction,
+            inside,
+            remote,
+            remote_port,
+            local_port,
+        )
 
 
 def test_a_format_without_pkt_fields_leaves_the_remote_unknown_never_guessed() -> None:
@@ -86,7 +143,11 @@ def test_regional_records_are_the_gateways_by_resource_id() -> None:
     internet = classify(record(None, REGIONAL_PUBLIC, REMOTE, 30001, 443, resource=REGIONAL), net, subject)
     reply = classify(record(None, REMOTE, POD, 443, 40001, resource=REGIONAL), net, subject)
     stray = classify(record(None, "8.8.8.8", REMOTE, 1, 443, resource=REGIONAL), net, subject)
-    assert inside is not None and (inside.role, inside.direction, inside.interface_kind) == (NAT_INSIDE, OUT, "regional-nat-gateway")
+    assert inside is not None and (inside.role, inside.direction, inside.interface_kind) == (
+        NAT_INSIDE,
+        OUT,
+        "regional-nat-gateway",
+    )
     assert internet is not None and (internet.role, internet.nat_address) == (NAT_INTERNET, REGIONAL_PUBLIC)
     assert reply is not None and (reply.role, reply.direction, reply.remote) == (NAT_INSIDE, BACK, REMOTE)
     assert stray is None  # fits neither rule: not guessed
@@ -97,14 +158,19 @@ def test_records_of_other_addresses_are_no_legs() -> None:
 
 
 connection_sets = st.lists(
-    st.tuples(st.integers(0, 3), st.integers(1, 5000), st.integers(0, 3000), st.integers(1, 10**7), st.integers(1, 10**7)),
-    min_size=1, max_size=25,
-)  # fmt: skip
+    st.tuples(
+        st.integers(0, 3), st.integers(1, 5000), st.integers(0, 3000), st.integers(1, 10**7), st.integers(1, 10**7)
+    ),
+    min_size=1,
+    max_size=25,
+)
 
 
 @settings(max_examples=60, deadline=None)
 @given(connection_sets, st.randoms(use_true_random=False))
-def test_internet_legs_go_to_their_own_connections(draws: list[tuple[int, int, int, int, int]], rng: random.Random) -> None:
+def test_internet_legs_go_to_their_own_connections(
+    draws: list[tuple[int, int, int, int, int]], rng: random.Random
+) -> None:
     """Each connection (remote, packets, start, bytes out, bytes in) leaves its inside and internet
     legs; whatever their order, each internet leg is matched to an inside leg of the same route,
     one connection to one; and where no two connections of a route look alike, to its own."""
@@ -116,13 +182,17 @@ def test_internet_legs_go_to_their_own_connections(draws: list[tuple[int, int, i
     for number, (remote_index, packets, offset, out_bytes, in_bytes) in enumerate(draws):
         remote, client, nat = remotes[remote_index], 32768 + number, 1024 + number
         start = 1_800_000_000 + offset
-        for flow in (record(NAT_ENI, POD, NAT_IP, client, 443, pkt_dst=remote, start=start, packets=packets, nbytes=out_bytes),
-                     record(NAT_ENI, NAT_IP, POD, 443, client, pkt_src=remote, start=start, packets=packets, nbytes=in_bytes)):  # fmt: skip
+        for flow in (
+            record(NAT_ENI, POD, NAT_IP, client, 443, pkt_dst=remote, start=start, packets=packets, nbytes=out_bytes),
+            record(NAT_ENI, NAT_IP, POD, 443, client, pkt_src=remote, start=start, packets=packets, nbytes=in_bytes),
+        ):
             leg = classify(flow, net, subject)
             assert leg is not None
             inside.append(leg)
-        for flow in (record(NAT_ENI, NAT_IP, remote, nat, 443, start=start + 1, packets=packets, nbytes=out_bytes),
-                     record(NAT_ENI, remote, NAT_IP, 443, nat, start=start + 1, packets=packets, nbytes=in_bytes)):  # fmt: skip
+        for flow in (
+            record(NAT_ENI, NAT_IP, remote, nat, 443, start=start + 1, packets=packets, nbytes=out_bytes),
+            record(NAT_ENI, remote, NAT_IP, 443, nat, start=start + 1, packets=packets, nbytes=in_bytes),
+        ):
             leg = classify(flow, net, subject)
             assert leg is not None
             truth[len(internet)] = client
@@ -148,4 +218,5 @@ def test_internet_legs_go_to_their_own_connections(draws: list[tuple[int, int, i
     for conversation in conversations(inside, shuffled, net):
         for direction in (OUT, BACK):
             assert sum(leg.record.bytes or 0 for leg in conversation.of(NAT_INSIDE, direction)) == sum(
-                leg.record.bytes or 0 for leg in conversation.of(NAT_INTERNET, direction))  # fmt: skip
+                leg.record.bytes or 0 for leg in conversation.of(NAT_INTERNET, direction)
+            )

@@ -26,10 +26,37 @@ from tests.trace.world import (
     write_flow_logs,
 )
 
-LEG_KEYS = {"interfaceId", "interfaceKind", "role", "direction", "srcaddr", "dstaddr", "pktSrcaddr", "pktDstaddr",
-            "srcport", "dstport", "protocol", "bytes", "packets", "start", "end", "action", "rejectReason"}  # fmt: skip
-CONVERSATION_KEYS = {"inside", "remote", "remotePort", "protocol", "holder", "out", "back", "translations", "legs",
-                     "findings"}  # fmt: skip
+LEG_KEYS = {
+    "interfaceId",
+    "interfaceKind",
+    "role",
+    "direction",
+    "srcaddr",
+    "dstaddr",
+    "pktSrcaddr",
+    "pktDstaddr",
+    "srcport",
+    "dstport",
+    "protocol",
+    "bytes",
+    "packets",
+    "start",
+    "end",
+    "action",
+    "rejectReason",
+}
+CONVERSATION_KEYS = {
+    "inside",
+    "remote",
+    "remotePort",
+    "protocol",
+    "holder",
+    "out",
+    "back",
+    "translations",
+    "legs",
+    "findings",
+}
 REASONS = {"AsymmetricReturnPath", "CrossZoneNAT", "Rejected", "NoReturnTraffic", "MissingLeg", "BytesDiffer"}
 
 
@@ -83,14 +110,20 @@ def legs_by(conversation: dict[str, Any]) -> dict[tuple[str, str], list[dict[str
 def test_a_symmetric_flow_through_one_zonal_gateway(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     world, maker = build_world(tmp_path)
     for minute, (out, back) in enumerate(((12_000, 900_000), (30_000, 4_000_000))):
-        add_connection(world, maker, Connection(minute + 5, out, back, client_port=40_001 + minute, nat_port=20_001 + minute))
+        add_connection(
+            world, maker, Connection(minute + 5, out, back, client_port=40_001 + minute, nat_port=20_001 + minute)
+        )
     write_flow_logs(world, maker.records)
     document = run([*world.args, "--pod", world.pod.key], capsys)
     pod, gateway = world.pod, world.pod.node.gateway
     assert document["subject"] == {"kind": "pod", "name": pod.key, "addresses": [pod.ip]}
     [conversation] = document["conversations"]
     assert (conversation["inside"], conversation["remote"], conversation["remotePort"], conversation["protocol"]) == (
-        pod.ip, REMOTE, 443, 6)  # fmt: skip
+        pod.ip,
+        REMOTE,
+        443,
+        6,
+    )
     assert conversation["holder"] == {"kind": "pod", "name": pod.name, "namespace": pod.namespace}
     assert conversation["out"] == {"natGatewayIds": [gateway.id], "bytes": 42_000, "packets": 12 + 27}
     assert conversation["back"]["natGatewayIds"] == [gateway.id]
@@ -101,9 +134,13 @@ def test_a_symmetric_flow_through_one_zonal_gateway(tmp_path: Path, capsys: pyte
     ]
     legs = legs_by(conversation)
     assert {key: len(value) for key, value in legs.items()} == {
-        ("source-eni", "out"): 2, ("nat-inside", "out"): 2, ("nat-internet", "out"): 2,
-        ("nat-internet", "back"): 2, ("nat-inside", "back"): 2, ("destination-eni", "back"): 2,
-    }  # fmt: skip
+        ("source-eni", "out"): 2,
+        ("nat-inside", "out"): 2,
+        ("nat-internet", "out"): 2,
+        ("nat-internet", "back"): 2,
+        ("nat-inside", "back"): 2,
+        ("destination-eni", "back"): 2,
+    }
     assert {leg["interfaceKind"] for leg in legs[("source-eni", "out")]} == {"node-eni"}
     assert {leg["interfaceId"] for leg in legs[("nat-inside", "out")]} == {gateway.eni}
     # each internet leg is its own connection's: the same bytes as the inside leg beside it
@@ -161,7 +198,9 @@ def test_node_enis_not_logged(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     [missing] = conversation["findings"]
     eni = world.pod.node.interfaces[0].id
     assert missing["interfaceId"] == eni
-    assert missing["command"].startswith(f"aws ec2 create-flow-logs --resource-type NetworkInterface --resource-ids {eni} ")
+    assert missing["command"].startswith(
+        f"aws ec2 create-flow-logs --resource-type NetworkInterface --resource-ids {eni} "
+    )
     assert {leg["role"] for leg in conversation["legs"]} == {"nat-inside", "nat-internet"}
 
 
@@ -203,10 +242,12 @@ def test_a_regional_gateway(tmp_path: Path, capsys: pytest.CaptureFixture[str], 
     assert conversation["back"]["natGatewayIds"] == [REGIONAL_ID]
     assert conversation["back"]["bytes"] == 3_000_000
     assert {(leg["interfaceId"], leg["interfaceKind"]) for leg in conversation["legs"]} == {
-        (REGIONAL_ID, "regional-nat-gateway")}  # fmt: skip
+        (REGIONAL_ID, "regional-nat-gateway")
+    }
     assert {leg["role"] for leg in conversation["legs"]} == {"nat-inside", "nat-internet"}
     assert conversation["translations"] == [
-        {"where": "natGateway", "from": world.pod.ip, "to": REGIONAL_PUBLIC[zone][0]}]  # fmt: skip
+        {"where": "natGateway", "from": world.pod.ip, "to": REGIONAL_PUBLIC[zone][0]}
+    ]
     assert reasons(conversation) == expected
 
 
@@ -228,8 +269,19 @@ def test_the_generated_hour_gives_each_conversation_its_connections(
     destinations, and every internet leg matched is one of its own connections' (the bytes agree)."""
     scenario = build_scenario(tmp_path, seed=11, flow_format=flow_format)
     pod = scenario.cluster.pods["kafka-0"]
-    args = ["trace", "--cluster", str(scenario.cluster_dir), "--aws", str(scenario.aws_dir),
-            "--flow-logs", str(scenario.flowlogs_dir), "--pod", pod.key, "-o", "json"]  # fmt: skip
+    args = [
+        "trace",
+        "--cluster",
+        str(scenario.cluster_dir),
+        "--aws",
+        str(scenario.aws_dir),
+        "--flow-logs",
+        str(scenario.flowlogs_dir),
+        "--pod",
+        pod.key,
+        "-o",
+        "json",
+    ]
     document = run(args, capsys)
     expected: dict[tuple[str, int, int], list[int]] = defaultdict(lambda: [0, 0])
     for record in scenario.records:
@@ -241,8 +293,10 @@ def test_the_generated_hour_gives_each_conversation_its_connections(
         elif record.direction == "in" and record.values["dstaddr"] == pod.ip:
             key = (str(record.values["pkt-srcaddr"]), record.number("srcport"), record.number("protocol"))
             expected[key][1] += record.number("bytes")
-    found = {(c["remote"], c["remotePort"], c["protocol"]): [c["out"]["bytes"], c["back"]["bytes"]]
-             for c in document["conversations"]}  # fmt: skip
+    found = {
+        (c["remote"], c["remotePort"], c["protocol"]): [c["out"]["bytes"], c["back"]["bytes"]]
+        for c in document["conversations"]
+    }
     assert found == expected
     for conversation in document["conversations"]:
         assert conversation["findings"] == []
@@ -271,13 +325,24 @@ def test_filters_window_and_subjects(tmp_path: Path, capsys: pytest.CaptureFixtu
     add_connection(world, maker, Connection(5))
     write_flow_logs(world, maker.records)
     pod = world.pod
-    assert len(run([*world.args, "--pod", pod.key, "--remote", REMOTE, "--port", "443", "--protocol", "6"],
-                   capsys)["conversations"]) == 1  # fmt: skip
-    for narrowed in (["--remote", "151.101.0.223"], ["--port", "80"], ["--protocol", "17"],
-                     ["--start", "2026-11-20T10:06:00Z", "--end", "2026-11-20T11:00:00Z"]):  # fmt: skip
+    assert (
+        len(
+            run([*world.args, "--pod", pod.key, "--remote", REMOTE, "--port", "443", "--protocol", "6"], capsys)[
+                "conversations"
+            ]
+        )
+        == 1
+    )
+    for narrowed in (
+        ["--remote", "151.101.0.223"],
+        ["--port", "80"],
+        ["--protocol", "17"],
+        ["--start", "2026-11-20T10:06:00Z", "--end", "2026-11-20T11:00:00Z"],
+    ):
         assert run([*world.args, "--pod", pod.key, *narrowed], capsys)["conversations"] == []
-    window = run([*world.args, "--pod", pod.key, "--start", "2026-11-20T10:05:00Z", "--end", "2026-11-20T10:06:00Z"],
-                 capsys)  # fmt: skip
+    window = run(
+        [*world.args, "--pod", pod.key, "--start", "2026-11-20T10:05:00Z", "--end", "2026-11-20T10:06:00Z"], capsys
+    )
     assert window["window"] == {"start": "2026-11-20T10:05:00Z", "end": "2026-11-20T10:06:00Z"}
     assert len(window["conversations"]) == 1
     workload = run([*world.args, "--workload", "data/StatefulSet/kafka"], capsys)
@@ -307,11 +372,15 @@ def test_a_damaged_object_keeps_the_others_and_says_so(tmp_path: Path, capsys: p
         (["--pod", "data/nobody"], "no pod of that name"),
         (["--workload", "data/kafka"], "expected NAMESPACE/KIND/NAME"),
         (["--address", "not-an-ip"], "not an IP address"),
-        (["--pod", "data/kafka-1", "--start", "2026-11-20T11:00:00Z", "--end", "2026-11-20T10:00:00Z"], "must be after"),
+        (
+            ["--pod", "data/kafka-1", "--start", "2026-11-20T11:00:00Z", "--end", "2026-11-20T10:00:00Z"],
+            "must be after",
+        ),
     ],
 )
-def test_usage_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
-                                   message: str) -> None:  # fmt: skip
+def test_usage_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
     world, maker = build_world(tmp_path)
     add_connection(world, maker, Connection(5))
     write_flow_logs(world, maker.records)

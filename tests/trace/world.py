@@ -69,8 +69,17 @@ class TraceWorld:
 
     @property
     def args(self) -> list[str]:
-        return ["trace", "--cluster", str(self.root / "cluster"), "--aws", str(self.root / "aws"),
-                "--flow-logs", str(self.root / "flowlogs"), "-o", "json"]  # fmt: skip
+        return [
+            "trace",
+            "--cluster",
+            str(self.root / "cluster"),
+            "--aws",
+            str(self.root / "aws"),
+            "--flow-logs",
+            str(self.root / "flowlogs"),
+            "-o",
+            "json",
+        ]
 
 
 def build_world(root: Path, seed: int = 3, snat: str = "off", pod: str = "kafka-1") -> tuple[TraceWorld, RecordMaker]:
@@ -84,7 +93,7 @@ def build_world(root: Path, seed: int = 3, snat: str = "off", pod: str = "kafka-
 
 def add_connection(world: TraceWorld, maker: RecordMaker, connection: Connection) -> None:
     """The six records of AWS's NAT example, changed as `connection` says."""
-    pod, vpc = world.pod, world.vpc
+    pod = world.pod
     node = pod.node
     node_snat = world.snat == "on"
     inside = node.primary_ip if node_snat else pod.ip
@@ -97,40 +106,129 @@ def add_connection(world: TraceWorld, maker: RecordMaker, connection: Connection
     eni, subnet, instance = node.interfaces[0].id, node.subnet, node.instance_id
 
     def nat(gateway: Gateway, **fields: Any) -> FlowRecord:
-        return maker._add("client" if "client" in fields.pop("kind") else "internet", gateway.eni, gateway.subnet,
-                          None, start, end, gateway.id, **fields)  # fmt: skip
+        return maker._add(
+            "client" if "client" in fields.pop("kind") else "internet",
+            gateway.eni,
+            gateway.subnet,
+            None,
+            start,
+            end,
+            gateway.id,
+            **fields,
+        )
 
     if connection.node_eni_logged:
-        maker._add("other", eni, subnet, instance, start, end, srcaddr=inside, dstaddr=REMOTE,
-                   srcport=connection.client_port, dstport=443, packets=packets_out, bytes=connection.bytes_out,
-                   tcp_flags=2, pkt_srcaddr=inside, pkt_dstaddr=REMOTE, flow_direction="egress", **common)  # fmt: skip
+        maker._add(
+            "other",
+            eni,
+            subnet,
+            instance,
+            start,
+            end,
+            srcaddr=inside,
+            dstaddr=REMOTE,
+            srcport=connection.client_port,
+            dstport=443,
+            packets=packets_out,
+            bytes=connection.bytes_out,
+            tcp_flags=2,
+            pkt_srcaddr=inside,
+            pkt_dstaddr=REMOTE,
+            flow_direction="egress",
+            **common,
+        )
     out_ip = out_gateway.private_ips[0]
-    nat(out_gateway, kind="client", srcaddr=inside, dstaddr=out_ip, srcport=connection.client_port, dstport=443,
-        packets=packets_out, bytes=connection.bytes_out, tcp_flags=2, pkt_srcaddr=inside, pkt_dstaddr=REMOTE,
-        flow_direction="ingress", **common)  # fmt: skip
-    nat(out_gateway, kind="internet", srcaddr=out_ip, dstaddr=REMOTE, srcport=connection.nat_port, dstport=443,
-        packets=packets_out, bytes=connection.internet_bytes_out or connection.bytes_out, tcp_flags=2,
-        pkt_srcaddr=out_ip, pkt_dstaddr=REMOTE, flow_direction="egress", **common)  # fmt: skip
+    nat(
+        out_gateway,
+        kind="client",
+        srcaddr=inside,
+        dstaddr=out_ip,
+        srcport=connection.client_port,
+        dstport=443,
+        packets=packets_out,
+        bytes=connection.bytes_out,
+        tcp_flags=2,
+        pkt_srcaddr=inside,
+        pkt_dstaddr=REMOTE,
+        flow_direction="ingress",
+        **common,
+    )
+    nat(
+        out_gateway,
+        kind="internet",
+        srcaddr=out_ip,
+        dstaddr=REMOTE,
+        srcport=connection.nat_port,
+        dstport=443,
+        packets=packets_out,
+        bytes=connection.internet_bytes_out or connection.bytes_out,
+        tcp_flags=2,
+        pkt_srcaddr=out_ip,
+        pkt_dstaddr=REMOTE,
+        flow_direction="egress",
+        **common,
+    )
     if not connection.reply:
         return
     back_ip = back_gateway.private_ips[0]
-    nat(back_gateway, kind="internet", srcaddr=REMOTE, dstaddr=back_ip, srcport=443, dstport=connection.nat_port,
-        packets=packets_in, bytes=connection.bytes_in, tcp_flags=18, pkt_srcaddr=REMOTE, pkt_dstaddr=back_ip,
-        flow_direction="ingress", **common)  # fmt: skip
-    nat(back_gateway, kind="client", srcaddr=back_ip, dstaddr=inside, srcport=443, dstport=connection.client_port,
-        packets=packets_in, bytes=connection.bytes_in, tcp_flags=18, pkt_srcaddr=REMOTE, pkt_dstaddr=inside,
-        flow_direction="egress", **common)  # fmt: skip
+    nat(
+        back_gateway,
+        kind="internet",
+        srcaddr=REMOTE,
+        dstaddr=back_ip,
+        srcport=443,
+        dstport=connection.nat_port,
+        packets=packets_in,
+        bytes=connection.bytes_in,
+        tcp_flags=18,
+        pkt_srcaddr=REMOTE,
+        pkt_dstaddr=back_ip,
+        flow_direction="ingress",
+        **common,
+    )
+    nat(
+        back_gateway,
+        kind="client",
+        srcaddr=back_ip,
+        dstaddr=inside,
+        srcport=443,
+        dstport=connection.client_port,
+        packets=packets_in,
+        bytes=connection.bytes_in,
+        tcp_flags=18,
+        pkt_srcaddr=REMOTE,
+        pkt_dstaddr=inside,
+        flow_direction="egress",
+        **common,
+    )
     if connection.node_eni_logged:
         reply: dict[str, Any] = dict(common)
         if connection.reject_on_pod_eni:
             reply["action"] = "REJECT"
-        maker._add("other", eni, subnet, instance, start, end, srcaddr=REMOTE, dstaddr=inside, srcport=443,
-                   dstport=connection.client_port, packets=packets_in, bytes=connection.bytes_in, tcp_flags=18,
-                   pkt_srcaddr=REMOTE, pkt_dstaddr=inside, flow_direction="ingress", **reply)  # fmt: skip
+        maker._add(
+            "other",
+            eni,
+            subnet,
+            instance,
+            start,
+            end,
+            srcaddr=REMOTE,
+            dstaddr=inside,
+            srcport=443,
+            dstport=connection.client_port,
+            packets=packets_in,
+            bytes=connection.bytes_in,
+            tcp_flags=18,
+            pkt_srcaddr=REMOTE,
+            pkt_dstaddr=inside,
+            flow_direction="ingress",
+            **reply,
+        )
 
 
-def add_regional_connection(world: TraceWorld, maker: RecordMaker, minute: int, bytes_out: int, bytes_in: int,
-                            zone: str) -> None:  # fmt: skip
+def add_regional_connection(
+    world: TraceWorld, maker: RecordMaker, minute: int, bytes_out: int, bytes_in: int, zone: str
+) -> None:
     """A connection through the regional gateway: resource-id names it, interface-id is '-', its inside
     legs go from the pod straight to the remote, its internet legs from its public IP of `zone`."""
     pod = world.pod
@@ -141,9 +239,27 @@ def add_regional_connection(world: TraceWorld, maker: RecordMaker, minute: int, 
     subnet = world.vpc.subnets["public-a"]
 
     def leg(src: str, dst: str, sport: int, dport: int, packets: int, nbytes: int) -> None:
-        record = maker._add("client", "-", subnet, None, start, end, REGIONAL_ID, srcaddr=src, dstaddr=dst,
-                            srcport=sport, dstport=dport, packets=packets, bytes=nbytes, type="IPv4", protocol=6,
-                            action="ACCEPT", pkt_srcaddr=src, pkt_dstaddr=dst, resource_id=REGIONAL_ID)  # fmt: skip
+        record = maker._add(
+            "client",
+            "-",
+            subnet,
+            None,
+            start,
+            end,
+            REGIONAL_ID,
+            srcaddr=src,
+            dstaddr=dst,
+            srcport=sport,
+            dstport=dport,
+            packets=packets,
+            bytes=nbytes,
+            type="IPv4",
+            protocol=6,
+            action="ACCEPT",
+            pkt_srcaddr=src,
+            pkt_dstaddr=dst,
+            resource_id=REGIONAL_ID,
+        )
         record.values["az-id"] = zone_id
 
     leg(pod.ip, REMOTE, 41_000 + minute, 443, packets_out, bytes_out)
@@ -152,8 +268,9 @@ def add_regional_connection(world: TraceWorld, maker: RecordMaker, minute: int, 
     leg(REMOTE, pod.ip, 443, 41_000 + minute, packets_in, bytes_in)
 
 
-def write_flow_logs(world: TraceWorld, records: Sequence[FlowRecord], fields: Sequence[str] = FIELDS_WITH_REASON,
-                    name: str = "0001") -> Path:  # fmt: skip
+def write_flow_logs(
+    world: TraceWorld, records: Sequence[FlowRecord], fields: Sequence[str] = FIELDS_WITH_REASON, name: str = "0001"
+) -> Path:
     """One S3 text object with its header, named by its records' first end time, as AWS delivers it
     (a test's records lie within one object's five minutes)."""
     directory = world.root / "flowlogs" / "AWSLogs" / ACCOUNT / "vpcflowlogs" / REGION / "2026" / "11" / "20"
@@ -173,11 +290,18 @@ def write_flow_logs(world: TraceWorld, records: Sequence[FlowRecord], fields: Se
 def set_flow_logs(world: TraceWorld, resources: Sequence[tuple[str, str]]) -> None:
     """describe-flow-logs with one S3 flow log per (resource id, resource type) instead of the VPC's."""
     path = world.root / "aws" / "describe-flow-logs.json"
-    flow_logs = [{
-        "FlowLogId": f"fl-0trace{index:04d}", "FlowLogStatus": "ACTIVE", "ResourceId": resource, "TrafficType": "ALL",
-        "LogDestinationType": "s3", "LogDestination": "arn:aws:s3:::acme-flow-logs",
-        "LogFormat": log_format(REGIONAL_FIELDS if kind == "RegionalNatGateway" else FIELDS_WITH_REASON),
-    } for index, (resource, kind) in enumerate(resources)]  # fmt: skip
+    flow_logs = [
+        {
+            "FlowLogId": f"fl-0trace{index:04d}",
+            "FlowLogStatus": "ACTIVE",
+            "ResourceId": resource,
+            "TrafficType": "ALL",
+            "LogDestinationType": "s3",
+            "LogDestination": "arn:aws:s3:::acme-flow-logs",
+            "LogFormat": log_format(REGIONAL_FIELDS if kind == "RegionalNatGateway" else FIELDS_WITH_REASON),
+        }
+        for index, (resource, kind) in enumerate(resources)
+    ]
     path.write_text(json.dumps({"FlowLogs": flow_logs}))
 
 
@@ -185,13 +309,24 @@ def add_regional_gateway(world: TraceWorld) -> None:
     """A regional gateway in describe-nat-gateways: AvailabilityMode, no subnet, no private IPs."""
     path = world.root / "aws" / "describe-nat-gateways.json"
     document = json.loads(path.read_text())
-    document["NatGateways"].append({
-        "NatGatewayId": REGIONAL_ID, "VpcId": world.vpc.id, "State": "available", "AvailabilityMode": "regional",
-        "ConnectivityType": "public",
-        "NatGatewayAddresses": [
-            {"AllocationId": f"eipalloc-0r{index}", "NetworkInterfaceId": f"eni-0regional{index:08d}", "PublicIp": ip,
-             "AvailabilityZone": zone, "AvailabilityZoneId": zone_id, "Status": "succeeded"}
-            for index, (zone, (ip, zone_id)) in enumerate(REGIONAL_PUBLIC.items())
-        ],
-    })  # fmt: skip
+    document["NatGateways"].append(
+        {
+            "NatGatewayId": REGIONAL_ID,
+            "VpcId": world.vpc.id,
+            "State": "available",
+            "AvailabilityMode": "regional",
+            "ConnectivityType": "public",
+            "NatGatewayAddresses": [
+                {
+                    "AllocationId": f"eipalloc-0r{index}",
+                    "NetworkInterfaceId": f"eni-0regional{index:08d}",
+                    "PublicIp": ip,
+                    "AvailabilityZone": zone,
+                    "AvailabilityZoneId": zone_id,
+                    "Status": "succeeded",
+                }
+                for index, (zone, (ip, zone_id)) in enumerate(REGIONAL_PUBLIC.items())
+            ],
+        }
+    )
     path.write_text(json.dumps(document))

@@ -58,8 +58,13 @@ def add_parser(commands: Any) -> None:
     trace.add_argument("--aws", nargs="+", metavar="PATH", help="describe-* JSON outputs (offline)")
     trace.add_argument("--flow-logs", nargs="+", metavar="PATH", help="flow-log objects and exports (offline)")
     trace.add_argument("--log-format", metavar="FMT", help="flow-log format, e.g. '${version} ${account-id} ...'")
-    trace.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                       help="threads reading flow-log files (default: the CPUs)")  # fmt: skip
+    trace.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="threads reading flow-log files (default: the CPUs)",
+    )
     trace.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
@@ -113,8 +118,9 @@ def trace(args: argparse.Namespace) -> Any:
         else:
             from natflow.trace.live import live_inputs
 
-            assert window[0] is not None and window[1] is not None
-            inputs, subject = live_inputs(window, override, stack, lambda state: _subject(args, state, window))
+            start, end = window
+            assert start is not None and end is not None
+            inputs, subject = live_inputs((start, end), override, stack, lambda state: _subject(args, state, window))
         return run_trace(inputs, subject, filters, window, args.workers)
 
 
@@ -157,16 +163,19 @@ def inside_cidrs(inventory: Inventory, diagnostics: Diagnostics) -> CidrSet:
     cidrs = inventory.vpc_cidrs()
     if not cidrs:
         cidrs = list(PRIVATE_RANGES)
-        diagnostics.warn("VpcCidrsUnknown", "no describe-vpcs output for the NAT gateways' VPC; 'inside' is taken "
-                         f"as the private ranges {', '.join(PRIVATE_RANGES)}")  # fmt: skip
+        diagnostics.warn(
+            "VpcCidrsUnknown",
+            "no describe-vpcs output for the NAT gateways' VPC; 'inside' is taken "
+            f"as the private ranges {', '.join(PRIVATE_RANGES)}",
+        )
     return CidrSet(cidrs)
 
 
-def network_inputs(
-    state: Any, inventory: Inventory, zones: dict[str, GatewayZones], diagnostics: Diagnostics
-) -> Any:
+def network_inputs(state: Any, inventory: Inventory, zones: dict[str, GatewayZones], diagnostics: Diagnostics) -> Any:
     if not inventory.nat_gateways:
-        diagnostics.warn("NoNatGateways", "no NAT gateways in the inventory: only the interfaces' own legs can be shown")
+        diagnostics.warn(
+            "NoNatGateways", "no NAT gateways in the inventory: only the interfaces' own legs can be shown"
+        )
     state.set_interfaces(inventory.instance_interfaces())
     instances = [node.instance_id for node in state.nodes.values() if node.instance_id]
     return build_network(inventory, inside_cidrs(inventory, diagnostics), zones, instances)

@@ -15,7 +15,17 @@ from natflow.flowlogs.readers import FormatChoices
 from natflow.flowlogs.sources import FlowLogFile
 from natflow.timeutil import format_time
 from natflow.trace.findings import check
-from natflow.trace.legs import BACK, MATCH_TOLERANCE_SECONDS, NAT_INSIDE, NAT_INTERNET, OUT, Conversation, Leg, classify, conversations
+from natflow.trace.legs import (
+    BACK,
+    MATCH_TOLERANCE_SECONDS,
+    NAT_INSIDE,
+    NAT_INTERNET,
+    OUT,
+    Conversation,
+    Leg,
+    classify,
+    conversations,
+)
 from natflow.trace.network import Network
 from natflow.trace.records import FlowRecord
 from natflow.trace.scan import AddressFilter, Kept, ScanStats, Wanted, in_window, read_files
@@ -71,10 +81,13 @@ def run_trace(
     def inside_legs(records: list[FlowRecord]) -> list[Leg]:
         found = (classify(record, network, inside) for record in records)
         return [
-            leg for leg in found
-            if leg is not None and leg.role != NAT_INTERNET and subject.uses(leg.inside, leg.record.start)
+            leg
+            for leg in found
+            if leg is not None
+            and leg.role != NAT_INTERNET
+            and subject.uses(leg.inside, leg.record.start)
             and filters.keeps(leg)
-        ]  # fmt: skip
+        ]
 
     def remotes_of(records: list[FlowRecord]) -> AddressFilter | None:
         remotes = {leg.remote for leg in inside_legs(records) if leg.role == NAT_INSIDE and leg.remote}
@@ -91,9 +104,10 @@ def run_trace(
     legs = inside_legs(first.records)
     # --remote is looked for in every field: its internet legs are among the records kept too
     internet = [
-        leg for leg in (classify(r, network, inside) for r in [*first.records, *first.chosen])
+        leg
+        for leg in (classify(r, network, inside) for r in [*first.records, *first.chosen])
         if leg is not None and leg.role == NAT_INTERNET
-    ]  # fmt: skip
+    ]
     again = _reread(inputs.files, legs, first, bounded)
     for remotes, files in again.items():  # internet legs in another object than their inside legs
         wanted = Wanted(AddressFilter(remotes, INTERNET_FIELDS))
@@ -107,8 +121,10 @@ def run_trace(
     found = conversations(legs, internet, network)
     document_conversations, verdicts = _conversations(found, inputs.state, network, subject)
     if stats.malformed_records:
-        diagnostics.warn("MalformedRecords", f"{stats.malformed_records} record(s) could not be read, e.g. "
-                         + "; ".join(stats.malformed_examples))  # fmt: skip
+        diagnostics.warn(
+            "MalformedRecords",
+            f"{stats.malformed_records} record(s) could not be read, e.g. " + "; ".join(stats.malformed_examples),
+        )
     document = {
         "window": {
             "start": format_time(window[0]) if window[0] is not None else None,
@@ -118,7 +134,9 @@ def run_trace(
         "conversations": document_conversations,
         "warnings": [item.as_dict() for item in diagnostics.items],
         "stats": {
-            **_stats(stats, len(legs) + sum(1 for c in found for leg in c.legs if leg.role == NAT_INTERNET), len(found)),
+            **_stats(
+                stats, len(legs) + sum(1 for c in found for leg in c.legs if leg.role == NAT_INTERNET), len(found)
+            ),
             "filesReadAgain": reread,
             **inputs.extra_stats,
         },
@@ -142,9 +160,10 @@ def _reread(
             continue
         chosen = first.chosen_by.get(file.path, frozenset())
         missing = frozenset(
-            remote for remote, (low, high) in spans.items()
+            remote
+            for remote, (low, high) in spans.items()
             if remote not in chosen and in_window(file, (low - MATCH_TOLERANCE_SECONDS, high + MATCH_TOLERANCE_SECONDS))
-        )  # fmt: skip
+        )
         if missing:
             again[missing].append(file)
     return again
@@ -172,16 +191,28 @@ def _conversations(
     for conversation, holder in zip(found, held, strict=True):
         path = check(conversation, network, subject.node_translations)
         inside, remote, port, protocol = conversation.key
-        result.append({
-            "inside": inside, "remote": remote, "remotePort": port, "protocol": protocol,
-            "holder": holder.as_dict(),
-            "out": {"natGatewayIds": path.gateways[OUT], "bytes": path.totals[OUT][0], "packets": path.totals[OUT][1]},
-            "back": {"natGatewayIds": path.gateways[BACK], "bytes": path.totals[BACK][0],
-                     "packets": path.totals[BACK][1]},
-            "translations": path.translations,
-            "legs": [_leg(leg) for leg in conversation.legs],
-            "findings": path.findings,
-        })  # fmt: skip
+        result.append(
+            {
+                "inside": inside,
+                "remote": remote,
+                "remotePort": port,
+                "protocol": protocol,
+                "holder": holder.as_dict(),
+                "out": {
+                    "natGatewayIds": path.gateways[OUT],
+                    "bytes": path.totals[OUT][0],
+                    "packets": path.totals[OUT][1],
+                },
+                "back": {
+                    "natGatewayIds": path.gateways[BACK],
+                    "bytes": path.totals[BACK][0],
+                    "packets": path.totals[BACK][1],
+                },
+                "translations": path.translations,
+                "legs": [_leg(leg) for leg in conversation.legs],
+                "findings": path.findings,
+            }
+        )
         verdicts.append(path.verdict)
     return result, verdicts
 
@@ -211,8 +242,23 @@ def _leg(leg: Leg) -> dict[str, Any]:
 
 # -- the table ---------------------------------------------------------------------------------------
 PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
-_COLUMNS = ("START", "INTERFACE", "KIND", "ROLE", "DIR", "SRCADDR", "DSTADDR", "PKT-SRC", "PKT-DST", "SPORT",
-            "DPORT", "BYTES", "PKTS", "ACTION", "REASON")  # fmt: skip
+_COLUMNS = (
+    "START",
+    "INTERFACE",
+    "KIND",
+    "ROLE",
+    "DIR",
+    "SRCADDR",
+    "DSTADDR",
+    "PKT-SRC",
+    "PKT-DST",
+    "SPORT",
+    "DPORT",
+    "BYTES",
+    "PKTS",
+    "ACTION",
+    "REASON",
+)
 
 
 def render_table(result: TraceResult) -> str:
@@ -230,27 +276,49 @@ def render_table(result: TraceResult) -> str:
         port = conversation["remotePort"] if conversation["remotePort"] is not None else "?"
         holder = conversation["holder"]
         held = f"{holder['namespace']}/{holder['name']}" if holder["namespace"] else holder["name"]
-        out += ["", f"{conversation['inside']} -> {conversation['remote'] or '?'}:{port}/{proto}  "
-                f"(held by {holder['kind']} {held})", f"  {verdict}"]  # fmt: skip
+        out += [
+            "",
+            f"{conversation['inside']} -> {conversation['remote'] or '?'}:{port}/{proto}  "
+            f"(held by {holder['kind']} {held})",
+            f"  {verdict}",
+        ]
         for translation in conversation["translations"]:
             out.append(f"  translated at the {translation['where']}: {translation['from']} -> {translation['to']}")
         rows = [_COLUMNS] + [
-            (leg["start"][11:19], leg["interfaceId"] or "-", leg["interfaceKind"], leg["role"], leg["direction"],
-             leg["srcaddr"] or "-", leg["dstaddr"] or "-", leg["pktSrcaddr"] or "-", leg["pktDstaddr"] or "-",
-             _text(leg["srcport"]), _text(leg["dstport"]), _text(leg["bytes"]), _text(leg["packets"]),
-             leg["action"] or "-", leg["rejectReason"] or "-")
+            (
+                leg["start"][11:19],
+                leg["interfaceId"] or "-",
+                leg["interfaceKind"],
+                leg["role"],
+                leg["direction"],
+                leg["srcaddr"] or "-",
+                leg["dstaddr"] or "-",
+                leg["pktSrcaddr"] or "-",
+                leg["pktDstaddr"] or "-",
+                _text(leg["srcport"]),
+                _text(leg["dstport"]),
+                _text(leg["bytes"]),
+                _text(leg["packets"]),
+                leg["action"] or "-",
+                leg["rejectReason"] or "-",
+            )
             for leg in conversation["legs"]
-        ]  # fmt: skip
+        ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
         out += ["  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
         for finding in conversation["findings"]:
             out.append(f"  - {finding['reason']}: {finding['message']}")
-        out.append(f"  out {human_bytes(conversation['out']['bytes'])}, back {human_bytes(conversation['back']['bytes'])}")
+        out.append(
+            f"  out {human_bytes(conversation['out']['bytes'])}, back {human_bytes(conversation['back']['bytes'])}"
+        )
     stats = document["stats"]
-    out += ["", f"Read {stats['filesRead']} file(s) ({stats['filesSkippedByKey']} passed over by key time), "
-            f"{stats['recordsRead']} record(s) ({stats['filesReadAgain']} file(s) read again): {stats['recordsMatched']} named the "
-            f"addresses, {stats['malformedRecords']} malformed; {stats['legs']} leg(s) in {stats['conversations']} "
-            "conversation(s)."]  # fmt: skip
+    out += [
+        "",
+        f"Read {stats['filesRead']} file(s) ({stats['filesSkippedByKey']} passed over by key time), "
+        f"{stats['recordsRead']} record(s) ({stats['filesReadAgain']} file(s) read again): "
+        f"{stats['recordsMatched']} named the addresses, {stats['malformedRecords']} malformed; "
+        f"{stats['legs']} leg(s) in {stats['conversations']} conversation(s).",
+    ]
     if document["warnings"]:
         out += ["", "WARNINGS", *(f"- {w['reason']}: {w['message']}" for w in document["warnings"])]
     return "\n".join(out)

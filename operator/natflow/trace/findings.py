@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from natflow.attribution.report import human_bytes
+from natflow.timeutil import format_time
 from natflow.trace.legs import BACK, DESTINATION_ENI, NAT_INSIDE, NAT_INTERNET, OUT, SOURCE_ENI, Conversation, Leg
 from natflow.trace.network import Network
-from natflow.timeutil import format_time
 
 # Flow-log bytes count whole IP packets. The inside and internet legs of one direction carry the same
 # packets with rewritten addresses and ports; they may differ by a few header bytes a packet (options,
@@ -62,10 +62,12 @@ def check(conversation: Conversation, network: Network, node_translations: Seque
     out = conversation.of(direction=OUT)
     if out and not conversation.of(direction=BACK):
         last = format_time(max(leg.record.end for leg in out))
-        result.findings.append({
-            "reason": "NoReturnTraffic",
-            "message": f"{len(out)} leg(s) out, the last ending {last}, and no leg back within the window",
-        })  # fmt: skip
+        result.findings.append(
+            {
+                "reason": "NoReturnTraffic",
+                "message": f"{len(out)} leg(s) out, the last ending {last}, and no leg back within the window",
+            }
+        )
     _missing(conversation, network, result)
     _bytes_differ(conversation, result)
     result.verdict = _verdict(conversation, network, result)
@@ -104,28 +106,34 @@ def _translations(
 def _asymmetric(conversation: Conversation, result: PathCheck) -> None:
     out, back = result.gateways[OUT], result.gateways[BACK]
     if out and back and out != back:
-        result.findings.append({
-            "reason": "AsymmetricReturnPath",
-            "message": f"out via {', '.join(out)}, replies back via {', '.join(back)}",
-            "out": out, "back": back,
-        })  # fmt: skip
+        result.findings.append(
+            {
+                "reason": "AsymmetricReturnPath",
+                "message": f"out via {', '.join(out)}, replies back via {', '.join(back)}",
+                "out": out,
+                "back": back,
+            }
+        )
         return
     out_enis = {leg.interface_id for leg in conversation.of(SOURCE_ENI, OUT) if leg.interface_id}
     back_enis = {leg.interface_id for leg in conversation.of(DESTINATION_ENI, BACK) if leg.interface_id}
     if out_enis and back_enis and out_enis != back_enis:
-        result.findings.append({
-            "reason": "AsymmetricReturnPath",
-            "message": f"out from {', '.join(sorted(out_enis))}, replies back to {', '.join(sorted(back_enis))}",
-            "out": sorted(out_enis), "back": sorted(back_enis),
-        })  # fmt: skip
+        result.findings.append(
+            {
+                "reason": "AsymmetricReturnPath",
+                "message": f"out from {', '.join(sorted(out_enis))}, replies back to {', '.join(sorted(back_enis))}",
+                "out": sorted(out_enis),
+                "back": sorted(back_enis),
+            }
+        )
 
 
 def _zone_of_inside(conversation: Conversation, network: Network) -> tuple[str | None, str | None]:
     """(zone name, az-id) of the inside address's ENI: its records' az-id, else the inventory's zone."""
     for leg in conversation.legs:
-        if leg.role in (SOURCE_ENI, DESTINATION_ENI) and leg.record.az_id and leg.inside == conversation.inside:
-            if leg.interface_id and network.eni_of_address(conversation.inside) in (leg.interface_id, None):
-                return network.interface(leg.interface_id).zone, leg.record.az_id
+        on_inside_eni = leg.interface_id and network.eni_of_address(conversation.inside) in (leg.interface_id, None)
+        if leg.role in (SOURCE_ENI, DESTINATION_ENI) and leg.record.az_id and on_inside_eni:
+            return network.interface(leg.interface_id or "").zone, leg.record.az_id
     eni = network.eni_of_address(conversation.inside)
     zone = network.interface(eni).zone if eni else None
     return zone, network.zone_id(zone)
@@ -153,24 +161,33 @@ def _cross_zone(conversation: Conversation, network: Network, result: PathCheck)
             continue
         if differ and leg.gateway_id + shown[1] not in reported:
             reported.add(leg.gateway_id + shown[1])
-            result.findings.append({
-                "reason": "CrossZoneNAT",
-                "message": f"the inside address {conversation.inside} is in {shown[0]}, NAT gateway {leg.gateway_id} "
-                f"carried it in {shown[1]} (cross-zone data transfer on top of NAT processing)",
-                "insideZone": shown[0], "natGatewayZone": shown[1], "natGatewayId": leg.gateway_id,
-            })  # fmt: skip
+            result.findings.append(
+                {
+                    "reason": "CrossZoneNAT",
+                    "message": f"the inside address {conversation.inside} is in {shown[0]}, NAT gateway "
+                    f"{leg.gateway_id} carried it in {shown[1]} (cross-zone data transfer on top of NAT processing)",
+                    "insideZone": shown[0],
+                    "natGatewayZone": shown[1],
+                    "natGatewayId": leg.gateway_id,
+                }
+            )
 
 
 def _rejected(conversation: Conversation, result: PathCheck) -> None:
     for leg in conversation.legs:
         if leg.record.action == "REJECT":
             reason = leg.record.reject_reason or "security group or network ACL (no reject-reason in the record)"
-            result.findings.append({
-                "reason": "Rejected",
-                "message": f"REJECT on {leg.interface_id or 'an unknown interface'} ({leg.interface_kind}, {leg.role}, "
-                f"{leg.direction}) at {leg.record.where}: {leg.record.packets or 0} packets, reason: {reason}",
-                "interfaceId": leg.interface_id, "direction": leg.direction, "rejectReason": leg.record.reject_reason,
-            })  # fmt: skip
+            result.findings.append(
+                {
+                    "reason": "Rejected",
+                    "message": f"REJECT on {leg.interface_id or 'an unknown interface'} ({leg.interface_kind}, "
+                    f"{leg.role}, {leg.direction}) at {leg.record.where}: {leg.record.packets or 0} packets, "
+                    f"reason: {reason}",
+                    "interfaceId": leg.interface_id,
+                    "direction": leg.direction,
+                    "rejectReason": leg.record.reject_reason,
+                }
+            )
 
 
 def _missing(conversation: Conversation, network: Network, result: PathCheck) -> None:
@@ -198,13 +215,20 @@ def _missing(conversation: Conversation, network: Network, result: PathCheck) ->
         else:
             missing = resource not in logged and bool(conversation.legs)
         if missing:
-            why = "no flow log covers it" if network.flow_logs_known else "no record from it (describe-flow-logs not given)"
-            result.findings.append({
-                "reason": "MissingLeg",
-                "message": f"{resource}, {what}, is on the path and {why}; to see its legs: "
-                f"{network.create_command(resource)}",
-                "interfaceId": resource, "command": network.create_command(resource),
-            })  # fmt: skip
+            why = (
+                "no flow log covers it"
+                if network.flow_logs_known
+                else "no record from it (describe-flow-logs not given)"
+            )
+            result.findings.append(
+                {
+                    "reason": "MissingLeg",
+                    "message": f"{resource}, {what}, is on the path and {why}; to see its legs: "
+                    f"{network.create_command(resource)}",
+                    "interfaceId": resource,
+                    "command": network.create_command(resource),
+                }
+            )
 
 
 def _bytes_differ(conversation: Conversation, result: PathCheck) -> None:
@@ -217,15 +241,22 @@ def _bytes_differ(conversation: Conversation, result: PathCheck) -> None:
         allowance = HEADER_ALLOWANCE_PER_PACKET * max(inside_packets, internet_packets)
         difference = abs(inside_bytes - internet_bytes)
         if difference > allowance:
-            result.findings.append({
-                "reason": "BytesDiffer",
-                "message": f"{direction}: the NAT gateway's inside legs carried {inside_bytes} bytes in "
-                f"{inside_packets} packets, its internet legs {internet_bytes} bytes in {internet_packets} packets: "
-                f"{difference} bytes apart, more than the {allowance} bytes of headers allowed "
-                f"({HEADER_ALLOWANCE_PER_PACKET} bytes x {max(inside_packets, internet_packets)} packets)",
-                "direction": direction, "insideBytes": inside_bytes, "insidePackets": inside_packets,
-                "internetBytes": internet_bytes, "internetPackets": internet_packets, "allowanceBytes": allowance,
-            })  # fmt: skip
+            result.findings.append(
+                {
+                    "reason": "BytesDiffer",
+                    "message": f"{direction}: the NAT gateway's inside legs carried {inside_bytes} bytes in "
+                    f"{inside_packets} packets, its internet legs {internet_bytes} bytes in {internet_packets} "
+                    "packets: "
+                    f"{difference} bytes apart, more than the {allowance} bytes of headers allowed "
+                    f"({HEADER_ALLOWANCE_PER_PACKET} bytes x {max(inside_packets, internet_packets)} packets)",
+                    "direction": direction,
+                    "insideBytes": inside_bytes,
+                    "insidePackets": inside_packets,
+                    "internetBytes": internet_bytes,
+                    "internetPackets": internet_packets,
+                    "allowanceBytes": allowance,
+                }
+            )
 
 
 def _via(gateway_ids: list[str], network: Network, conversation: Conversation, direction: str) -> str:
@@ -234,8 +265,13 @@ def _via(gateway_ids: list[str], network: Network, conversation: Conversation, d
     shown = []
     for gateway_id in gateway_ids:
         gateway = network.gateways[gateway_id]
-        zones = sorted({leg.record.az_id for leg in conversation.of(NAT_INSIDE, direction)
-                        if leg.gateway_id == gateway_id and leg.record.az_id})  # fmt: skip
+        zones = sorted(
+            {
+                leg.record.az_id
+                for leg in conversation.of(NAT_INSIDE, direction)
+                if leg.gateway_id == gateway_id and leg.record.az_id
+            }
+        )
         zone = gateway.zone if not gateway.regional else ", ".join(zones) or None
         shown.append(f"{gateway_id} ({zone})" if zone and direction == OUT else gateway_id)
     return " + ".join(shown)

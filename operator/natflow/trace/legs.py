@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from natflow.trace.network import NAT_GATEWAY, OTHER, REGIONAL_NAT_GATEWAY, Gateway, Interface, Network
 from natflow.trace.records import FlowRecord
@@ -26,8 +27,16 @@ from natflow.trace.records import FlowRecord
 SOURCE_ENI, NAT_INSIDE, NAT_INTERNET, DESTINATION_ENI = "source-eni", "nat-inside", "nat-internet", "destination-eni"
 OUT, BACK = "out", "back"
 # Where a leg lies on the way out and back, for the order of legs that start in the same second.
-PATH_ORDER = {(SOURCE_ENI, OUT): 0, (NAT_INSIDE, OUT): 1, (NAT_INTERNET, OUT): 2, (DESTINATION_ENI, OUT): 3,
-              (SOURCE_ENI, BACK): 4, (NAT_INTERNET, BACK): 5, (NAT_INSIDE, BACK): 6, (DESTINATION_ENI, BACK): 7}
+PATH_ORDER = {
+    (SOURCE_ENI, OUT): 0,
+    (NAT_INSIDE, OUT): 1,
+    (NAT_INTERNET, OUT): 2,
+    (DESTINATION_ENI, OUT): 3,
+    (SOURCE_ENI, BACK): 4,
+    (NAT_INTERNET, BACK): 5,
+    (NAT_INSIDE, BACK): 6,
+    (DESTINATION_ENI, BACK): 7,
+}
 # Internet legs may start this long before or after their connection's inside legs: records are
 # aggregated over up to 10 minutes, and the two sides of the gateway are cut separately.
 MATCH_TOLERANCE_SECONDS = 600
@@ -139,7 +148,10 @@ def _interface_leg(record: FlowRecord, network: Network, interface: Interface, s
     else:
         return None
     eni = interface.id or None
-    owns_source = eni is not None and eni in (network.eni_of_address(source or ""), network.eni_of_address(record.srcaddr or ""))
+    owns_source = eni is not None and eni in (
+        network.eni_of_address(source or ""),
+        network.eni_of_address(record.srcaddr or ""),
+    )
     owns_destination = eni is not None and eni in (
         network.eni_of_address(destination or ""),
         network.eni_of_address(record.dstaddr or ""),
@@ -162,13 +174,28 @@ InternetKey = tuple[str | None, str | None, str | None, int | None, str | None, 
 
 def inside_key(leg: Leg) -> InsideKey:
     nat = leg.nat_address if leg.interface_kind == NAT_GATEWAY else None
-    return (leg.gateway_id, leg.interface_id, leg.inside, leg.local_port, leg.remote, leg.remote_port,
-            leg.record.protocol, nat)  # fmt: skip
+    return (
+        leg.gateway_id,
+        leg.interface_id,
+        leg.inside,
+        leg.local_port,
+        leg.remote,
+        leg.remote_port,
+        leg.record.protocol,
+        nat,
+    )
 
 
 def internet_key(leg: Leg) -> InternetKey:
-    return (leg.gateway_id, leg.interface_id, leg.nat_address, leg.local_port, leg.remote, leg.remote_port,
-            leg.record.protocol)  # fmt: skip
+    return (
+        leg.gateway_id,
+        leg.interface_id,
+        leg.nat_address,
+        leg.local_port,
+        leg.remote,
+        leg.remote_port,
+        leg.record.protocol,
+    )
 
 
 @dataclass
@@ -181,14 +208,22 @@ class _Connection:
     zones: set[str]
 
 
-def _connections(legs: Iterable[Leg], key_of: object) -> dict[tuple[object, ...], _Connection]:
-    found: dict[tuple[object, ...], _Connection] = {}
+K = TypeVar("K", InsideKey, InternetKey)
+# (gateway, remote, remote port, protocol): what both sides of a connection share
+Route = tuple[str | None, str | None, int | None, int | None]
+# A route and the packets and bytes out and back: both sides of one connection look alike
+Signature = tuple[str | None, str | None, int | None, int | None, int, int, int, int]
+
+
+def _connections(legs: Iterable[Leg], key_of: Callable[[Leg], K]) -> dict[K, _Connection]:
+    found: dict[K, _Connection] = {}
     for leg in legs:
-        key = key_of(leg)  # type: ignore[operator]
+        key = key_of(leg)
         connection = found.get(key)
         if connection is None:
-            connection = found[key] = _Connection([], {OUT: 0, BACK: 0}, {OUT: 0, BACK: 0}, leg.record.start,
-                                                  leg.record.end, set())  # fmt: skip
+            connection = found[key] = _Connection(
+                [], {OUT: 0, BACK: 0}, {OUT: 0, BACK: 0}, leg.record.start, leg.record.end, set()
+            )
         connection.legs.append(leg)
         connection.packets[leg.direction] += leg.record.packets or 0
         connection.bytes[leg.direction] += leg.record.bytes or 0
@@ -199,6 +234,15 @@ def _connections(legs: Iterable[Leg], key_of: object) -> dict[tuple[object, ...]
     return found
 
 
+def _route(key: InsideKey | InternetKey) -> Route:
+    return (key[0], key[4], key[5], key[6])
+
+
+def _signature(route: Route, connection: _Connection) -> Signature:
+    packets, nbytes = connection.packets, connection.bytes
+    return (*route, packets[OUT], packets[BACK], nbytes[OUT], nbytes[BACK])
+
+
 def _may_pair(
     inside: InsideKey, internet: InternetKey, other: _Connection, connection: _Connection, network: Network
 ) -> bool:
@@ -207,13 +251,16 @@ def _may_pair(
     zone (regional), as many packets each way (within PACKETS_APART), overlapping in time within
     MATCH_TOLERANCE_SECONDS."""
     gateway, interface, _, _, remote, _, _, nat = inside
-    if remote is None or gateway is None:
+    if remote is None or gateway is None or _route(inside) != _route(internet):
         return False
     for direction in (OUT, BACK):  # the gateway rewrites addresses and ports, never the packet count
         mine, theirs = connection.packets[direction], other.packets[direction]
         if mine and theirs and abs(mine - theirs) > max(mine, theirs) * PACKETS_APART // 100:
             return False
-    if other.first > connection.last + MATCH_TOLERANCE_SECONDS or other.last < connection.first - MATCH_TOLERANCE_SECONDS:
+    if (
+        other.first > connection.last + MATCH_TOLERANCE_SECONDS
+        or other.last < connection.first - MATCH_TOLERANCE_SECONDS
+    ):
         return False
     if network.gateways[gateway].regional:
         zone = network.gateways[gateway].public_zone_ids.get(internet[2] or "")
@@ -236,55 +283,51 @@ def match_internet_legs(inside_legs: Sequence[Leg], internet_legs: Sequence[Leg]
     time; then, of the rest, the closest in packets, bytes and start among the nearest in time."""
     inside = _connections(inside_legs, inside_key)
     internet = _connections(internet_legs, internet_key)
-    by_route: dict[tuple[object, ...], list[tuple[object, ...]]] = defaultdict(list)
-    for key in sorted(internet, key=lambda k: internet[k].first):
-        by_route[(key[0], key[4], key[5], key[6])].append(key)
-    starts = {route: [internet[key].first for key in keys] for route, keys in by_route.items()}
-    taken: set[tuple[object, ...]] = set()
-    pairs: dict[tuple[object, ...], Leg] = {}
-    exact: dict[tuple[object, ...], list[tuple[object, ...]]] = defaultdict(list)
-    for route, keys in by_route.items():
-        for other_key in keys:
-            other = internet[other_key]
-            exact[(*route, other.packets[OUT], other.packets[BACK], other.bytes[OUT], other.bytes[BACK])].append(other_key)
-    rest = []
+    by_route: dict[Route, list[InternetKey]] = defaultdict(list)
+    exact: dict[Signature, list[InternetKey]] = defaultdict(list)
+    for seen in sorted(internet, key=lambda k: internet[k].first):
+        by_route[_route(seen)].append(seen)
+        exact[_signature(_route(seen), internet[seen])].append(seen)
+    starts = {route: [internet[seen].first for seen in keys] for route, keys in by_route.items()}
+    taken: set[InternetKey] = set()
+    pairs: dict[InternetKey, Leg] = {}
+    rest: list[tuple[int, InsideKey, _Connection]] = []
     for order, (key, connection) in enumerate(inside.items()):
-        route = (key[0], key[4], key[5], key[6])
-        signature = (*route, connection.packets[OUT], connection.packets[BACK], connection.bytes[OUT],
-                     connection.bytes[BACK])  # fmt: skip
-        same = [k for k in exact.get(signature, ()) if k not in taken and _may_pair(key, k, internet[k], connection, network)]  # type: ignore[arg-type]
+        same = [
+            other for other in exact.get(_signature(_route(key), connection), ())
+            if other not in taken and _may_pair(key, other, internet[other], connection, network)
+        ]  # fmt: skip
         if same:
-            best = min(same, key=lambda k: abs(internet[k].first - connection.first))
+            best = min(same, key=lambda other: abs(internet[other].first - connection.first))
             taken.add(best)
             pairs[best] = connection.legs[0]
         else:
             rest.append((order, key, connection))
-    candidates: list[tuple[int, int, int, int, int, tuple[object, ...], tuple[object, ...]]] = []
+    candidates: list[tuple[int, int, int, int, int, InsideKey, InternetKey]] = []
     for order, key, connection in rest:
-        route = (key[0], key[4], key[5], key[6])
-        keys, times = by_route.get(route, []), starts.get(route, [])
+        keys, times = by_route.get(_route(key), []), starts.get(_route(key), [])
         middle = bisect.bisect_left(times, connection.first)
-        nearest = sorted(range(max(0, middle - NEAREST_CANDIDATES), min(len(keys), middle + NEAREST_CANDIDATES)),
-                         key=lambda i: abs(times[i] - connection.first))[:NEAREST_CANDIDATES]  # fmt: skip
+        nearest = sorted(
+            range(max(0, middle - NEAREST_CANDIDATES), min(len(keys), middle + NEAREST_CANDIDATES)),
+            key=lambda i: abs(times[i] - connection.first),
+        )[:NEAREST_CANDIDATES]
         for index in nearest:
             other_key = keys[index]
             other = internet[other_key]
-            if other_key in taken or not _may_pair(key, other_key, other, connection, network):  # type: ignore[arg-type]
+            if other_key in taken or not _may_pair(key, other_key, other, connection, network):
                 continue
             packets = sum(abs(connection.packets[d] - other.packets[d]) for d in (OUT, BACK))
             nbytes = sum(abs(connection.bytes[d] - other.bytes[d]) for d in (OUT, BACK))
             candidates.append((packets, nbytes, abs(connection.first - other.first), order, index, key, other_key))
     candidates.sort(key=lambda c: c[:5])
-    done: set[tuple[object, ...]] = set()
+    done: set[InsideKey] = set()
     for *_, key, other_key in candidates:
         if key in done or other_key in taken:
             continue
         done.add(key)
         taken.add(other_key)
         pairs[other_key] = inside[key].legs[0]
-    return {
-        index: pairs[internet_key(leg)] for index, leg in enumerate(internet_legs) if internet_key(leg) in pairs
-    }
+    return {index: pairs[internet_key(leg)] for index, leg in enumerate(internet_legs) if internet_key(leg) in pairs}
 
 
 # -- conversations -----------------------------------------------------------------------------------
@@ -299,7 +342,9 @@ class Conversation:
 
     def of(self, role: str | None = None, direction: str | None = None) -> list[Leg]:
         return [
-            leg for leg in self.legs if (role is None or leg.role == role) and (direction is None or leg.direction == direction)
+            leg
+            for leg in self.legs
+            if (role is None or leg.role == role) and (direction is None or leg.direction == direction)
         ]
 
 

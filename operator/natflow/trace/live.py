@@ -57,12 +57,17 @@ def live_cluster(api: Any) -> ClusterState:
 
     core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
     state = ClusterState()
-    for kind, lister in (("Node", core.list_node), ("Pod", core.list_pod_for_all_namespaces),
-                         ("ReplicaSet", apps.list_replica_set_for_all_namespaces),
-                         ("Job", batch.list_job_for_all_namespaces)):  # fmt: skip
+    for kind, lister in (
+        ("Node", core.list_node),
+        ("Pod", core.list_pod_for_all_namespaces),
+        ("ReplicaSet", apps.list_replica_set_for_all_namespaces),
+        ("Job", batch.list_job_for_all_namespaces),
+    ):
         for item in _pages(lister):
             state.apply({**item, "kind": kind})
-    found = list(_pages(apps.list_namespaced_daemon_set, namespace="kube-system", field_selector="metadata.name=aws-node"))
+    found = list(
+        _pages(apps.list_namespaced_daemon_set, namespace="kube-system", field_selector="metadata.name=aws-node")
+    )
     state.set_snat(0, found[0] if found else None)
     return state
 
@@ -102,8 +107,12 @@ def live_inputs(
 def _interfaces_on_path(inventory: Inventory, subject: Subject, eni_of: Callable[[str], str | None]) -> list[str]:
     """The subject's own ENIs and every NAT gateway ENI of the VPC."""
     own = [eni for eni in (eni_of(address) for address in subject.addresses) if eni]
-    nat = [a.NetworkInterfaceId for g in inventory.nat_gateways.values() for a in g.NatGatewayAddresses
-           if a.NetworkInterfaceId]  # fmt: skip
+    nat = [
+        a.NetworkInterfaceId
+        for g in inventory.nat_gateways.values()
+        for a in g.NatGatewayAddresses
+        if a.NetworkInterfaceId
+    ]
     return list(dict.fromkeys([*own, *nat]))
 
 
@@ -160,14 +169,17 @@ def _write_events(logs: Any, group: str, enis: list[str], window: tuple[int, int
 
     def events() -> Iterator[dict[str, Any]]:
         for eni in enis:
-            pages = paginator.paginate(logGroupName=group, logStreamNamePrefix=eni, startTime=window[0] * 1000,
-                                       endTime=window[1] * 1000 - 1)  # fmt: skip
+            pages = paginator.paginate(
+                logGroupName=group, logStreamNamePrefix=eni, startTime=window[0] * 1000, endTime=window[1] * 1000 - 1
+            )
             for page in pages:
                 yield from page.get("events", [])
 
     with open(path, "w", encoding="utf-8") as handle:
         handle.write('{"events": [')
         for index, event in enumerate(events()):
-            handle.write(("," if index else "") + json.dumps({"timestamp": event.get("timestamp"),
-                                                              "message": event.get("message")}))  # fmt: skip
+            handle.write(
+                ("," if index else "")
+                + json.dumps({"timestamp": event.get("timestamp"), "message": event.get("message")})
+            )
         handle.write("]}")

@@ -51,8 +51,10 @@ class GatewayZones(_Model):
         if self.AvailabilityMode:
             return self.AvailabilityMode.lower() == "regional"
         # Before AvailabilityMode was read: no subnet and no private IPs is a regional gateway.
-        return not self.SubnetId and bool(self.NatGatewayAddresses) and not any(
-            a.PrivateIp for a in self.NatGatewayAddresses
+        return (
+            not self.SubnetId
+            and bool(self.NatGatewayAddresses)
+            and not any(a.PrivateIp for a in self.NatGatewayAddresses)
         )
 
 
@@ -184,15 +186,17 @@ def build_network(
             public_ips=frozenset(a.PublicIp for a in nat.NatGatewayAddresses if a.PublicIp),
             zone=None if regional else zone,
             zone_id=None if regional else zone_id,
-            public_zone_ids={a.PublicIp: a.AvailabilityZoneId for a in addresses if a.PublicIp and a.AvailabilityZoneId},
+            public_zone_ids={
+                a.PublicIp: a.AvailabilityZoneId for a in addresses if a.PublicIp and a.AvailabilityZoneId
+            },
         )
         kind = REGIONAL_NAT_GATEWAY if regional else NAT_GATEWAY
         for eni in enis:
             eni_zone = inventory.interfaces[eni].AvailabilityZone if eni in inventory.interfaces else zone
             network.interfaces[eni] = Interface(eni, kind, eni_zone, nat.NatGatewayId)
-        for address in nat.NatGatewayAddresses:
-            if address.PrivateIp and address.NetworkInterfaceId:
-                network.nat_ips[address.PrivateIp] = address.NetworkInterfaceId
+        for entry in nat.NatGatewayAddresses:
+            if entry.PrivateIp and entry.NetworkInterfaceId:
+                network.nat_ips[entry.PrivateIp] = entry.NetworkInterfaceId
     for eni in list(network.interfaces):  # a NAT ENI's other private IPs are NAT IPs too
         described = inventory.interfaces.get(eni)
         if described is not None:
@@ -210,8 +214,8 @@ def build_network(
             else:
                 kind = OTHER
             network.interfaces[eni] = Interface(eni, kind, described.AvailabilityZone, None)
-        for address in described.addresses():
-            network.address_eni.setdefault(address, eni)
+        for owned in described.addresses():
+            network.address_eni.setdefault(owned, eni)
         for prefix in described.prefixes():
             try:
                 network.prefix_eni.append((ipaddress.ip_network(prefix, strict=False), eni))

@@ -72,14 +72,18 @@ class AddressFilter:
         # For collecting: a line's other address must lie outside these (an internet leg's remote).
         self.inside = inside
         self.inside_ranges = array("I", [bound for pair in (inside.ipv4_ranges() if inside else []) for bound in pair])
-        ipv4, other = [], []
+        ipv4: list[int] = []
+        other: list[str] = []
         for text in sorted(self.texts):
             try:
                 parsed = ipaddress.ip_address(text)
             except ValueError:
                 other.append(text)
                 continue
-            (ipv4 if parsed.version == 4 else other).append(int(parsed) if parsed.version == 4 else text)
+            if parsed.version == 4:
+                ipv4.append(int(parsed))
+            else:
+                other.append(text)
         self.ipv4 = array("I", sorted(set(ipv4)))  # native uint32, as filter_lines reads them
         self.other = tuple(t.encode() for t in other)
 
@@ -100,8 +104,9 @@ class AddressFilter:
         if not any(value in self.texts for value in values):
             return False
         inside = self.inside if self.inside is not None else CidrSet()
-        return any(value not in self.texts and value != "-" and _is_address(value) and value not in inside
-                   for value in values)  # fmt: skip
+        return any(
+            value not in self.texts and value != "-" and _is_address(value) and value not in inside for value in values
+        )
 
 
 def _is_address(text: str) -> bool:
@@ -147,7 +152,9 @@ class _Reader:
         self.tables: list[tuple[dict[str, str], Any]] = []  # collected Parquet rows (columns, pyarrow table)
         self.pending: list[tuple[LogFormat, Sequence[str], str, tuple[int, int] | None]] = []  # collected, split
 
-    def add(self, values: dict[str, str | None], where: str, fallback: tuple[int, int] | None, chosen: bool = False) -> None:
+    def add(
+        self, values: dict[str, str | None], where: str, fallback: tuple[int, int] | None, chosen: bool = False
+    ) -> None:
         try:
             record = record_of(values, where, fallback)
         except MalformedRecord as error:
@@ -201,19 +208,25 @@ class _Reader:
             if len(chooser.other) > MAX_TEXT_ADDRESSES:
                 spans = [(0, len(blob))]
             else:
-                _, _, found, _ = filter_lines(blob, 0, len(blob), len(fmt.fields), positions, chooser.ipv4,
-                                              chooser.other, (), b"", b"")  # fmt: skip
+                _, _, found, _ = filter_lines(
+                    blob, 0, len(blob), len(fmt.fields), positions, chooser.ipv4, chooser.other, (), b"", b""
+                )
                 spans = [(span_start, span_end) for _, span_start, span_end in found]
             for span_start, span_end in spans:
                 for line in blob[span_start:span_end].decode("utf-8", "replace").splitlines():
                     tokens = line.split()
                     number += 1
                     if tokens and chooser.matches(tokens, positions):
-                        self.add_tokens(fmt, tokens, f"{self.file.path} (an internet leg, {number})", self.file.key_time,
-                                        chosen=True)  # fmt: skip
-        for fmt, tokens, where, fallback in self.pending:
-            if chooser.matches(tokens, chooser.positions(fmt)):
-                self.add_tokens(fmt, tokens, where, fallback, chosen=True)
+                        self.add_tokens(
+                            fmt,
+                            tokens,
+                            f"{self.file.path} (an internet leg, {number})",
+                            self.file.key_time,
+                            chosen=True,
+                        )
+        for fmt, split, where, fallback in self.pending:
+            if chooser.matches(split, chooser.positions(fmt)):
+                self.add_tokens(fmt, split, where, fallback, chosen=True)
         for table in self.tables:
             _chosen_rows(table, chooser, self)
 
@@ -246,7 +259,15 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
             line += data.count(b"\n", start, end)
             return
         lines, rejected, spans, collected = filter_lines(
-            data, start, end, len(fmt.fields), positions, subject.ipv4, subject.other, collect_positions, collect_ipv4,
+            data,
+            start,
+            end,
+            len(fmt.fields),
+            positions,
+            subject.ipv4,
+            subject.other,
+            collect_positions,
+            collect_ipv4,
             collect_inside,
         )
         stats.records_read += rejected
@@ -304,8 +325,9 @@ def _add_rows(table: Any, columns: dict[str, str], reader: _Reader, first_row: A
     texts = table.to_pydict()
     wanted = [name for name in TRACE_FIELDS if name in columns]
     for index in range(table.num_rows):
-        values = {name: None if texts[columns[name]][index] is None else str(texts[columns[name]][index])
-                  for name in wanted}  # fmt: skip
+        values = {
+            name: None if texts[columns[name]][index] is None else str(texts[columns[name]][index]) for name in wanted
+        }
         reader.add(values, f"{reader.file.path} row {first_row(index)}", reader.file.key_time, chosen)
 
 

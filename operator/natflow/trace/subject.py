@@ -93,7 +93,9 @@ def _all_pods(state: ClusterState) -> list[PodRecord]:
     return [*state.pods.values(), *state.host_network_pods.values()]
 
 
-def _pods_subject(state: ClusterState, kind: str, name: str, pods: Sequence[PodRecord], window: tuple[int, int]) -> Subject:
+def _pods_subject(
+    state: ClusterState, kind: str, name: str, pods: Sequence[PodRecord], window: tuple[int, int]
+) -> Subject:
     """The pods' addresses; where node SNAT rewrote them, the node's address too (the pod cannot be
     seen past its node then: its conversations are the node address's, shared with the node's other pods)."""
     subject = Subject(kind, name, [])
@@ -107,26 +109,43 @@ def _pods_subject(state: ClusterState, kind: str, name: str, pods: Sequence[PodR
             subject.times.setdefault(ip, []).append(lease)
         if pod.host_network:
             own.update(dict.fromkeys(pod.ips))
-            subject.notes.append(("HostNetworkPod", f"{pod.key} uses the host network: its address is node "
-                                  f"{pod.node}'s, shared with the node and its other hostNetwork pods"))  # fmt: skip
+            subject.notes.append(
+                (
+                    "HostNetworkPod",
+                    f"{pod.key} uses the host network: its address is node "
+                    f"{pod.node}'s, shared with the node and its other hostNetwork pods",
+                )
+            )
             continue
         own.update(dict.fromkeys(pod.ips))
         start, end = max(pod.start, window[0]), min(pod.end or FOREVER, window[1])
         in_pod = [state.snat.at(start)] + [setting for since, setting in state.snat.changes() if start < since < end]
         snat = [s.node_snat if s is not None else None for s in in_pod]
-        hidden = any(value for value in snat) and not (pod.branch_eni and all(
-            s is not None and s.pod_sg_mode == "strict" for s in in_pod))  # fmt: skip
+        hidden = any(value for value in snat) and not (
+            pod.branch_eni and all(s is not None and s.pod_sg_mode == "strict" for s in in_pod)
+        )
         if hidden and node_ip:
             nodes[node_ip] = None
             subject.times.setdefault(node_ip, []).append(lease)
             for ip in pod.ips:
                 subject.node_translations.append(NodeTranslation(ip, node_ip))
-            subject.notes.append(("NodeSnatHidesPod", f"node SNAT was on (aws-node AWS_VPC_K8S_CNI_EXTERNALSNAT=false): "
-                f"{pod.key}'s traffic leaving the VPC carries node {pod.node}'s address {node_ip}; the pod cannot be "
-                f"seen past its node, so {node_ip}'s conversations (the node's and its other pods') are shown"))  # fmt: skip
+            subject.notes.append(
+                (
+                    "NodeSnatHidesPod",
+                    f"node SNAT was on (aws-node AWS_VPC_K8S_CNI_EXTERNALSNAT=false): "
+                    f"{pod.key}'s traffic leaving the VPC carries node {pod.node}'s address {node_ip}; the pod "
+                    f"cannot be seen past its node, so {node_ip}'s conversations (the node's and its other pods') "
+                    "are shown",
+                )
+            )
         elif any(value is None for value in snat):
-            subject.notes.append(("CNIUnknown", f"whether node {pod.node} rewrote {pod.key}'s address (node SNAT) "
-                                  "is unknown: only the pod's own address is traced"))  # fmt: skip
+            subject.notes.append(
+                (
+                    "CNIUnknown",
+                    f"whether node {pod.node} rewrote {pod.key}'s address (node SNAT) "
+                    "is unknown: only the pod's own address is traced",
+                )
+            )
     subject.addresses = [*own, *(ip for ip in nodes if ip not in own)]
     return subject
 
@@ -139,8 +158,9 @@ def holders(state: ClusterState, queries: Sequence[tuple[str, int, int]]) -> lis
     ipmap = state.ipmap
     found = ipmap.lookup_columns([q[0] for q in queries], [q[1] for q in queries], [q[2] for q in queries])
     first_piece: dict[int, tuple[int, int]] = {}
-    for query, kind, holder in zip(found.piece_queries.tolist(), found.piece_kinds.tolist(),
-                                   found.piece_holders.tolist(), strict=True):  # fmt: skip
+    for query, kind, holder in zip(
+        found.piece_queries.tolist(), found.piece_kinds.tolist(), found.piece_holders.tolist(), strict=True
+    ):
         first_piece.setdefault(query, (kind, holder))
     result = []
     for index, (kind, holder) in enumerate(zip(found.kinds.tolist(), found.holders.tolist(), strict=True)):
