@@ -63,6 +63,9 @@ class TraceInputs:
 class TraceResult:
     document: dict[str, Any]  # the JSON contract of issue 13
     verdicts: list[str]  # a line per conversation, in the document's order
+    # Each leg's tcp-flags (None where the format lacks them), by conversation: shown in the table,
+    # not in the JSON, whose leg fields are issue 13's contract.
+    tcp_flags: list[list[int | None]]
 
 
 def run_trace(
@@ -141,7 +144,7 @@ def run_trace(
             **inputs.extra_stats,
         },
     }
-    return TraceResult(document, verdicts)
+    return TraceResult(document, verdicts, [[leg.record.tcp_flags for leg in c.legs] for c in found])
 
 
 def _reread(
@@ -257,6 +260,7 @@ _COLUMNS = (
     "BYTES",
     "PKTS",
     "ACTION",
+    "FLAGS",
     "REASON",
 )
 
@@ -270,7 +274,8 @@ def render_table(result: TraceResult) -> str:
     ]
     if not document["conversations"]:
         out.append("No conversation found: no flow-log record names these addresses in the window.")
-    for conversation, verdict in zip(document["conversations"], result.verdicts, strict=True):
+    shown = zip(document["conversations"], result.verdicts, result.tcp_flags, strict=True)
+    for conversation, verdict, flags in shown:
         protocol = conversation["protocol"]
         proto = PROTOCOLS.get(protocol, str(protocol)) if protocol is not None else "?"
         port = conversation["remotePort"] if conversation["remotePort"] is not None else "?"
@@ -300,9 +305,10 @@ def render_table(result: TraceResult) -> str:
                 _text(leg["bytes"]),
                 _text(leg["packets"]),
                 leg["action"] or "-",
+                _text(tcp_flags),
                 leg["rejectReason"] or "-",
             )
-            for leg in conversation["legs"]
+            for leg, tcp_flags in zip(conversation["legs"], flags, strict=True)
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
         out += ["  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
