@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-file", type=int, default=1_000_000, help="records per object (default 1M, ~26 MB gz)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data", type=Path, default=OUT, help="where generated objects are kept (default bench/out)")
-    parser.add_argument("--only", choices=("trace",), help="one figure: trace = (e), natflow trace against attribute")
+    parser.add_argument("--only", choices=("trace",), help="one figure: trace = (f), natflow trace against attribute")
     args = parser.parse_args(argv)
     per_file = 250_000 if args.quick and args.per_file == 1_000_000 else args.per_file
     records = args.records or (1_000_000 if args.quick else 10_000_000)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def trace_figure(args: argparse.Namespace, dataset: dict[str, Any], records: int) -> int:
-    """(e) alone: `natflow attribute` and `natflow trace` of one pod on the same text objects."""
+    """(f) alone: `natflow attribute` and `natflow trace` of one pod on the same text objects."""
     inputs = ["--cluster", dataset["cluster"], "--aws", dataset["aws"]]
     command = [sys.executable, "-m", "bench.run", "natflow", "vectorised", str(args.workers), "attribute", *inputs]
     attribute = measure([*command, "-o", "json", "--flow-logs", *dataset["text"]], "natflow vectorised")

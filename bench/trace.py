@@ -44,7 +44,7 @@ def rows(trace: Any, attribute: Any, records: int, row: Callable[..., Any]) -> l
     legs = document["stats"]["legs"]
     return [
         row(
-            f"(e) trace of one pod, {records / 1e6:g}M gzip text, s",
+            f"(f) trace of one pod, {records / 1e6:g}M gzip text, s",
             f"{trace.seconds:.1f} s",
             f"{attribute.seconds:.1f} s",
             f"{ratio:.2f}x",

@@ -95,135 +95,43 @@ def add_connection(world: TraceWorld, maker: RecordMaker, connection: Connection
     """The six records of AWS's NAT example, changed as `connection` says."""
     pod = world.pod
     node = pod.node
-    node_snat = world.snat == "on"
-    inside = node.primary_ip if node_snat else pod.ip
+    inside = node.primary_ip if world.snat == "on" else pod.ip
     out_gateway = node.gateway
     back_gateway = connection.back_gateway or out_gateway
     start = BASE_TIME + connection.minute * 60 + 5
-    end = start + 30
     packets_out, packets_in = connection.bytes_out // 1200 + 2, connection.bytes_in // 1400 + 2
-    common: dict[str, Any] = {"type": "IPv4", "protocol": 6, "action": "ACCEPT"}
-    eni, subnet, instance = node.interfaces[0].id, node.subnet, node.instance_id
-
-    def nat(gateway: Gateway, **fields: Any) -> FlowRecord:
-        return maker._add(
-            "client" if "client" in fields.pop("kind") else "internet",
-            gateway.eni,
-            gateway.subnet,
-            None,
-            start,
-            end,
-            gateway.id,
-            **fields,
-        )
-
-    if connection.node_eni_logged:
-        maker._add(
-            "other",
-            eni,
-            subnet,
-            instance,
-            start,
-            end,
-            srcaddr=inside,
-            dstaddr=REMOTE,
-            srcport=connection.client_port,
-            dstport=443,
-            packets=packets_out,
-            bytes=connection.bytes_out,
-            tcp_flags=2,
-            pkt_srcaddr=inside,
-            pkt_dstaddr=REMOTE,
-            flow_direction="egress",
-            **common,
-        )
-    out_ip = out_gateway.private_ips[0]
-    nat(
-        out_gateway,
-        kind="client",
-        srcaddr=inside,
-        dstaddr=out_ip,
-        srcport=connection.client_port,
-        dstport=443,
-        packets=packets_out,
-        bytes=connection.bytes_out,
-        tcp_flags=2,
-        pkt_srcaddr=inside,
-        pkt_dstaddr=REMOTE,
-        flow_direction="ingress",
-        **common,
-    )
-    nat(
-        out_gateway,
-        kind="internet",
-        srcaddr=out_ip,
-        dstaddr=REMOTE,
-        srcport=connection.nat_port,
-        dstport=443,
-        packets=packets_out,
-        bytes=connection.internet_bytes_out or connection.bytes_out,
-        tcp_flags=2,
-        pkt_srcaddr=out_ip,
-        pkt_dstaddr=REMOTE,
-        flow_direction="egress",
-        **common,
-    )
-    if not connection.reply:
-        return
-    back_ip = back_gateway.private_ips[0]
-    nat(
-        back_gateway,
-        kind="internet",
-        srcaddr=REMOTE,
-        dstaddr=back_ip,
-        srcport=443,
-        dstport=connection.nat_port,
-        packets=packets_in,
-        bytes=connection.bytes_in,
-        tcp_flags=18,
-        pkt_srcaddr=REMOTE,
-        pkt_dstaddr=back_ip,
-        flow_direction="ingress",
-        **common,
-    )
-    nat(
-        back_gateway,
-        kind="client",
-        srcaddr=back_ip,
-        dstaddr=inside,
-        srcport=443,
-        dstport=connection.client_port,
-        packets=packets_in,
-        bytes=connection.bytes_in,
-        tcp_flags=18,
-        pkt_srcaddr=REMOTE,
-        pkt_dstaddr=inside,
-        flow_direction="egress",
-        **common,
-    )
-    if connection.node_eni_logged:
-        reply: dict[str, Any] = dict(common)
-        if connection.reject_on_pod_eni:
-            reply["action"] = "REJECT"
-        maker._add(
-            "other",
-            eni,
-            subnet,
-            instance,
-            start,
-            end,
-            srcaddr=REMOTE,
-            dstaddr=inside,
-            srcport=443,
-            dstport=connection.client_port,
-            packets=packets_in,
-            bytes=connection.bytes_in,
-            tcp_flags=18,
-            pkt_srcaddr=REMOTE,
-            pkt_dstaddr=inside,
-            flow_direction="ingress",
-            **reply,
-        )
+    out_ip, back_ip = out_gateway.private_ips[0], back_gateway.private_ips[0]
+    client, nat, eni = connection.client_port, connection.nat_port, node.interfaces[0]
+    internet_out = connection.internet_bytes_out or connection.bytes_out
+    reply_action = "REJECT" if connection.reject_on_pod_eni else "ACCEPT"
+    # (logged on: None = the node's ENI, else the gateway; role; src, dst, ports, packets, bytes, flags,
+    #  pkt-src, pkt-dst, flow-direction, action)
+    out: list[tuple[Any, ...]] = [
+        (None, "other", inside, REMOTE, client, 443, packets_out, connection.bytes_out, 2, inside, REMOTE, "egress",
+         "ACCEPT"),
+        (out_gateway, "client", inside, out_ip, client, 443, packets_out, connection.bytes_out, 2, inside, REMOTE,
+         "ingress", "ACCEPT"),
+        (out_gateway, "internet", out_ip, REMOTE, nat, 443, packets_out, internet_out, 2, out_ip, REMOTE, "egress",
+         "ACCEPT"),
+    ]  # fmt: skip
+    back: list[tuple[Any, ...]] = [
+        (back_gateway, "internet", REMOTE, back_ip, 443, nat, packets_in, connection.bytes_in, 18, REMOTE, back_ip,
+         "ingress", "ACCEPT"),
+        (back_gateway, "client", back_ip, inside, 443, client, packets_in, connection.bytes_in, 18, REMOTE, inside,
+         "egress", "ACCEPT"),
+        (None, "other", REMOTE, inside, 443, client, packets_in, connection.bytes_in, 18, REMOTE, inside, "ingress",
+         reply_action),
+    ]  # fmt: skip
+    for gateway, role, src, dst, sport, dport, packets, nbytes, flags, pkt_src, pkt_dst, direction, action in (
+        out + back if connection.reply else out
+    ):
+        if gateway is None and not connection.node_eni_logged:
+            continue
+        interface, subnet = (eni.id, node.subnet) if gateway is None else (gateway.eni, gateway.subnet)
+        maker._add(role, interface, subnet, node.instance_id if gateway is None else None, start, start + 30,
+                   gateway.id if gateway else None, srcaddr=src, dstaddr=dst, srcport=sport, dstport=dport,
+                   packets=packets, bytes=nbytes, tcp_flags=flags, pkt_srcaddr=pkt_src, pkt_dstaddr=pkt_dst,
+                   flow_direction=direction, type="IPv4", protocol=6, action=action)  # fmt: skip
 
 
 def add_regional_connection(

@@ -7,33 +7,13 @@ guessed. Numbers that are not plain digits make the record malformed (counted, n
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from natflow.net import normalize_address
 from natflow.timeutil import flow_seconds
 
-# The fields trace reads (hyphenated, as in a log format).
-TRACE_FIELDS = (
-    "interface-id",
-    "resource-id",
-    "srcaddr",
-    "dstaddr",
-    "pkt-srcaddr",
-    "pkt-dstaddr",
-    "srcport",
-    "dstport",
-    "protocol",
-    "packets",
-    "bytes",
-    "start",
-    "end",
-    "action",
-    "log-status",
-    "tcp-flags",
-    "reject-reason",
-    "flow-direction",
-    "az-id",
-)
 ADDRESS_FIELDS = ("srcaddr", "dstaddr", "pkt-srcaddr", "pkt-dstaddr")
 _NUMBERS = frozenset({"srcport", "dstport", "protocol", "packets", "bytes", "start", "end", "tcp-flags"})
 
@@ -75,6 +55,10 @@ class FlowRecord:
         return self.pkt_dstaddr or self.dstaddr
 
 
+# The fields trace reads, hyphenated as in a log format: FlowRecord's.
+TRACE_FIELDS = tuple(f.name.replace("_", "-") for f in dataclasses.fields(FlowRecord) if f.name != "where")
+
+
 def _value(text: str | None, name: str) -> str | int | None:
     if text is None or text == "-" or text == "None":
         return None
@@ -102,28 +86,11 @@ def record_of(values: dict[str, str | None], where: str, fallback_time: tuple[in
         start, end = fallback_time
     start_seconds = flow_seconds(int(start if start is not None else end or 0))
     end_seconds = flow_seconds(int(end)) if end is not None else start_seconds
-    return FlowRecord(
-        interface_id=_text(typed["interface-id"]),
-        resource_id=_text(typed["resource-id"]),
-        srcaddr=_text(typed["srcaddr"]),
-        dstaddr=_text(typed["dstaddr"]),
-        pkt_srcaddr=_text(typed["pkt-srcaddr"]),
-        pkt_dstaddr=_text(typed["pkt-dstaddr"]),
-        srcport=_int(typed["srcport"]),
-        dstport=_int(typed["dstport"]),
-        protocol=_int(typed["protocol"]),
-        packets=_int(typed["packets"]),
-        bytes=_int(typed["bytes"]),
-        start=start_seconds,
-        end=end_seconds,
-        action=_text(typed["action"]),
-        log_status=_text(typed["log-status"]),
-        tcp_flags=_int(typed["tcp-flags"]),
-        reject_reason=_text(typed["reject-reason"]),
-        flow_direction=_text(typed["flow-direction"]),
-        az_id=_text(typed["az-id"]),
-        where=where,
-    )
+    # _value typed each field as FlowRecord declares it: numbers as int, the rest as str
+    fields: dict[str, Any] = {
+        name.replace("-", "_"): typed[name] for name in TRACE_FIELDS if name not in ("start", "end")
+    }
+    return FlowRecord(**fields, start=start_seconds, end=end_seconds, where=where)
 
 
 def record_of_tokens(
@@ -133,11 +100,3 @@ def record_of_tokens(
     if len(tokens) != len(fields):
         raise MalformedRecord(f"{len(tokens)} fields, the format has {len(fields)}")
     return record_of(dict(zip(fields, tokens, strict=True)), where, fallback_time)
-
-
-def _text(value: str | int | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _int(value: str | int | None) -> int | None:
-    return value if isinstance(value, int) else None
