@@ -6,8 +6,8 @@ guessed. Numbers that are not plain digits make the record malformed (counted, n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
