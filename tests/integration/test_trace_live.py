@@ -51,18 +51,16 @@ def world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, Any]]
                 f"{start + 30} ACCEPT OK {pkt_src} {pkt_dst}"
             )
 
-        put_object(
-            aws,
-            start,
-            [
-                line(POD, nat, 40001, 443, 2_000, POD, REMOTE),  # the pod's inside leg out
-                line(nat, REMOTE, 20001, 443, 2_000, nat, REMOTE),  # the gateway's internet leg out
-                line(REMOTE, nat, 443, 20001, 90_000, REMOTE, nat),  # and back
-                line(nat, POD, 443, 40001, 90_000, REMOTE, POD),  # to the pod
-                line("10.0.9.9", nat, 40002, 443, 777, "10.0.9.9", REMOTE),  # someone else's
-            ],
-        )
+        aws["lines"] = lines = [
+            line(POD, nat, 40001, 443, 2_000, POD, REMOTE),  # the pod's inside leg out
+            line(nat, REMOTE, 20001, 443, 2_000, nat, REMOTE),  # the gateway's internet leg out
+            line(REMOTE, nat, 443, 20001, 90_000, REMOTE, nat),  # and back
+            line(nat, POD, 443, 40001, 90_000, REMOTE, POD),  # to the pod
+            line("10.0.9.9", nat, 40002, 443, 777, "10.0.9.9", REMOTE),  # someone else's
+        ]
+        put_object(aws, start, lines)
         aws["window"] = (start - 60, now + 60)
+        aws["start"] = start
         yield aws
 
 
@@ -121,3 +119,27 @@ def test_an_address_nobody_holds_and_a_pod_that_does_not_exist(
     missing = trace(kubeapi, moto_server, "--pod", "trace/nobody", *window)
     assert missing.returncode == 2
     assert "no pod of that name" in missing.stderr
+
+
+def test_the_same_flow_log_in_cloudwatch_logs(kubeapi: KubeAPI, moto_server: MotoServer, world: dict[str, Any]) -> None:
+    """Delivered to CloudWatch Logs instead (the S3 flow log deleted): the NAT ENI's stream of the
+    window, the format from describe-flow-logs, the same conversation."""
+    ec2, logs = world["ec2"], world["logs"]
+    ec2.delete_flow_logs(FlowLogIds=[world["flow_log"]])
+    logs.create_log_group(logGroupName="trace-cw")
+    ec2.create_flow_logs(
+        ResourceIds=[world["vpc"]], ResourceType="VPC", TrafficType="ALL", LogDestinationType="cloud-watch-logs",
+        LogGroupName="trace-cw", DeliverLogsPermissionArn=f"arn:aws:iam::{ACCOUNT}:role/flow-logs",
+        LogFormat=" ".join(f"${{{field}}}" for field in FLOW_FIELDS.split()),
+    )  # fmt: skip
+    stream = f"{world['eni']}-all"
+    logs.create_log_stream(logGroupName="trace-cw", logStreamName=stream)
+    events = [{"timestamp": world["start"] * 1000, "message": line} for line in world["lines"]]
+    logs.put_log_events(logGroupName="trace-cw", logStreamName=stream, logEvents=events)
+    start, end = world["window"]
+    done = trace(kubeapi, moto_server, "--pod", "trace/web-7d9f-abcde", "--start", format_time(start),
+                 "--end", format_time(end), "-o", "json")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    [conversation] = json.loads(done.stdout)["conversations"]
+    assert conversation["out"]["bytes"] == 2_000 and conversation["back"]["bytes"] == 90_000
+    assert len(conversation["legs"]) == 4

@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from natflow.aws.discovery import discover_inventory, vpc_of_instances
+from natflow.aws.discovery import covering_flow_logs, discover_inventory, vpc_of_instances
 from natflow.aws.flowsource import S3Location, window_objects
 from natflow.aws.inventory import FlowLog, Inventory
 from natflow.cluster.state import ClusterState
@@ -129,34 +129,42 @@ def _add_interface_flow_logs(ec2: Any, inventory: Inventory, enis: list[str]) ->
             inventory.add_flow_logs(FlowLog.model_validate(f) for f in page.get("FlowLogs", []))
 
 
+def _chosen_flow_logs(inventory: Inventory, resources: list[str]) -> dict[str, tuple[FlowLog, list[str]]]:
+    """One flow log for each resource on the path (S3 first, then by id), with the resources it was
+    chosen for: two flow logs covering one ENI deliver its records twice, which would be two legs."""
+    chosen: dict[str, tuple[FlowLog, list[str]]] = {}
+    for resource in resources:
+        if resource in inventory.nat_gateways:  # a regional gateway: flow logs on the gateway itself
+            covering = [f for f in inventory.flow_logs.values()
+                        if f.ResourceId == resource and (f.FlowLogStatus or "ACTIVE") == "ACTIVE"]  # fmt: skip
+        else:
+            covering = covering_flow_logs(inventory, resource)
+        if covering:
+            best = min(covering, key=lambda f: (f.destination_type != "s3", f.FlowLogId))
+            chosen.setdefault(best.FlowLogId, (best, []))[1].append(resource)
+    return chosen
+
+
 def _fetch(
-    aws: Any, inventory: Inventory, enis: list[str], window: tuple[int, int], directory: Path, diagnostics: Diagnostics
-) -> list[FlowLogFile]:
-    """Download what covers the window, one S3 destination or log group once."""
+    aws: Any, inventory: Inventory, resources: list[str], window: tuple[int, int], directory: Path,
+    diagnostics: Diagnostics,
+) -> list[FlowLogFile]:  # fmt: skip
+    """Download what the chosen flow logs hold for the window: an S3 flow log's objects (every
+    interface's records), a CloudWatch flow log's streams of the resources it was chosen for."""
     files: list[FlowLogFile] = []
     account = next((i.OwnerId for i in inventory.interfaces.values() if i.OwnerId), None)
-    destinations: set[str] = set()
-    for flow_log in inventory.flow_logs.values():
-        if (flow_log.FlowLogStatus or "ACTIVE") != "ACTIVE":
-            continue
+    for number, (flow_log, chosen_for) in enumerate(_chosen_flow_logs(inventory, resources).values()):
         if flow_log.destination_type == "s3":
-            destination = f"s3:{flow_log.LogDestination}:{flow_log.FlowLogId}"
-            if destination in destinations:
-                continue
-            destinations.add(destination)
             account = account or str(aws.sts.get_caller_identity()["Account"])
             bucket = S3Location.from_destination(flow_log.LogDestination or "").bucket
-            for number, item in enumerate(window_objects(aws.s3, flow_log, account, aws.region, window)):
-                local = directory / f"{number:06d}-{os.path.basename(item.key)}"
+            for item in window_objects(aws.s3, flow_log, account, aws.region, window):
+                local = directory / f"{number:03d}-{os.path.basename(item.key)}"
                 aws.s3.download_file(bucket, item.key, str(local))
                 files.append(dataclasses.replace(item.file, path=str(local)))
         else:
             group = flow_log.LogGroupName or (flow_log.LogDestination or "").rsplit(":", 1)[-1]
-            if f"logs:{group}" in destinations or not group:
-                continue
-            destinations.add(f"logs:{group}")
-            path = directory / f"cloudwatch-{len(destinations):03d}.json"
-            _write_events(aws.logs, group, enis, window, path)
+            path = directory / f"{number:03d}-cloudwatch.json"
+            _write_events(aws.logs, group, chosen_for, window, path)
             files.append(FlowLogFile(str(path), FileKind.CLOUDWATCH, flow_log.FlowLogId, aws.region, None))
     if not files:
         diagnostics.warn("NoFlowLogs", "no active flow log covers the VPC's NAT gateways or the subject's interfaces")
