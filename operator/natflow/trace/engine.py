@@ -111,7 +111,8 @@ def run_trace(
         for leg in (classify(r, network, inside) for r in [*first.records, *first.chosen])
         if leg is not None and leg.role == NAT_INTERNET
     ]
-    again = _reread(inputs.files, legs, first, bounded)
+    # (a remote looked for from the start, --remote, was found in every object already)
+    again = _reread(inputs.files, [leg for leg in legs if leg.remote not in looked_for], first, bounded)
     for remotes, files in again.items():  # internet legs in another object than their inside legs
         wanted = Wanted(AddressFilter(remotes, INTERNET_FIELDS))
         extra = read_files(files, inputs.choices, wanted, bounded, workers)
