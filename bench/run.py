@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench import trace as bench_trace
+
 T = TypeVar("T")
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-file", type=int, default=1_000_000, help="records per object (default 1M, ~26 MB gz)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data", type=Path, default=OUT, help="where generated objects are kept (default bench/out)")
-    parser.add_argument("--only", choices=("dumps",), help="run one figure alone: dumps = (e)")
+    parser.add_argument("--only", choices=("dumps", "trace"), help="run one figure alone: dumps = (e), trace = (f)")
     args = parser.parse_args(argv)
     if args.only == "dumps":
         from bench import dumps
@@ -96,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generating {large:,} records ({records:,} also as Parquet) under {args.data} ...", file=sys.stderr)
     slots = records // per_file  # the larger data set covers the same time: same reduced rows
     generate = [sys.executable, "-m", "bench.run", "generate", str(args.data), str(per_file), str(slots), str(slots)]
-    dataset = json.loads(subprocess.run([*generate, str(records // per_file), "both"], check=True,
-                                        capture_output=True, text=True).stdout)  # fmt: skip
+    dataset = json.loads(subprocess.run([*generate, str(records // per_file), "text" if args.only else "both"],
+                                        check=True, capture_output=True, text=True).stdout)  # fmt: skip
+    if args.only == "trace":
+        return trace_figure(args, dataset, records)
     larger = json.loads(subprocess.run([*generate, str(large // per_file), "text"], check=True,
                                        capture_output=True, text=True).stdout)  # fmt: skip
     print(f"  ready after {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -136,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench import dumps
 
     rows += dumps.run(args.data, args.quick)
+    rows += bench_trace.rows(measure(bench_trace.command(inputs[:4], dataset["text"], args.workers), "natflow trace"),
+                             vectorised, records, Row)  # fmt: skip
     rows += other_figures(args.quick)
     print_table(rows)
     verdict = "identical" if same else "DIFFERENT"
@@ -143,6 +149,17 @@ def main(argv: list[str] | None = None) -> int:
           f"bench took {time.perf_counter() - started:.0f} s; load average {load_before} before, "
           f"{os.getloadavg()[0]:.1f} after (rates are wall clock: other load on the machine lowers them)")  # fmt: skip
     return 0 if same else 1
+
+
+def trace_figure(args: argparse.Namespace, dataset: dict[str, Any], records: int) -> int:
+    """(f) alone: `natflow attribute` and `natflow trace` of one pod on the same text objects."""
+    inputs = ["--cluster", dataset["cluster"], "--aws", dataset["aws"]]
+    command = [sys.executable, "-m", "bench.run", "natflow", "vectorised", str(args.workers), "attribute", *inputs]
+    attribute = measure([*command, "-o", "json", "--flow-logs", *dataset["text"]], "natflow vectorised")
+    trace = measure(bench_trace.command(inputs, dataset["text"], args.workers), "natflow trace")
+    rows = bench_trace.rows(trace, attribute, records, Row)
+    print_table(rows)
+    return 0 if all(row.verdict != "fail" for row in rows) else 1
 
 
 def speed(

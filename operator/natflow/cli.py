@@ -22,6 +22,7 @@ from natflow.flowlogs.vectorised import read_all_parallel
 from natflow.pipeline import PlanError, WindowPlan, WindowSettings, run_window
 from natflow.settings import Settings, SettingsError
 from natflow.timeutil import parse_time
+from natflow.trace import command as trace_command
 
 
 class UsageError(Exception):
@@ -71,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                            "(record by record); both give the same answer")  # fmt: skip
     attribute.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                            help="threads reading flow-log files (vectorised reader; default: the CPUs)")  # fmt: skip
+
+    trace_command.add_parser(commands)
 
     run = commands.add_parser("run", help="run the operator (kopf) in the cluster")
     run.add_argument("--once", action="store_true", help="run one report pass over --window and exit")
@@ -196,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_operator(args.once, args.window, settings)
             except ValueError as error:
                 raise UsageError(str(error)) from None
+        if args.command == "trace":
+            return trace_command.main(args, settings)
         document = attribute(args)
         if args.output == "json":
             print(json.dumps(document, indent=2))

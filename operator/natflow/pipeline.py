@@ -106,6 +106,19 @@ def format_choices(flow_logs: Iterable[FlowLog], log_format: LogFormat | None) -
     return choices
 
 
+def inside_cidrs(inventory: Inventory, diagnostics: Diagnostics) -> CidrSet:
+    """The VPC's CIDRs, or the private ranges (with a warning) when no describe-vpcs output names them."""
+    cidrs = inventory.vpc_cidrs()
+    if not cidrs:
+        cidrs = list(PRIVATE_RANGES)
+        diagnostics.warn(
+            "VpcCidrsUnknown",
+            "no describe-vpcs output for the NAT Gateways' VPC; 'inside' is taken as the private "
+            f"ranges {', '.join(PRIVATE_RANGES)}",
+        )
+    return CidrSet(cidrs)
+
+
 def plan_window(
     inventory: Inventory,
     window: tuple[int | None, int | None],
@@ -115,15 +128,7 @@ def plan_window(
     """The NAT topology and format choices for a window; PlanError when there is nothing to attribute."""
     if not inventory.nat_gateways:
         raise PlanError("NoNatGateways", "no NAT Gateways found")
-    cidrs = inventory.vpc_cidrs()
-    if not cidrs:
-        cidrs = list(PRIVATE_RANGES)
-        diagnostics.warn(
-            "VpcCidrsUnknown",
-            "no describe-vpcs output for the NAT Gateways' VPC; 'inside' is taken as the private "
-            f"ranges {', '.join(PRIVATE_RANGES)}",
-        )
-    topology = inventory.topology(CidrSet(cidrs))
+    topology = inventory.topology(inside_cidrs(inventory, diagnostics))
     if not topology.natgw_by_eni:
         raise PlanError("NoNatInterfaces", "the NAT Gateways have no NetworkInterfaceId in NatGatewayAddresses")
     choices = format_choices(inventory.flow_logs.values(), log_format)

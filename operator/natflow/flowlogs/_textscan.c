@@ -1619,8 +1619,284 @@ done:
     return result;
 }
 
+/* -- filter mode (natflow trace): the lines naming given addresses ---------------------------------- */
+
+#define FEW_ADDRESSES 16
+
+/* The addresses a filter looks for: IPv4 as sorted integers, other texts (IPv6) compared whole. */
+typedef struct {
+    const uint32_t *ipv4;
+    Py_ssize_t ipv4_count;
+    const Token *texts;
+    Py_ssize_t text_count;
+    const int *fields;
+    int field_count, width;
+    const uint32_t *inside; /* (first, last) pairs: a collected line's other end must be outside them */
+    Py_ssize_t inside_count;
+    /* A few IPv4 addresses are found by their dotted-quad text (what read_ipv4 accepts is exactly
+     * that text), which costs less than reading every address field as a number. */
+    int by_text;
+    char quads[FEW_ADDRESSES][16];
+    unsigned char quad_length[FEW_ADDRESSES];
+} AddressFilter;
+
+static int filter_has_ipv4(const AddressFilter *f, uint32_t address) {
+    Py_ssize_t low = 0, high = f->ipv4_count;
+    while (low < high) {
+        Py_ssize_t middle = (low + high) / 2;
+        if (f->ipv4[middle] < address)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    return low < f->ipv4_count && f->ipv4[low] == address;
+}
+
+/* A field's token (fields from starts[], starts[width] one past the newline). */
+static inline Token filter_field(const char *const *starts, int index) {
+    const char *end = starts[index + 1] - 1;
+    while ((unsigned char)end[-1] <= ' ') end--;
+    return (Token){starts[index], end - starts[index]};
+}
+
+/* Whether a token is one of the filter's addresses. */
+static inline int filter_holds(const AddressFilter *f, Token t) {
+    if (f->by_text) {
+        for (Py_ssize_t j = 0; j < f->ipv4_count; j++)
+            if (t.length == f->quad_length[j] && same_bytes(t.text, f->quads[j], t.length)) return 1;
+    } else {
+        uint32_t address;
+        if (read_ipv4(t, &address)) return filter_has_ipv4(f, address);
+    }
+    for (Py_ssize_t j = 0; j < f->text_count; j++)
+        if (t.length == f->texts[j].length && same_bytes(t.text, f->texts[j].text, t.length)) return 1;
+    return 0;
+}
+
+/* Whether one of the line's address fields is an address of the filter. */
+static int line_matches(const AddressFilter *f, const char *const *starts) {
+    for (int i = 0; i < f->field_count; i++)
+        if (filter_holds(f, filter_field(starts, f->fields[i]))) return 1;
+    return 0;
+}
+
+/* The collect rule: one of the fields holds an address of `f` and another one an IPv4 address
+ * outside its inside ranges (a NAT gateway's internet leg: its own address and a remote one). */
+static int line_collected(const AddressFilter *f, const char *const *starts) {
+    int found = -1;
+    for (int i = 0; i < f->field_count && found < 0; i++)
+        if (filter_holds(f, filter_field(starts, f->fields[i]))) found = i;
+    if (found < 0) return 0;
+    for (int i = 0; i < f->field_count; i++) {
+        uint32_t address;
+        if (i == found || !read_ipv4(filter_field(starts, f->fields[i]), &address) || filter_has_ipv4(f, address))
+            continue;
+        int in = 0;
+        for (Py_ssize_t j = 0; j < f->inside_count && !in; j++)
+            in = address >= f->inside[2 * j] && address <= f->inside[2 * j + 1];
+        if (!in) return 1;
+    }
+    return 0;
+}
+
+/* Bytes gathered by a scan (the collected lines). */
+typedef struct {
+    char *text;
+    size_t size, capacity;
+} Gathered;
+
+static int gathered_add(Gathered *g, const char *text, size_t size) {
+    if (g->size + size > g->capacity) {
+        size_t capacity = g->capacity ? g->capacity : 1 << 16;
+        while (capacity < g->size + size) capacity *= 2;
+        char *grown = realloc(g->text, capacity);
+        if (!grown) return -1;
+        g->text = grown;
+        g->capacity = capacity;
+    }
+    memcpy(g->text + g->size, text, size);
+    g->size += size;
+    return 0;
+}
+
+/* The lines of text[0:size] (whole lines) that match `f`, or that this code cannot split with
+ * certainty (odd bytes, another number of fields): (start, end) pairs into `kept`; the other lines
+ * that match `collect` are copied whole into `collected`. */
+static int filter_text(const AddressFilter *f, const AddressFilter *collect, const char *text, Py_ssize_t size,
+                       Handback *kept, Gathered *collected, Py_ssize_t *lines, Py_ssize_t *rejected) {
+    const char *starts[MAX_FIELDS + 1];
+    unsigned char tail[64];
+    Py_ssize_t line_begin = 0, count_lines = 0, count_rejected = 0;
+    int count = 0, odd = 0;
+    uint64_t token_before = 0;
+    for (Py_ssize_t base = 0; base < size; base += 64) {
+        const unsigned char *chunk = (const unsigned char *)text + base;
+        if (size - base < 64) {
+            memset(tail, ' ', sizeof tail);
+            memcpy(tail, chunk, (size_t)(size - base));
+            chunk = tail;
+        }
+        uint64_t token, newline, other;
+        classify64(chunk, &token, &newline, &other);
+        uint64_t token_starts = token & ~((token << 1) | token_before);
+        token_before = token >> 63;
+        for (;;) {
+            uint64_t before = newline ? (newline & -newline) - 1 : ~0ULL;
+            for (uint64_t bits = token_starts & before; bits; bits &= bits - 1) {
+                if (count < MAX_FIELDS) starts[count] = text + base + __builtin_ctzll(bits);
+                count++;
+            }
+            odd |= (other & before) != 0;
+            if (!newline) break;
+            Py_ssize_t line_end = base + __builtin_ctzll(newline) + 1;
+            if (odd) count = split_odd_line(text + line_begin, starts);
+            int keep = 0;
+            if (count < 0 || (count != f->width && count != 0))
+                keep = 1;
+            else if (count) {
+                starts[count] = text + line_end;
+                keep = line_matches(f, starts);
+            }
+            if (keep && handback_add(kept, (Py_ssize_t[]){count_lines, line_begin, line_end}, 3) < 0) return -1;
+            if (!keep && count && collect->field_count && line_collected(collect, starts) &&
+                gathered_add(collected, text + line_begin, (size_t)(line_end - line_begin)) < 0)
+                return -1;
+            count_rejected += !keep && count;
+            count_lines++;
+            line_begin = line_end;
+            count = odd = 0;
+            uint64_t done = before | (newline & -newline);
+            token_starts &= ~done;
+            other &= ~done;
+            newline &= ~done;
+        }
+    }
+    *lines = count_lines;
+    *rejected = count_rejected;
+    return 0;
+}
+
+/* Fields and addresses of one AddressFilter from Python: a tuple of field positions (each below
+ * `width`), a bytes of sorted native uint32 IPv4 addresses; 0, or -1 with an exception set. */
+static int filter_read(AddressFilter *f, int width, PyObject *fields, Py_buffer *addresses, int *positions) {
+    f->width = width;
+    f->fields = positions;
+    f->field_count = (int)PyTuple_GET_SIZE(fields);
+    f->ipv4 = (const uint32_t *)addresses->buf;
+    f->ipv4_count = addresses->len / (Py_ssize_t)sizeof(uint32_t);
+    f->inside = NULL;
+    f->inside_count = 0;
+    if (f->field_count > MAX_FIELDS || addresses->len % (Py_ssize_t)sizeof(uint32_t)) {
+        PyErr_SetString(PyExc_ValueError, "filter_lines: too many fields or a partial address");
+        return -1;
+    }
+    for (int i = 0; i < f->field_count; i++) {
+        long index = PyLong_AsLong(PyTuple_GET_ITEM(fields, i));
+        if (index == -1 && PyErr_Occurred()) return -1;
+        if (index < 0 || index >= width) {
+            PyErr_SetString(PyExc_ValueError, "filter_lines: field position outside the layout");
+            return -1;
+        }
+        positions[i] = (int)index;
+    }
+    for (Py_ssize_t i = 1; i < f->ipv4_count; i++)
+        if (f->ipv4[i - 1] > f->ipv4[i]) {
+            PyErr_SetString(PyExc_ValueError, "filter_lines: IPv4 addresses must be sorted");
+            return -1;
+        }
+    f->by_text = f->ipv4_count <= FEW_ADDRESSES;
+    for (Py_ssize_t i = 0; f->by_text && i < f->ipv4_count; i++) {
+        uint32_t a = f->ipv4[i];
+        int length = snprintf(f->quads[i], sizeof f->quads[i], "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255,
+                              a & 255);
+        f->quad_length[i] = (unsigned char)length;
+    }
+    return 0;
+}
+
+/* filter_lines(buffer, start, end, width, fields, ipv4, texts, collect_fields, collect_ipv4, collect_inside)
+ *   -> (lines, rejected, kept, collected)
+ * The lines of buffer[start:end] (whole lines, the last ending with a newline) of `width` fields
+ * whose fields at the positions `fields` hold one of the addresses (`ipv4`: a bytes of sorted native
+ * uint32; `texts`: a tuple of bytes, compared whole), and the lines it cannot split with certainty:
+ * `kept` lists their (line index from 0, start, end), offsets into buffer, for the caller to read
+ * again. Of the other lines, those where one of `collect_fields` holds one of `collect_ipv4` and
+ * another an address outside the ranges `collect_inside` (native uint32 first, last pairs) are
+ * returned whole, one after the other, in `collected` (bytes). `lines` counts every line, `rejected` the lines with fields that
+ * were not kept (records read and passed over, collected or not). */
+static PyObject *filter_lines(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer view, addresses, collect_addresses, collect_inside;
+    Py_ssize_t start, end;
+    int width;
+    PyObject *fields, *texts, *collect_fields;
+    if (!PyArg_ParseTuple(args, "y*nniO!y*O!O!y*y*", &view, &start, &end, &width, &PyTuple_Type, &fields, &addresses,
+                          &PyTuple_Type, &texts, &PyTuple_Type, &collect_fields, &collect_addresses, &collect_inside))
+        return NULL;
+    PyObject *result = NULL;
+    int positions[MAX_FIELDS], collect_positions[MAX_FIELDS];
+    Token text_tokens[64];
+    AddressFilter f, collect;
+    Handback kept = {NULL, 0, 0};
+    Gathered collected = {NULL, 0, 0};
+    if (start < 0 || end > view.len || start > end || (end > start && ((const char *)view.buf)[end - 1] != '\n')) {
+        PyErr_SetString(PyExc_ValueError, "filter_lines: the range must hold whole lines, the last ending with a newline");
+        goto done;
+    }
+    if (width < 1 || width > MAX_FIELDS || PyTuple_GET_SIZE(texts) > 64) {
+        PyErr_SetString(PyExc_ValueError, "filter_lines: unsupported layout or too many texts");
+        goto done;
+    }
+    if (filter_read(&f, width, fields, &addresses, positions) < 0 ||
+        filter_read(&collect, width, collect_fields, &collect_addresses, collect_positions) < 0)
+        goto done;
+    if (collect_inside.len % (Py_ssize_t)(2 * sizeof(uint32_t))) {
+        PyErr_SetString(PyExc_ValueError, "filter_lines: collect_inside must hold (first, last) pairs");
+        goto done;
+    }
+    collect.inside = (const uint32_t *)collect_inside.buf;
+    collect.inside_count = collect_inside.len / (Py_ssize_t)(2 * sizeof(uint32_t));
+    f.texts = text_tokens;
+    f.text_count = PyTuple_GET_SIZE(texts);
+    collect.texts = NULL;
+    collect.text_count = 0;
+    for (Py_ssize_t i = 0; i < f.text_count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(texts, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "filter_lines: texts must be bytes");
+            goto done;
+        }
+        text_tokens[i] = (Token){PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item)};
+    }
+    Py_ssize_t lines = 0, rejected = 0;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = filter_text(&f, &collect, (const char *)view.buf + start, end - start, &kept, &collected, &lines, &rejected);
+    Py_END_ALLOW_THREADS
+    if (status < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    PyObject *spans = PyList_New((Py_ssize_t)(kept.count / 3));
+    for (size_t i = 0; spans && i < kept.count; i += 3) {
+        PyObject *item = Py_BuildValue("(nnn)", kept.items[i], kept.items[i + 1] + start, kept.items[i + 2] + start);
+        if (!item) Py_CLEAR(spans);
+        else PyList_SET_ITEM(spans, (Py_ssize_t)(i / 3), item);
+    }
+    if (spans) result = Py_BuildValue("(nnNy#)", lines, rejected, spans, collected.text ? collected.text : "",
+                                      (Py_ssize_t)collected.size);
+done:
+    free(kept.items);
+    free(collected.text);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&addresses);
+    PyBuffer_Release(&collect_addresses);
+    PyBuffer_Release(&collect_inside);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"row_columns", row_columns, METH_O, "Reduced rows (a dict) as columns."},
+    {"filter_lines", filter_lines, METH_VARARGS, "The lines naming given addresses (natflow trace)."},
     {NULL, NULL, 0, NULL},
 };
 

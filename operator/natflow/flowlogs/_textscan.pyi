@@ -42,3 +42,15 @@ def row_columns(
     bytearray,
     bytearray,
 ]: ...
+def filter_lines(
+    buffer: Buffer,
+    start: int,
+    end: int,
+    width: int,
+    fields: tuple[int, ...],
+    ipv4: Buffer,
+    texts: tuple[bytes, ...],
+    collect_fields: tuple[int, ...],
+    collect_ipv4: Buffer,
+    collect_inside: Buffer,
+) -> tuple[int, int, list[tuple[int, int, int]], bytes]: ...
