@@ -57,6 +57,8 @@ class ReductionStats:
     internet_leg_bytes: int = 0
     unclassified_nat_records: int = 0
     unclassified_nat_bytes: int = 0
+    damaged_files: int = 0  # objects with a DamagedFlowLog warning
+    lost_records: int = 0  # records a damaged object claims and did not give (where it says how many)
     malformed_examples: list[str] = field(default_factory=list)
 
     def malformed(self, where: str, why: str) -> None:
