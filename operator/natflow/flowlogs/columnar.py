@@ -124,7 +124,7 @@ def read_reference(
         part.stats.damaged_files += 1
         part.stats.lost_records += max((claimed or 0) - read, 0)
     elif claimed is not None and read != claimed:
-        _warn_damaged(file, notes, part.stats, f"its row groups claim {claimed} rows, {read} were read",
+        _warn_damaged(file, notes, part.stats, f"its row groups claim {claimed} records, {read} were read",
                       lost=max(claimed - read, 0))  # fmt: skip
     return ObjectReading.of(part, notes)
 
@@ -134,13 +134,12 @@ class _Damaged(Exception):
 
 
 def _warn_damaged(file: FlowLogFile, notes: Diagnostics, stats: ReductionStats, problem: str, lost: int | None) -> None:
+    """One DamagedFlowLog warning for the object, on one line; `lost`: the records it claims and did
+    not give (None: not known)."""
     stats.damaged_files += 1
     stats.lost_records += lost or 0
-    if lost is None:
-        notes.warn("DamagedFlowLog", f"{file.path}: damaged Parquet: {problem}", file=file.path)
-        return
-    notes.warn("DamagedFlowLog", f"{file.path}: damaged Parquet: {problem}; {lost} record(s) it claims were not read",
-               file=file.path, lostRecords=lost)  # fmt: skip
+    details: dict[str, Any] = {"file": file.path} if lost is None else {"file": file.path, "lostRecords": lost}
+    notes.warn("DamagedFlowLog", " ".join(f"{file.path}: damaged Parquet: {problem}".split()), **details)
 
 
 def _footer_size(path: str) -> int:
@@ -173,6 +172,7 @@ class _ParquetObject:
             self.claimed_rows = sum(metadata.row_group(index).num_rows for index in range(metadata.num_row_groups))
             self.footer_rows = metadata.num_rows
             self.row_groups = [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)]
+            self.encodings = _encodings(metadata)
         except _DAMAGE as error:
             raise _Damaged(f"unreadable footer ({type(error).__name__}: {error})") from error
         self.columns = {canonical_name(name): name for name in names}  # as readers.read_parquet
@@ -193,7 +193,9 @@ class _ParquetObject:
         """The rows of every row group into a scanner (and the odd ones into `part`)."""
         if not self.used:  # no column to count rows by: the reference counts them
             raise NeedsReference
-        parquet = self._open(self.columns[name] for name in self.used)
+        parquet = self._open(
+            self.columns[name] for name in self.used if self.encodings.get(self.columns[name], set()) <= _DICTIONARY_READ
+        )
         schema = parquet.schema_arrow
         kinds = [_kind(name, schema.field(self.columns[name]).type) for name in self.used]
         part.formats.setdefault(self.format.fields, self.format.origin)
@@ -221,8 +223,25 @@ class _ParquetObject:
             problems.insert(0, f"its footer claims {self.footer_rows} rows, its row groups {self.claimed_rows}")
         if problems:
             shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-            _warn_damaged(self.file, notes, part.stats, f"{shown}; the other row groups are kept", lost)
+            read = self.claimed_rows - lost
+            summary = f"{read} of the {self.claimed_rows} records its row groups claim were read (the intact row groups)"
+            _warn_damaged(self.file, notes, part.stats, f"{shown}; {summary}", lost)
         return ScannedText(scanner)
+
+
+# The encodings pyarrow reads into dictionaries (its dictionary reading lacks the DELTA ones).
+_DICTIONARY_READ = {"PLAIN_DICTIONARY", "RLE_DICTIONARY", "PLAIN", "RLE", "BIT_PACKED"}
+
+
+def _encodings(metadata: pq.FileMetaData) -> dict[str, set[str]]:
+    """Each top-level column's encodings, over its chunks."""
+    found: dict[str, set[str]] = {}
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        for column in range(group.num_columns):
+            chunk = group.column(column)
+            found.setdefault(chunk.path_in_schema, set()).update(chunk.encodings)
+    return found
 
 
 def _kind(name: str, kind: pa.DataType) -> int:
