@@ -9,7 +9,10 @@ them moves.
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -280,3 +283,17 @@ DAMAGES = (
     "truncated in the middle",
     "row group's pages overwritten",
 )
+
+
+def abort_decoder(*args: Any) -> None:
+    """A decoder that dies as a library aborting on bad bytes would (read in a decoder process)."""
+    os.abort()
+
+
+def sleeping_decoder(*args: Any) -> None:
+    time.sleep(30)
+
+
+def killed_decoder(*args: Any) -> None:
+    """A decoder the kernel kills (as the OOM killer would)."""
+    os.kill(os.getpid(), signal.SIGKILL)

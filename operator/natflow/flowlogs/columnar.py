@@ -117,6 +117,11 @@ def read_reference(
 ) -> ObjectReading:
     """The object through the reference reader, its rows checked against the row groups' claim
     (the reference stops at damage, and may be given fewer rows than claimed without an error)."""
+    if claimed is None:
+        try:
+            claimed = _ParquetObject(file).claimed_rows
+        except _Damaged:
+            pass  # the reference reader says what is wrong
     part, notes = Reduction(topology, window), Diagnostics()
     readers.read_parquet(file, choices, part, notes)
     read = part.stats.records_read

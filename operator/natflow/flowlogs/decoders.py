@@ -17,11 +17,14 @@ paid once per reader thread, not per object.
 from __future__ import annotations
 
 import atexit
+import fcntl
+import os
 import resource
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -67,22 +70,37 @@ def _serve(connection: Connection) -> None:
             connection.send(("error", f"{type(error).__name__}: {error} (sending the result)"))
 
 
+# The end of a dead decoder's stderr shown in its warning (an abort's reason, e.g. an uncaught C++ exception).
+STDERR_SHOWN_BYTES = 300
+
+
 class _Child:
     def __init__(self, address_space: int) -> None:
+        # Its stderr goes to an unlinked file, not to the run's: what it said before dying is shown
+        # on the object's warning line instead.
+        self.stderr, path = tempfile.mkstemp(prefix="natflow-decoder-")
+        os.unlink(path)
+        fcntl.fcntl(self.stderr, fcntl.F_SETFL, os.O_APPEND)
         ours, theirs = socket.socketpair()
         with ours, theirs:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(theirs.fileno()), str(address_space)],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
+                stderr=self.stderr,
             )
             self.connection = Connection(ours.detach())
+
+    def begin(self) -> None:
+        """Forget what the child said before this object."""
+        os.ftruncate(self.stderr, 0)
 
     def stop(self) -> None:
         self.connection.close()
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        os.close(self.stderr)
 
     def death(self) -> str:
         """What became of a child whose connection closed."""
@@ -90,14 +108,18 @@ class _Child:
             code: int | None = self.process.wait(5)
         except subprocess.TimeoutExpired:
             code = None
+        size = os.fstat(self.stderr).st_size
+        said = " ".join(os.pread(self.stderr, STDERR_SHOWN_BYTES, max(size - STDERR_SHOWN_BYTES, 0)).decode(
+            "utf-8", "replace").split())  # fmt: skip
         self.stop()
         if code is None:
-            return "decoder process stopped answering"
-        if code < 0:
+            what = "decoder process stopped answering"
+        elif code < 0:
             name = signal.Signals(-code).name
-            cause = " (out of memory?)" if name == "SIGKILL" else ""
-            return f"decoder process killed by {name}{cause}"
-        return f"decoder process exited with status {code}"
+            what = f"decoder process killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+        else:
+            what = f"decoder process exited with status {code}"
+        return f"{what}: {said}" if said else what
 
 
 class DecoderPool:
@@ -112,11 +134,12 @@ class DecoderPool:
     def call(self, function: Callable[..., T], args: tuple[Any, ...], timeout: float) -> T:
         """function(*args) in a child; DecoderFailed when the child dies, overruns or the call raises."""
         child = self._take()
+        child.begin()
         try:
             child.connection.send((function, args))
             if not child.connection.poll(timeout):
                 child.stop()
-                raise DecoderFailed(f"decoding took more than {timeout:.0f} s; decoder process stopped", timed_out=True)
+                raise DecoderFailed(f"decoding took more than {timeout:g} s; decoder process stopped", timed_out=True)
             status, value = child.connection.recv()
         except (EOFError, OSError) as error:  # the child died (a broken pipe, a closed one)
             raise DecoderFailed(child.death()) from error
