@@ -215,7 +215,7 @@ def damaged(name: str, good: Path, out: Path) -> Path:
         out.write_bytes(data)
         data = _stored_gzip(out)
         offset = first_page(out, "bytes", 2)
-        header, body = page_header(data, offset)
+        _, body = page_header(data, offset)
         # A stored block's value: the first int64 of the page's values, after a 10-byte gzip header,
         # the block header (5 bytes) and the page's levels (4-byte length + RLE).
         target = body + 10 + 5 + 4 + 2 + 5

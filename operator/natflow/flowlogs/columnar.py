@@ -27,14 +27,14 @@ footer claims there too.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from natflow.diagnostics import Diagnostic, Diagnostics
@@ -118,10 +118,8 @@ def read_reference(
     """The object through the reference reader, its rows checked against the row groups' claim
     (the reference stops at damage, and may be given fewer rows than claimed without an error)."""
     if claimed is None:
-        try:
+        with contextlib.suppress(_Damaged):  # the reference reader says what is wrong
             claimed = _ParquetObject(file).claimed_rows
-        except _Damaged:
-            pass  # the reference reader says what is wrong
     part, notes = Reduction(topology, window), Diagnostics()
     readers.read_parquet(file, choices, part, notes)
     read = part.stats.records_read
@@ -184,7 +182,7 @@ class _ParquetObject:
         self.format = LogFormat(tuple(self.columns), f"{file.path} columns")
         self.used = [name for name in USED_FIELDS if name in self.columns]
 
-    def _open(self, dictionaries: Collection[str] = ()) -> pq.ParquetFile:
+    def _open(self, dictionaries: Iterable[str] = ()) -> pq.ParquetFile:
         return pq.ParquetFile(
             self.file.path,
             read_dictionary=list(dictionaries) or None,
@@ -198,9 +196,8 @@ class _ParquetObject:
         """The rows of every row group into a scanner (and the odd ones into `part`)."""
         if not self.used:  # no column to count rows by: the reference counts them
             raise NeedsReference
-        parquet = self._open(
-            self.columns[name] for name in self.used if self.encodings.get(self.columns[name], set()) <= _DICTIONARY_READ
-        )
+        columns = [self.columns[name] for name in self.used]
+        parquet = self._open(name for name in columns if self.encodings.get(name, set()) <= _DICTIONARY_READ)
         schema = parquet.schema_arrow
         kinds = [_kind(name, schema.field(self.columns[name]).type) for name in self.used]
         part.formats.setdefault(self.format.fields, self.format.origin)
@@ -212,10 +209,7 @@ class _ParquetObject:
         for index, claimed in enumerate(self.row_groups):
             delivered = 0
             try:
-                for batch in parquet.iter_batches(
-                    batch_size=BATCH_ROWS, row_groups=[index], columns=[self.columns[n] for n in self.used],
-                    use_threads=False,
-                ):  # fmt: skip
+                for batch in parquet.iter_batches(BATCH_ROWS, [index], columns, use_threads=False):
                     reader.read(batch)
                     delivered += batch.num_rows
             except _DAMAGE as error:
@@ -229,7 +223,7 @@ class _ParquetObject:
         if problems:
             shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
             read = self.claimed_rows - lost
-            summary = f"{read} of the {self.claimed_rows} records its row groups claim were read (the intact row groups)"
+            summary = f"{read} of the {self.claimed_rows} records its row groups claim were read (the intact ones)"
             _warn_damaged(self.file, notes, part.stats, f"{shown}; {summary}", lost)
         return ScannedText(scanner)
 
@@ -274,75 +268,146 @@ class _BatchReader:
         self.fallback = parquet.file.key_time
         self.first = 0  # the file's row number of the batch's first row
         topology = part.topology
-        self.enis = _text_set(topology.natgw_by_eni) if "interface-id" in self.used else None
-        self.statuses = _text_set(_STATUS_KEPT) if "log-status" in self.used else None
+        self.enis = _TextSet(topology.natgw_by_eni) if "interface-id" in self.used else None
+        self.statuses = _TextSet(_STATUS_KEPT) if "log-status" in self.used else None
+        self.dictionaries: dict[int, tuple[pa.Array, _Views]] = {}  # by column: the last dictionary's views
 
     def read(self, batch: pa.RecordBatch) -> None:
         rows = batch.num_rows
         picked = self._picked(batch)
-        if picked is not None:
-            batch = batch.filter(picked)
-            left_out = rows - batch.num_rows  # other interfaces
-            self.part.stats.records_read += left_out
-            self.part.stats.other_interface_records += left_out
-        if batch.num_rows:
-            columns = tuple(_scanned(batch.column(i), kind) for i, kind in enumerate(self.kinds))
-            handed_back = self.scanner.scan_columns(columns, batch.num_rows)
-            if handed_back:
-                self._hand_back(batch, handed_back, picked)
+        count = rows if picked is None else len(picked)
+        self.part.stats.records_read += rows - count  # other interfaces
+        self.part.stats.other_interface_records += rows - count
+        if count:
+            columns = tuple(self._column(index, batch.column(index), picked) for index in range(batch.num_columns))
+            handed_back = self.scanner.scan_columns(columns, count)
+            for position in handed_back:  # rows for the reference code, in file order, numbered as it numbers them
+                row = position if picked is None else int(picked[position])
+                self.where.line = self.first + row
+                values = [[batch.column(index)[row].as_py()] for index in range(batch.num_columns)]
+                add_rows(values, self.layout, self.part, self.where, self.fallback)  # counts the row in
         self.first += rows
 
-    def _picked(self, batch: pa.RecordBatch) -> pa.BooleanArray | None:
-        """The rows the scanner reads: on a NAT ENI or NODATA/SKIPDATA (None: every row; without
-        interface-id, the ENI comes from the addresses)."""
+    def _picked(self, batch: pa.RecordBatch) -> np.ndarray | None:
+        """The positions of the rows the scanner reads: on a NAT ENI or NODATA/SKIPDATA (None: every
+        row; without interface-id, the ENI comes from the addresses)."""
         if self.enis is None:
             return None
-        picked = _text_in(batch.column(self.used.index("interface-id")), self.enis)
+        found = self.enis.found(batch.column(self.used.index("interface-id")))
         if self.statuses is not None:
-            picked = pc.or_(picked, _text_in(batch.column(self.used.index("log-status")), self.statuses))
-        return picked
+            found |= self.statuses.found(batch.column(self.used.index("log-status")))
+        return np.flatnonzero(found)
 
-    def _hand_back(self, batch: pa.RecordBatch, positions: list[int], picked: pa.BooleanArray | None) -> None:
-        """Rows for the reference code, in file order, numbered as it numbers them."""
-        rows_in_file = np.flatnonzero(picked.to_numpy(zero_copy_only=False)) if picked is not None else None
-        for position in positions:
-            row = [[batch.column(i)[position].as_py()] for i in range(batch.num_columns)]
-            self.where.line = self.first + int(rows_in_file[position] if rows_in_file is not None else position)
-            add_rows(row, self.layout, self.part, self.where, self.fallback)  # counts the row in
+    def _column(self, index: int, column: pa.Array, picked: np.ndarray | None) -> tuple[int, int, Any, Any, Any]:
+        """The picked rows of a column as `scan_columns` takes it: (kind, 0, validity, values, data buffers)."""
+        valid = _valid(column)
+        if isinstance(column, pa.DictionaryArray):
+            entries = _numbers(column.indices)
+            if valid is not None:
+                entries = np.where(valid, entries, 0)  # a null's index is any number
+            dictionary = column.dictionary
+            if not len(dictionary):
+                dictionary = pa.array([0] if self.kinds[index] == _INT64 else [""], dictionary.type)
+            values, data = self._dictionary(index, dictionary)
+            rows = entries if picked is None else entries[picked]
+            if np.any((rows < 0) | (rows >= len(values))):
+                raise ValueError("a dictionary index out of range")
+            chosen = values[rows]
+        else:
+            values, data = _integers(column) if self.kinds[index] == _INT64 else _views(column)
+            chosen = values if picked is None else values[picked]
+        if valid is not None:
+            valid = valid if picked is None else valid[picked]
+            validity: Any = np.packbits(valid, bitorder="little") if not valid.all() else None
+        else:
+            validity = None
+        return self.kinds[index], 0, validity, np.ascontiguousarray(chosen), data
+
+    def _dictionary(self, index: int, dictionary: pa.Array) -> _Views:
+        known = self.dictionaries.get(index)
+        if known is not None and known[0] is dictionary:
+            return known[1]
+        made = _integers(dictionary) if self.kinds[index] == _INT64 else _views(dictionary)
+        self.dictionaries[index] = (dictionary, made)
+        return made
 
 
-@dataclass(frozen=True)
+_Views = tuple[np.ndarray, tuple[Any, ...]]  # values (int64, or string views: 16 bytes each) and data buffers
+
+
+def _valid(column: pa.Array) -> np.ndarray | None:
+    """Each value's validity (None: no nulls)."""
+    if isinstance(column, pa.DictionaryArray):
+        column = column.indices
+    bitmap = column.buffers()[0]
+    if bitmap is None or not column.null_count:
+        return None
+    bits = np.unpackbits(np.frombuffer(bitmap, np.uint8), bitorder="little")
+    return bits[column.offset : column.offset + len(column)].astype(bool)
+
+
+def _numbers(column: pa.Array) -> np.ndarray:
+    """An integer array's values as numpy (any at a null)."""
+    dtype = np.dtype(column.type.to_pandas_dtype())
+    values = np.frombuffer(column.buffers()[1], dtype)
+    return values[column.offset : column.offset + len(column)]
+
+
+def _integers(column: pa.Array) -> _Views:
+    return _numbers(column).astype(np.int64), ()
+
+
+_INLINE = 12  # the bytes a string view holds itself
+
+
+def _views(column: pa.Array) -> _Views:
+    """A string array as Arrow string views (16 bytes a value: the length, then the text itself up
+    to 12 bytes, else its first 4 bytes, buffer 0 and its offset there) and its data buffer."""
+    if pa.types.is_string_view(column.type):
+        _, views, *data = column.buffers()
+        values = np.frombuffer(views, np.uint8).reshape(-1, 16)[column.offset : column.offset + len(column)]
+        return values, tuple(buffer for buffer in data if buffer is not None)
+    _, offsets_buffer, data_buffer = column.buffers()
+    width = np.int64 if pa.types.is_large_string(column.type) else np.int32
+    offsets = np.frombuffer(offsets_buffer, width)[column.offset : column.offset + len(column) + 1].astype(np.int64)
+    data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None and data_buffer.size else np.zeros(1, np.uint8)
+    starts, lengths = offsets[:-1], offsets[1:] - offsets[:-1]
+    if len(offsets) and (offsets[-1] >= 1 << 31 or lengths.max(initial=0) >= 1 << 31):
+        raise NeedsReference  # not what a view can point at
+    values = np.zeros((len(lengths), 16), np.uint8)
+    values[:, 0:4] = lengths.astype("<i4").view(np.uint8).reshape(-1, 4)
+    places = np.minimum(starts[:, None] + np.arange(_INLINE), len(data) - 1)
+    text = np.where(np.arange(_INLINE) < lengths[:, None], data[places], 0).astype(np.uint8)
+    long = lengths > _INLINE
+    values[:, 4:16] = text
+    values[long, 8:12] = 0  # buffer 0
+    values[long, 12:16] = starts[long].astype("<i4").view(np.uint8).reshape(-1, 4)
+    return values, (data,)
+
+
 class _TextSet:
     """Texts a column is compared with, as the reference reads a value: null and "None" as '-'."""
 
-    values: pa.Array
-    null_matches: bool
+    def __init__(self, values: Collection[str]) -> None:
+        self.values = set(values) - {"None"}
+        self.null_matches = "-" in values
 
-
-def _text_set(values: Collection[str]) -> _TextSet:
-    found = set(values)
-    return _TextSet(pa.array(sorted(found - {"None"}), pa.string()), "-" in found)
-
-
-def _text_in(column: pa.Array, texts: _TextSet) -> pa.BooleanArray:
-    """Whether each value of a text column reads as one of `texts` (dictionary columns are compared
-    by their entries, once each)."""
-    if isinstance(column, pa.DictionaryArray):
-        entries = _text_in(column.dictionary, texts)
-        return pc.fill_null(pc.take(entries, column.indices), texts.null_matches)
-    found = pc.is_in(column, value_set=texts.values)
-    if texts.null_matches:
-        found = pc.or_(found, pc.equal(column, "None"))
-    return pc.fill_null(found, texts.null_matches)
-
-
-def _scanned(column: pa.Array, kind: int) -> tuple[int, int, Any, Any, tuple[Any, ...]]:
-    """A column as `scan_columns` takes it: (kind, offset, validity, values, data buffers)."""
-    if kind == _INT64:
-        column = column.cast(pa.int64())
-    else:
+    def found(self, column: pa.Array) -> np.ndarray:
+        """Whether each value of a text column reads as one of the texts (a dictionary column's
+        entries are compared once each)."""
+        valid = _valid(column)
         if isinstance(column, pa.DictionaryArray):
-            column = column.dictionary_decode()
-        column = column.cast(pa.string_view())
-    validity, values, *data = column.buffers()
-    return kind, column.offset, validity, values, tuple(buffer for buffer in data if buffer is not None)
+            entries = np.array([self._matches(text) for text in column.dictionary.to_pylist()] + [False])
+            indices = _numbers(column.indices).astype(np.int64)
+            indices = np.where((indices < 0) | (indices >= len(entries) - 1), len(entries) - 1, indices)
+            found = entries[indices]
+        else:
+            found = np.array([self._matches(text) for text in column.to_pylist()], dtype=bool)
+        if valid is not None:
+            found = np.where(valid, found, self.null_matches)
+        return found
+
+    def _matches(self, text: str | None) -> bool:
+        if text is None:
+            return self.null_matches
+        return text in self.values or (text == "None" and self.null_matches)

@@ -88,6 +88,9 @@ class _Child:
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 stderr=self.stderr,
+                # pyarrow's default allocator (mimalloc) keeps freed pages and reserves address space
+                # ahead; the C library's gives both back, so RSS and the address space cap mean what they say.
+                env={**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"},
             )
             self.connection = Connection(ours.detach())
 
