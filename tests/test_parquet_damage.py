@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from natflow.cli import main
-from natflow.flowlogs import columnar, decoders
-from tests import parquet_damage
+from natflow.flowlogs import decoders, vectorised
 from tests.parquet_damage import DAMAGES, ROWS, damaged, table, write
 
 NAME = "123456789012_vpcflowlogs_us-east-1_fl-0abc_20261121T1000Z_{}.log.parquet"
@@ -103,14 +102,15 @@ def test_a_decoder_that_aborts_loses_nothing_the_reference_reader_can_read(
     inputs: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     second = write(table("eni-nat2", "10.0.0.222", "10.0.2"), inputs["flows"] / NAME.format("second"))
-    monkeypatch.setattr(columnar, "read_object", parquet_damage.abort_decoder)  # runs in the decoder
+    abort = "tests.parquet_damage:abort_decoder"  # runs in the decoder
+    monkeypatch.setattr(vectorised, "PARQUET_READERS", (abort, vectorised.PARQUET_READERS[1]))
     document = attribute(inputs, capsys)
     assert totals(document) == {"nat-1": GOOD_BYTES, "nat-2": GOOD_BYTES}  # read again by the reference reader
     assert damage_warnings(document, second) == [
         f"{second}: decoder process killed by SIGABRT; read again by the reference reader"
     ]
     assert document["stats"]["damagedFiles"] == 2  # both objects: each killed its decoder
-    monkeypatch.setattr(columnar, "read_reference", parquet_damage.abort_decoder)
+    monkeypatch.setattr(vectorised, "PARQUET_READERS", (abort, abort))
     document = attribute(inputs, capsys)
     assert totals(document) == {"nat-1": 0, "nat-2": 0} and document["stats"]["recordsRead"] == 0
     assert damage_warnings(document, second) == [
@@ -122,7 +122,7 @@ def test_a_decoder_that_aborts_loses_nothing_the_reference_reader_can_read(
 def test_a_decoder_that_overruns_its_time_is_stopped(
     inputs: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(columnar, "read_object", parquet_damage.sleeping_decoder)
+    monkeypatch.setattr(vectorised, "PARQUET_READERS", ("tests.parquet_damage:sleeping_decoder",) * 2)
     monkeypatch.setattr(decoders, "TIME_LIMIT_SECONDS", 0.5)
     monkeypatch.setattr(decoders, "TIME_LIMIT_SECONDS_PER_MB", 0.0)
     document = attribute(inputs, capsys)
@@ -135,15 +135,15 @@ def test_a_decoder_that_overruns_its_time_is_stopped(
 def test_the_pool_replaces_dead_decoders() -> None:
     pool = decoders.DecoderPool(address_space=1 << 30)
     try:
-        assert pool.call(os.getpid, (), 30) != os.getpid()
+        assert pool.call("os:getpid", (), 30) != os.getpid()
         with pytest.raises(decoders.DecoderFailed, match="killed by SIGABRT"):
-            pool.call(os.abort, (), 30)
+            pool.call("os:abort", (), 30)
         with pytest.raises(decoders.DecoderFailed, match="killed by SIGKILL"):
-            pool.call(parquet_damage.killed_decoder, (), 30)
+            pool.call("tests.parquet_damage:killed_decoder", (), 30)
         with pytest.raises(decoders.DecoderFailed, match=r"decoder failed \(MemoryError"):
-            pool.call(bytearray, (2 << 30,), 30)  # above the decoder's address space
+            pool.call("builtins:bytearray", (2 << 30,), 30)  # above the decoder's address space
         with pytest.raises(decoders.DecoderFailed, match="exited with status 3"):
-            pool.call(os._exit, (3,), 30)
-        assert pool.call(sum, ([1, 2, 3],), 30) == 6  # a fresh decoder
+            pool.call("os:_exit", (3,), 30)
+        assert pool.call("builtins:sum", ([1, 2, 3],), 30) == 6  # a fresh decoder
     finally:
         pool.close()

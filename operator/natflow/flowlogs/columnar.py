@@ -30,18 +30,17 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from natflow.diagnostics import Diagnostic, Diagnostics
+from natflow.diagnostics import Diagnostics
 from natflow.flowlogs import readers
 from natflow.flowlogs.fields import USED_FIELDS, LogFormat, canonical_name
 from natflow.flowlogs.readers import FormatChoices, Layout, NeedsReference, Where, add_rows
-from natflow.flowlogs.reduce import NatTopology, Reduction, ReductionStats, RowKey, RowValue
+from natflow.flowlogs.reduce import NatTopology, ObjectReading, Reduction, ReductionStats
 from natflow.flowlogs.sources import FlowLogFile
 from natflow.flowlogs.textscan import ScannedText, scanner_for
 
@@ -64,30 +63,6 @@ _STATUS_KEPT = ("NODATA", "SKIPDATA")
 # What a row group's reading may raise on damaged bytes (pyarrow's errors are ArrowException and
 # subclasses of ValueError, OSError, MemoryError, NotImplementedError).
 _DAMAGE = (pa.ArrowException, ValueError, OSError, MemoryError, NotImplementedError, UnicodeError, EOFError)
-
-
-@dataclass
-class ObjectReading:
-    """What reading one object gave, as it crosses from the decoder process (no topology)."""
-
-    rows: dict[RowKey, RowValue]
-    stats: ReductionStats
-    first_time: int | None
-    last_time: int | None
-    formats: dict[tuple[str, ...], str]
-    warnings: list[Diagnostic] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, part: Reduction, notes: Diagnostics) -> ObjectReading:
-        return cls(part.rows, part.stats, part.first_time, part.last_time, part.formats, notes.items)
-
-    def into(self, topology: NatTopology, window: tuple[int, int] | None) -> tuple[Reduction, Diagnostics]:
-        part, notes = Reduction(topology, window), Diagnostics()
-        part.rows, part.stats, part.formats = self.rows, self.stats, self.formats
-        part.first_time, part.last_time = self.first_time, self.last_time
-        for item in self.warnings:
-            notes.warn(item.reason, item.message, **item.details)
-        return part, notes
 
 
 def read_object(
@@ -370,7 +345,8 @@ def _views(column: pa.Array) -> _Views:
     _, offsets_buffer, data_buffer = column.buffers()
     width = np.int64 if pa.types.is_large_string(column.type) else np.int32
     offsets = np.frombuffer(offsets_buffer, width)[column.offset : column.offset + len(column) + 1].astype(np.int64)
-    data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None and data_buffer.size else np.zeros(1, np.uint8)
+    empty = data_buffer is None or not data_buffer.size
+    data = np.zeros(1, np.uint8) if empty else np.frombuffer(data_buffer, np.uint8)
     starts, lengths = offsets[:-1], offsets[1:] - offsets[:-1]
     if len(offsets) and (offsets[-1] >= 1 << 31 or lengths.max(initial=0) >= 1 << 31):
         raise NeedsReference  # not what a view can point at

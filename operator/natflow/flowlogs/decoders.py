@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import importlib
 import os
 import resource
 import signal
@@ -26,11 +27,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 # A child's address space: pyarrow maps ~1.4 GB of it (libraries, allocator arenas, thread stacks)
 # before it decodes anything; a flow log's row group takes a few tens of MB more.
@@ -61,7 +59,8 @@ def _serve(connection: Connection) -> None:
         except EOFError:  # the parent is gone
             return
         try:
-            reply: tuple[str, Any] = ("ok", function(*args))
+            module, name = function.split(":")
+            reply: tuple[str, Any] = ("ok", getattr(importlib.import_module(module), name)(*args))
         except BaseException as error:  # everything goes back as text: the parent decides
             reply = ("error", f"{type(error).__name__}: {error}")
         try:
@@ -134,8 +133,10 @@ class DecoderPool:
         self.idle: list[_Child] = []
         self.lock = threading.Lock()
 
-    def call(self, function: Callable[..., T], args: tuple[Any, ...], timeout: float) -> T:
-        """function(*args) in a child; DecoderFailed when the child dies, overruns or the call raises."""
+    def call(self, function: str, args: tuple[Any, ...], timeout: float) -> Any:
+        """function(*args) in a child (`function`: "module:name", imported there only, so that the
+        parent never loads the decoding library); DecoderFailed when the child dies, overruns or
+        the call raises."""
         child = self._take()
         child.begin()
         try:
@@ -149,8 +150,7 @@ class DecoderPool:
         self._give_back(child)
         if status != "ok":
             raise DecoderFailed(f"decoder failed ({value})")
-        result: T = value
-        return result
+        return value
 
     def _take(self) -> _Child:
         with self.lock:

@@ -31,10 +31,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from natflow.diagnostics import Diagnostics
-from natflow.flowlogs import columnar, decoders, textscan
+from natflow.flowlogs import decoders, textscan
 from natflow.flowlogs.fields import FormatError
 from natflow.flowlogs.readers import DAMAGE, READERS, FormatChoices, NeedsReference
-from natflow.flowlogs.reduce import NatTopology, Reduction
+from natflow.flowlogs.reduce import NatTopology, ObjectReading, Reduction
 from natflow.flowlogs.sources import FileKind, FlowLogFile
 from natflow.net import CidrSet
 
@@ -48,6 +48,9 @@ class BulkRead(Protocol):
 
 _FastReader = Callable[[FlowLogFile, FormatChoices, Reduction, Diagnostics], BulkRead]
 _FAST: dict[FileKind, _FastReader] = {FileKind.TEXT: textscan.read_text}
+# A Parquet object's readers in a decoder process: the fast one, then (if the decoder dies on the
+# object) the reference one. By name: the parent never loads pyarrow.
+PARQUET_READERS = ("natflow.flowlogs.columnar:read_object", "natflow.flowlogs.columnar:read_reference")
 # What a fast reader raises when the file must be read by the reference reader instead.
 _TO_REFERENCE = (NeedsReference, FormatError, textscan.INFLATE_ERROR, *DAMAGE)
 
@@ -91,9 +94,9 @@ def _read_parquet(
         limit = decoders.time_limit(0)  # the decoder says what is wrong with the file
     portable = _portable(topology)
     failures: list[str] = []
-    for read in (columnar.read_object, columnar.read_reference):
+    for read in PARQUET_READERS:
         try:
-            reading = decoders.pool().call(read, (file, choices, portable, window), limit)
+            reading: ObjectReading = decoders.pool().call(read, (file, choices, portable, window), limit)
         except decoders.DecoderFailed as failure:
             failures.append(str(failure))
             if failure.timed_out:
