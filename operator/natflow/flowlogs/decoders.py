@@ -179,6 +179,13 @@ _pool: DecoderPool | None = None
 _pool_lock = threading.Lock()
 
 
+def stop_idle() -> None:
+    """Stop the idle decoders (their memory is the process's to use again; new ones start on demand)."""
+    with _pool_lock:
+        if _pool is not None:
+            _pool.close()
+
+
 def pool() -> DecoderPool:
     """The process's decoder pool, made at first use and closed at exit."""
     global _pool

@@ -154,7 +154,20 @@ def read_all_parallel(
 ) -> Reduction:
     """Read every file, `workers` at a time; the result is what reading them in order gives
     (formats, malformed examples and warnings are merged in file order)."""
-    files = list(files)
+    try:
+        return _read_all(list(files), choices, topology, window, diagnostics, workers)
+    finally:
+        decoders.stop_idle()  # a pass's decoders do not hold memory through what follows it
+
+
+def _read_all(
+    files: list[FlowLogFile],
+    choices: FormatChoices,
+    topology: NatTopology,
+    window: tuple[int, int] | None,
+    diagnostics: Diagnostics,
+    workers: int,
+) -> Reduction:
     reduction = Reduction(topology, window)
     if workers < 2 or len(files) < 2:
         for file in files:
