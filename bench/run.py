@@ -383,8 +383,8 @@ def in_process_decoding() -> None:
     from natflow.flowlogs import decoders
 
     class InProcess(decoders.DecoderPool):
-        def call(self, function: Callable[..., T], args: tuple[Any, ...], timeout: float) -> T:
-            return function(*args)
+        def call(self, function: str, args: tuple[Any, ...], timeout: float) -> Any:
+            return decoders.resolve(function)(*args)
 
     pool = InProcess()
     decoders.pool = lambda: pool

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -51,6 +52,13 @@ def time_limit(size: int) -> float:
     return TIME_LIMIT_SECONDS + TIME_LIMIT_SECONDS_PER_MB * size / (1 << 20)
 
 
+def resolve(function: str) -> Callable[..., Any]:
+    """The function named "module:name" (imported here)."""
+    module, name = function.split(":")
+    found: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return found
+
+
 def _serve(connection: Connection) -> None:
     """A child's loop: (function, args) in, ("ok", result) or ("error", text) out."""
     while True:
@@ -59,8 +67,7 @@ def _serve(connection: Connection) -> None:
         except EOFError:  # the parent is gone
             return
         try:
-            module, name = function.split(":")
-            reply: tuple[str, Any] = ("ok", getattr(importlib.import_module(module), name)(*args))
+            reply: tuple[str, Any] = ("ok", resolve(function)(*args))
         except BaseException as error:  # everything goes back as text: the parent decides
             reply = ("error", f"{type(error).__name__}: {error}")
         try:
