@@ -311,8 +311,9 @@ def _valid(column: pa.Array, rows: np.ndarray | None = None) -> np.ndarray | Non
     if bitmap is None or not column.null_count:
         return None
     bits = np.frombuffer(bitmap, np.uint8)
-    at = column.offset + (np.arange(len(column)) if rows is None else rows)
-    return ((bits[at >> 3] >> (at & 7)) & 1).astype(bool)
+    at: np.ndarray = column.offset + (np.arange(len(column)) if rows is None else rows)
+    valid: np.ndarray = ((bits[at >> 3] >> (at & 7)) & 1).astype(bool)
+    return valid
 
 
 def _numbers(column: pa.Array) -> np.ndarray:
