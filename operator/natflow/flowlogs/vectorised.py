@@ -154,38 +154,28 @@ def read_all_parallel(
 ) -> Reduction:
     """Read every file, `workers` at a time; the result is what reading them in order gives
     (formats, malformed examples and warnings are merged in file order)."""
+    files = list(files)
     try:
-        return _read_all(list(files), choices, topology, window, diagnostics, workers)
+        reduction = Reduction(topology, window)
+        if workers < 2 or len(files) < 2:
+            for file in files:
+                read_file_vectorised(file, choices, reduction, diagnostics)
+            return reduction
+
+        def read_apart(file: FlowLogFile) -> tuple[Reduction, BulkRead | None, Diagnostics]:
+            return _read_file(file, choices, topology, window)
+
+        threads = min(workers, len(files))
+        with ThreadPoolExecutor(threads) as pool:
+            # At most one file more than the threads read ahead: a file done early waits, with its reduced
+            # rows, only for those before it, and memory does not grow with the number of files.
+            ahead: deque[Future[tuple[Reduction, BulkRead | None, Diagnostics]]] = deque()
+            for file in files:
+                ahead.append(pool.submit(read_apart, file))
+                if len(ahead) > threads:
+                    _fold(reduction, *ahead.popleft().result(), diagnostics)
+            while ahead:
+                _fold(reduction, *ahead.popleft().result(), diagnostics)
+        return reduction
     finally:
         decoders.stop_idle()  # a pass's decoders do not hold memory through what follows it
-
-
-def _read_all(
-    files: list[FlowLogFile],
-    choices: FormatChoices,
-    topology: NatTopology,
-    window: tuple[int, int] | None,
-    diagnostics: Diagnostics,
-    workers: int,
-) -> Reduction:
-    reduction = Reduction(topology, window)
-    if workers < 2 or len(files) < 2:
-        for file in files:
-            read_file_vectorised(file, choices, reduction, diagnostics)
-        return reduction
-
-    def read_apart(file: FlowLogFile) -> tuple[Reduction, BulkRead | None, Diagnostics]:
-        return _read_file(file, choices, topology, window)
-
-    threads = min(workers, len(files))
-    with ThreadPoolExecutor(threads) as pool:
-        # At most one file more than the threads read ahead: a file done early waits, with its reduced
-        # rows, only for those before it, and memory does not grow with the number of files.
-        ahead: deque[Future[tuple[Reduction, BulkRead | None, Diagnostics]]] = deque()
-        for file in files:
-            ahead.append(pool.submit(read_apart, file))
-            if len(ahead) > threads:
-                _fold(reduction, *ahead.popleft().result(), diagnostics)
-        while ahead:
-            _fold(reduction, *ahead.popleft().result(), diagnostics)
-    return reduction
