@@ -122,9 +122,9 @@ def _warn_damaged(file: FlowLogFile, notes: Diagnostics, stats: ReductionStats, 
     notes.warn("DamagedFlowLog", " ".join(f"{file.path}: damaged Parquet: {problem}".split()), **details)
 
 
-def _footer_size(path: str) -> int:
-    """The footer's length as the file's tail states it; _Damaged when it is not a Parquet tail or
-    claims more than the file holds or a flow log needs."""
+def _check_footer(path: str) -> None:
+    """_Damaged when the file's tail is not Parquet's or its footer claims more bytes than the file
+    holds or a flow log needs."""
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size < 12:
@@ -136,7 +136,6 @@ def _footer_size(path: str) -> int:
     claimed = int.from_bytes(tail[:4], "little")
     if claimed > size - 12 or claimed > FOOTER_MAX_BYTES:
         raise _Damaged(f"its footer claims {claimed} bytes of {size} (at most {FOOTER_MAX_BYTES} taken)")
-    return claimed
 
 
 class _ParquetObject:
@@ -144,7 +143,10 @@ class _ParquetObject:
 
     def __init__(self, file: FlowLogFile) -> None:
         self.file = file
-        _footer_size(file.path)
+        try:
+            _check_footer(file.path)
+        except OSError as error:  # not damage: the file cannot be read at all
+            raise _Damaged(f"unreadable ({error.strerror or error})") from error
         try:
             probe = self._open()
             names = probe.schema_arrow.names
@@ -183,8 +185,11 @@ class _ParquetObject:
         reader = _BatchReader(self, scanner, layout, kinds, part)
         problems: list[str] = []
         lost = 0
+        first = 0
         for index, claimed in enumerate(self.row_groups):
             delivered = 0
+            reader.first = first  # rows are numbered as the footer places them, whatever came before
+            first += claimed
             try:
                 for batch in parquet.iter_batches(BATCH_ROWS, [index], columns, use_threads=False):
                     reader.read(batch)
@@ -243,7 +248,7 @@ class _BatchReader:
         self.used = parquet.used
         self.where = Where(parquet.file.path)
         self.fallback = parquet.file.key_time
-        self.first = 0  # the file's row number of the batch's first row
+        self.first = 0  # the file's row number of the next batch's first row
         topology = part.topology
         self.enis = _TextSet(topology.natgw_by_eni) if "interface-id" in self.used else None
         self.statuses = _TextSet(_STATUS_KEPT) if "log-status" in self.used else None
