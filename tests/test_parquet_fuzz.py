@@ -61,11 +61,12 @@ def test_mutated_parquet_never_escapes_nor_inflates(tmp_path: Path, page_version
     reduction = Reduction(TOPOLOGY, None)
     vectorised.read_file_vectorised(file, FormatChoices(), reduction, Diagnostics())
     assert reduction.stats.records_counted == ROWS  # the good object, whole
-    damaged = 0
+    damaged = ran = 0
     started = time.monotonic()
     for case in range(CASES // 2):
         if time.monotonic() - started > TIME_BUDGET / 2:
-            break
+            break  # a loaded machine runs fewer cases, each as strict
+        ran += 1
         path.write_bytes(mutate(data, rng))
         reduction, diagnostics = Reduction(TOPOLOGY, None), Diagnostics()
         vectorised.read_file_vectorised(file, FormatChoices(), reduction, diagnostics)
@@ -76,4 +77,4 @@ def test_mutated_parquet_never_escapes_nor_inflates(tmp_path: Path, page_version
         if reduction.stats.records_read < ROWS or counted < WRITTEN_BYTES:
             assert named, (case, [item.message for item in diagnostics.items])
             damaged += 1
-    assert damaged > CASES // 10  # the mutations reach what is read
+    assert ran >= 20 and damaged > ran // 10  # the mutations reach what is read
