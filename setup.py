@@ -11,10 +11,5 @@ setup(
             ["operator/natflow/flowlogs/_textscan.c"],
             extra_compile_args=COMPILE_ARGS,
         ),
-        Extension(
-            "natflow.flowlogs._parquet",
-            ["operator/natflow/flowlogs/_parquet.c"],
-            extra_compile_args=COMPILE_ARGS,
-        ),
     ]
 )

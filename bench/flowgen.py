@@ -3,9 +3,10 @@
 Records follow natflow's recommended 20-field format (~170 bytes a line). The mix: about 1%
 NODATA, 0.2% SKIPDATA, 20% on the NAT Gateways' ENIs (client legs out and in, internet legs out
 and in, a few REJECTs) and the rest on the nodes' ENIs; each pod leaves through its zone's NAT
-Gateway to a few peers of its own. Columns are built with polars from hashes of the record index
-(about 1 s per million records; gzip -6 takes about 5 s more), so the same seed always gives the
-same objects. Text objects carry the header line AWS writes and are named as AWS names them.
+Gateway to a few peers of its own. Columns are built with numpy from hashes of the record index and
+written by pyarrow (Parquet: GZIP pages with page checksums, as parquet-mr writes them by default;
+text: pyarrow's CSV writer, gzip -6), so the same seed always gives the same objects. Text objects
+carry the header line AWS writes and are named as AWS names them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from natflow.flowlogs.fields import RECOMMENDED_FORMAT, parse_log_format
 from natflow.timeutil import format_time
@@ -37,6 +42,18 @@ PEERS = 5000
 FIRST_START = 1_795_255_200  # 2026-11-21T10:00:00Z
 SECONDS_PER_FILE = 300  # each object holds five minutes of records, as AWS delivers them
 FIELDS = parse_log_format(RECOMMENDED_FORMAT, "bench").fields
+ROW_GROUP_ROWS = 131_072
+
+PODS = NODES * PODS_PER_NODE
+# Every address a record holds, by code: pods, then peers, then the NAT Gateways' private IPs.
+ADDRESSES = (
+    [f"10.0.{pod // PODS_PER_NODE + 32}.{pod % PODS_PER_NODE + 10}" for pod in range(PODS)]
+    + [f"52.{peer // 250 + 1}.{peer % 250}.{(peer * 7) % 250 + 1}" for peer in range(PEERS)]
+    + [ip for _, _, ip, _ in NAT_GATEWAYS]
+)
+_PEER_CODE, _NAT_CODE = PODS, PODS + PEERS
+# The ENIs, by code: the NAT Gateways', then the nodes'.
+ENIS = [eni for _, eni, _, _ in NAT_GATEWAYS] + [f"eni-0node{node:012d}" for node in range(NODES)]
 
 
 @dataclass(frozen=True)
@@ -56,111 +73,97 @@ def _object_name(index: int, slot: int, suffix: str) -> str:
     return f"{ACCOUNT}_vpcflowlogs_{REGION}_{FLOW_LOG}_{stamp}_{index:08x}{suffix}"
 
 
-def _ip(a: int, b: pl.Expr, c: pl.Expr, d: pl.Expr) -> pl.Expr:
-    return pl.concat_str(pl.lit(str(a)), b.cast(pl.String), c.cast(pl.String), d.cast(pl.String), separator=".")
+def _hash(values: np.ndarray, seed: int) -> np.ndarray:
+    """splitmix64 of each value (uint64, wrapping), a different series for each seed."""
+    z = values + np.uint64((seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
-def records(seed: int, first_index: int, count: int, slot: int) -> pl.DataFrame:
-    """`count` records (index `first_index` on) of five-minute slot `slot`, as typed columns (None = '-')."""
-    index = pl.int_range(first_index, first_index + count, dtype=pl.UInt64)
-    # Staged with_columns so that each hash and address is computed once, not once per use.
-    base = (
-        pl.select(shape=index.hash(seed), sizes=(index + (1 << 40)).hash(seed + 1))
-        .with_columns(
-            kind=pl.col("shape") % 1000,
-            leg=(pl.col("shape") // 1000) % 100,
-            pod=(pl.col("shape") // 1_000_000) % (NODES * PODS_PER_NODE),
-            packets=pl.col("sizes") % 200 + 1,
-            start=FIRST_START + slot * SECONDS_PER_FILE + (pl.col("sizes") // 1000) % SECONDS_PER_FILE,
-        )
-        .with_columns(
-            # A pod's traffic leaves through its node's zone's NAT Gateway, to a few peers of its own.
-            nat=(pl.col("pod") // PODS_PER_NODE) % len(NAT_GATEWAYS),
-            peer=(pl.col("pod") * 7 + (pl.col("shape") // 1_000_000_000) % 4) % PEERS,
-        )
-    )
-    kind, leg, pod, peer = pl.col("kind"), pl.col("leg"), pl.col("pod"), pl.col("peer")
-    flags = (
-        base.with_columns(
-            nodata=kind < 10,
-            skip=(kind >= 10) & (kind < 12),
-            is_nat=(kind >= 12) & (kind < 212),
-            nat_eni=pl.when(pl.col("nat") == 0).then(pl.lit(NAT_GATEWAYS[0][1])).otherwise(pl.lit(NAT_GATEWAYS[1][1])),
-            nat_ip=pl.when(pl.col("nat") == 0).then(pl.lit(NAT_GATEWAYS[0][2])).otherwise(pl.lit(NAT_GATEWAYS[1][2])),
-            node_eni=pl.concat_str(pl.lit("eni-0node"), (pod // PODS_PER_NODE).cast(pl.String).str.zfill(12)),
-            pod_ip=_ip(10, pl.lit(0), pod // PODS_PER_NODE + 32, pod % PODS_PER_NODE + 10),
-            peer_ip=_ip(52, peer // 250 + 1, peer % 250, (peer * 7) % 250 + 1),
-            service=pl.when(peer < 250).then(pl.lit("AMAZON")),
-            port=(pl.col("shape") % 60000 + 1024).cast(pl.Int32),
-        )
-        .with_columns(
-            client_out=pl.col("is_nat") & (leg < 30),
-            client_in=pl.col("is_nat") & (leg >= 30) & (leg < 50),
-            internet_out=pl.col("is_nat") & (leg >= 50) & (leg < 80),
-            internet_in=pl.col("is_nat") & (leg >= 80),
-            rejected=pl.col("is_nat") & (leg == 99),
-        )
-        .with_columns(outbound=pl.col("client_out") | pl.col("internet_out") | ~pl.col("is_nat"))
-    )
-    client_out, client_in = pl.col("client_out"), pl.col("client_in")
-    internet_out, internet_in = pl.col("internet_out"), pl.col("internet_in")
-    nat_ip, pod_ip, peer_ip = pl.col("nat_ip"), pl.col("pod_ip"), pl.col("peer_ip")
-    outbound, start, port = pl.col("outbound"), pl.col("start"), pl.col("port")
+def _text(codes: np.ndarray, table: list[str], present: np.ndarray | None = None) -> pa.Array:
+    """The strings `table[code]`, null where not `present`."""
+    indices = pa.array(codes.astype(np.int32), mask=None if present is None else ~present)
+    return pc.take(pa.array(table, pa.string()), indices)
+
+
+def _integers(values: np.ndarray, kind: pa.DataType, present: np.ndarray | None = None) -> pa.Array:
+    return pa.array(values, kind, mask=None if present is None else ~present)
+
+
+def records(seed: int, first_index: int, count: int, slot: int) -> pa.Table:
+    """`count` records (index `first_index` on) of five-minute slot `slot`, as typed columns (null = '-'),
+    named by field."""
+    index = np.arange(first_index, first_index + count, dtype=np.uint64)
+    shape, sizes = _hash(index, seed), _hash(index + np.uint64(1 << 40), seed + 1)
+    kind, leg = shape % 1000, (shape // 1000) % 100
+    pod = ((shape // 1_000_000) % PODS).astype(np.int64)
+    packets = (sizes % 200 + 1).astype(np.int64)
+    start = (FIRST_START + slot * SECONDS_PER_FILE + (sizes // 1000) % SECONDS_PER_FILE).astype(np.int64)
+    # A pod's traffic leaves through its node's zone's NAT Gateway, to a few peers of its own.
+    nat = (pod // PODS_PER_NODE) % len(NAT_GATEWAYS)
+    peer = (pod * 7 + ((shape // 1_000_000_000) % 4).astype(np.int64)) % PEERS
+    nodata, skip = kind < 10, (kind >= 10) & (kind < 12)
+    is_nat = (kind >= 12) & (kind < 212)
+    client_out, client_in = is_nat & (leg < 30), is_nat & (leg >= 30) & (leg < 50)
+    internet_out, internet_in = is_nat & (leg >= 50) & (leg < 80), is_nat & (leg >= 80)
+    rejected = is_nat & (leg == 99)
+    outbound = client_out | internet_out | ~is_nat
+    port = (shape % 60000 + 1024).astype(np.int32)
     # Node ENIs: pods talking to the internet directly; NAT ENIs: client legs and internet legs.
-    addressed = flags.with_columns(
-        src=pl.when(client_in | internet_out).then(nat_ip).when(internet_in).then(peer_ip).otherwise(pod_ip),
-        dst=pl.when(client_out | internet_in).then(nat_ip).when(client_in).then(pod_ip).otherwise(peer_ip),
-    )
+    nat_ip, peer_ip = _NAT_CODE + nat, _PEER_CODE + peer
+    src = np.select([client_in | internet_out, internet_in], [nat_ip, peer_ip], pod)
+    dst = np.select([client_out | internet_in, client_in], [nat_ip, pod], peer_ip)
+    data = ~(nodata | skip)  # NODATA/SKIPDATA records carry only the ENI, times and status, as AWS writes them
+    service = data & (peer < 250)
     columns = {
-        "version": pl.lit(5, pl.Int32),
-        "account-id": pl.lit(ACCOUNT),
-        "interface-id": pl.when(pl.col("is_nat")).then(pl.col("nat_eni")).otherwise(pl.col("node_eni")),
-        "srcaddr": pl.col("src"),
-        "dstaddr": pl.col("dst"),
-        "srcport": pl.when(outbound).then(port).otherwise(pl.lit(443, pl.Int32)),
-        "dstport": pl.when(outbound).then(pl.lit(443, pl.Int32)).otherwise(port),
-        "protocol": pl.lit(6, pl.Int32),
-        "packets": pl.col("packets").cast(pl.Int64),
-        "bytes": (pl.col("packets") * ((pl.col("sizes") // 200) % 1400 + 60)).cast(pl.Int64),
-        "start": start.cast(pl.Int64),
-        "end": (start + (pl.col("sizes") // 1_000_000) % 60).cast(pl.Int64),
-        "action": pl.when(pl.col("rejected")).then(pl.lit("REJECT")).otherwise(pl.lit("ACCEPT")),
-        "log-status": pl.when(pl.col("nodata"))
-        .then(pl.lit("NODATA"))
-        .when(pl.col("skip"))
-        .then(pl.lit("SKIPDATA"))
-        .otherwise(pl.lit("OK")),
-        "vpc-id": pl.lit(VPC),
-        "pkt-srcaddr": pl.when(client_in).then(peer_ip).otherwise(pl.col("src")),
-        "pkt-dstaddr": pl.when(client_out).then(peer_ip).otherwise(pl.col("dst")),
-        "pkt-src-aws-service": pl.when(client_in).then(pl.col("service")),
-        "pkt-dst-aws-service": pl.when(client_out).then(pl.col("service")),
-        "flow-direction": pl.when(outbound).then(pl.lit("egress")).otherwise(pl.lit("ingress")),
+        "version": _integers(np.full(count, 5), pa.int32()),
+        "account-id": _text(np.zeros(count), [ACCOUNT]),
+        "interface-id": _text(np.where(is_nat, nat, len(NAT_GATEWAYS) + pod // PODS_PER_NODE), ENIS),
+        "srcaddr": _text(src, ADDRESSES, data),
+        "dstaddr": _text(dst, ADDRESSES, data),
+        "srcport": _integers(np.where(outbound, port, 443), pa.int32(), data),
+        "dstport": _integers(np.where(outbound, 443, port), pa.int32(), data),
+        "protocol": _integers(np.full(count, 6), pa.int32(), data),
+        "packets": _integers(packets, pa.int64(), data),
+        "bytes": _integers(packets * ((sizes // 200) % 1400 + 60).astype(np.int64), pa.int64(), data),
+        "start": _integers(start, pa.int64()),
+        "end": _integers(start + ((sizes // 1_000_000) % 60).astype(np.int64), pa.int64()),
+        "action": _text(rejected, ["ACCEPT", "REJECT"], data),
+        "log-status": _text(np.select([nodata, skip], [1, 2], 0), ["OK", "NODATA", "SKIPDATA"]),
+        "vpc-id": _text(np.zeros(count), [VPC]),
+        "pkt-srcaddr": _text(np.where(client_in, peer_ip, src), ADDRESSES, data),
+        "pkt-dstaddr": _text(np.where(client_out, peer_ip, dst), ADDRESSES, data),
+        "pkt-src-aws-service": _text(np.zeros(count), ["AMAZON"], service & client_in),
+        "pkt-dst-aws-service": _text(np.zeros(count), ["AMAZON"], service & client_out),
+        "flow-direction": _text(outbound, ["ingress", "egress"], data),
     }
-    # NODATA/SKIPDATA records carry only the ENI, times and status, as AWS writes them.
-    kept_on_no_data = {"version", "account-id", "interface-id", "start", "end", "log-status", "vpc-id"}
-    data = ~(pl.col("nodata") | pl.col("skip"))
-    return addressed.select(
-        (expr if name in kept_on_no_data else pl.when(data).then(expr)).alias(name) for name, expr in columns.items()
-    )
+    return pa.table(columns)
 
 
 def _write_text(seed: int, file_index: int, records_per_file: int, slot: int, path: Path) -> None:
-    frame = records(seed, file_index * records_per_file, records_per_file, slot)
-    body = frame.write_csv(separator=" ", include_header=False, null_value="-", quote_style="never")
+    table = records(seed, file_index * records_per_file, records_per_file, slot)
+    as_text = pa.table({name: pc.fill_null(column.cast(pa.string()), "-") for name, column in zip(
+        table.column_names, table.columns, strict=True)})  # fmt: skip
+    body = pa.BufferOutputStream()
+    pacsv.write_csv(as_text, body, pacsv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none"))
     partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out:
         out.write((" ".join(FIELDS) + "\n").encode())  # the header line AWS writes
-        out.write(body.encode())
+        out.write(body.getvalue())
     os.replace(partial, path)
 
 
 def _write_parquet(seed: int, file_index: int, records_per_file: int, slot: int, path: Path) -> None:
-    frame = records(seed, file_index * records_per_file, records_per_file, slot)
+    table = records(seed, file_index * records_per_file, records_per_file, slot)
     partial = path.with_name(path.name + ".partial")
     # GZIP, as AWS writes flow logs in Parquet ("Parquet format with Gzip compression").
-    frame.rename({name: name.replace("-", "_") for name in FIELDS}).write_parquet(
-        partial, compression="gzip", row_group_size=131_072
+    pq.write_table(
+        table.rename_columns([name.replace("-", "_") for name in FIELDS]),
+        partial,
+        compression="gzip",
+        row_group_size=ROW_GROUP_ROWS,
+        write_page_checksum=True,
     )
     os.replace(partial, path)
 
@@ -195,7 +198,7 @@ def generate(
     if distinct is not None and distinct % slots:
         raise ValueError(f"distinct ({distinct}) must be a multiple of slots ({slots})")
     copies = [(index, path) for _, index, path in jobs if distinct is not None and index >= distinct]
-    with ThreadPoolExecutor(threads) as pool:  # polars and zlib release the GIL
+    with ThreadPoolExecutor(threads) as pool:  # numpy, pyarrow and zlib release the GIL
         missing = [
             (write, index, path)
             for write, index, path in jobs

@@ -1,8 +1,8 @@
-"""The Parquet bulk path (`columnar`) on what the broader tests in test_vectorised.py do not reach:
-topologies whose ENI or NAT IP is written '-' or "None", values a text line never holds (empty,
-spaces, non-ASCII, negative or 19-digit integers, long strings in Arrow's view buffers), rows
-handed to the reference code one at a time, slices of one file; each through both ways in (the
-decoder's tables and polars' Arrow columns), and what sends a file from one to the other.
+"""The Parquet bulk path (`columnar`, read here in this process, as a decoder process runs it) on
+what the broader tests in test_vectorised.py do not reach: topologies whose ENI or NAT IP is
+written '-' or "None", values a text line never holds (empty, spaces, non-ASCII, negative or
+19-digit integers, long strings in Arrow's view buffers), rows handed to the reference code one at
+a time, batches of one file, and what sends a file to the reference reader.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,17 +34,21 @@ COLUMNS = ("interface_id", "srcaddr", "dstaddr", "pkt_dstaddr", "packets", "byte
 
 def parquet_file(directory: Path, rows: list[tuple[Any, ...]], columns: tuple[str, ...] = COLUMNS) -> FlowLogFile:
     """Rows as a Parquet object (numbers as integers, None as null), in row groups of 4."""
-    schema = {name: pl.Int64 if name in ("packets", "bytes", "start", "end") else pl.String for name in columns}
-    frame = pl.DataFrame(rows, schema=schema, orient="row")
+    numbers = ("packets", "bytes", "start", "end")
+    return write_rows(directory, rows, {name: pa.int64() if name in numbers else pa.string() for name in columns})
+
+
+def write_rows(directory: Path, rows: list[tuple[Any, ...]], schema: dict[str, pa.DataType]) -> FlowLogFile:
+    data = pa.table({name: pa.array([row[i] for row in rows], kind) for i, (name, kind) in enumerate(schema.items())})
     path = directory / NAME
-    frame.write_parquet(path, row_group_size=4)
+    pq.write_table(data, path, row_group_size=4)
     return describe(str(path), FileKind.PARQUET)
 
 
 def bulk_read(file: FlowLogFile, topology: NatTopology, window: tuple[int, int] | None = None) -> Reduction:
-    """The file through `columnar.read_parquet`, as vectorised.py folds it into a Reduction."""
-    reduction = Reduction(topology, window)
-    columnar.read_parquet(file, FormatChoices(), reduction, Diagnostics()).finish(reduction)
+    """The file through `columnar.read_object`, as a decoder process reads it."""
+    reduction, notes = columnar.read_object(file, FormatChoices(), topology, window).into(topology, window)
+    assert notes.items == []
     return reduction
 
 
@@ -58,25 +63,6 @@ def assert_same(bulk: Reduction, expected: Reduction) -> None:
     assert bulk.stats == expected.stats
     assert (bulk.first_time, bulk.last_time) == (expected.first_time, expected.last_time)
     assert bulk.formats == expected.formats
-
-
-@pytest.fixture(autouse=True, params=["decoded", "arrow"])
-def way_in(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test reads through the decoder's tables, which must take the file, and through polars."""
-    with pytest.MonkeyPatch.context() as patch:
-        if request.param == "arrow":
-            patch.setattr(columnar, "_read_decoded", not_decodable)
-        else:
-            patch.setattr(columnar, "_read_arrow", not_expected)
-        yield request.param
-
-
-def not_decodable(*args: Any) -> None:
-    raise columnar._NotDecodable
-
-
-def not_expected(*args: Any) -> None:
-    raise AssertionError("the decoder did not take the file")
 
 
 @pytest.fixture
@@ -143,7 +129,7 @@ def test_only_odd_rows_go_to_the_reference(tmp_path: Path, reference_calls: list
     rows[31] = (*rows[31][:5], 10**18, *rows[31][6:])  # 19 digits: more than any interface carries
     file = parquet_file(tmp_path, rows)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(columnar, "PARQUET_SLICE_ROWS", 10)
+        patch.setattr(columnar, "BATCH_ROWS", 3)
         expected = reference_read(file, topology, (FIRST, FIRST + 3600))
         assert_same(bulk_read(file, topology, (FIRST, FIRST + 3600)), expected)
     assert reference_calls == [1, 1, 1]
@@ -189,10 +175,7 @@ def test_values_no_text_line_holds_read_as_the_reference_reads_them(changes: lis
             row[column] = value
         rows.append(tuple(row))
     with tempfile.TemporaryDirectory() as directory:
-        frame = pl.DataFrame(rows, schema=dict.fromkeys(COLUMNS, pl.String), orient="row")
-        path = Path(directory) / NAME
-        frame.write_parquet(path, row_group_size=4)
-        file = describe(str(path), FileKind.PARQUET)
+        file = write_rows(Path(directory), rows, dict.fromkeys(COLUMNS, pa.string()))
         for window in (None, (FIRST, FIRST + 60)):
             assert_same(bulk_read(file, topology, window), reference_read(file, topology, window))
 
@@ -217,5 +200,75 @@ def test_slices_of_one_file_merge_into_one_row_per_key(tmp_path: Path) -> None:
     rows = [(*row[:6], FIRST + index % 3, *row[7:]) for index, row in enumerate(client_rows(50))]  # few keys
     file = parquet_file(tmp_path, rows)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(columnar, "PARQUET_SLICE_ROWS", 6)
+        patch.setattr(columnar, "BATCH_ROWS", 3)
         assert_same(bulk_read(file, topology), reference_read(file, topology))
+
+
+TOPOLOGY = NatTopology({"eni-0nat1": "nat-1"}, {"10.0.1.10": "eni-0nat1"}, INSIDE)
+
+
+def written(directory: Path, rows: int = 60, kinds: dict[str, pa.DataType] | None = None, **options: Any) -> FlowLogFile:
+    """`client_rows` with other-interface and NODATA rows, written by pyarrow with `options`."""
+    data = [list(row) for row in client_rows(rows)]
+    for index in range(0, rows, 7):
+        data[index][0] = "eni-0other"
+    columns: dict[str, list[Any]] = {name: [row[i] for row in data] for i, name in enumerate(COLUMNS)}
+    columns["log_status"] = ["NODATA" if index % 11 == 5 else "OK" for index in range(rows)]
+    numbers = ("packets", "bytes", "start", "end")
+    kinds = {name: pa.int64() if name in numbers else pa.string() for name in columns} | (kinds or {})
+    path = directory / NAME
+    pq.write_table(pa.table({name: pa.array(values, kinds[name]) for name, values in columns.items()}), path,
+                   row_group_size=16, **options)  # fmt: skip
+    return describe(str(path), FileKind.PARQUET)
+
+
+@pytest.fixture
+def fast_only() -> Iterator[None]:
+    """The file must take the fast way: the reference reader is not called."""
+
+    def not_expected(*args: Any) -> None:
+        raise AssertionError("the file went to the reference reader")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(columnar, "read_reference", not_expected)
+        yield
+
+
+@pytest.mark.parametrize("compression", ["NONE", "GZIP", "ZSTD", "SNAPPY", "BROTLI", "LZ4"])
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_every_codec_and_page_version(tmp_path: Path, fast_only: None, compression: str, version: str) -> None:
+    file = written(tmp_path, compression=compression, data_page_version=version)
+    assert_same(bulk_read(file, TOPOLOGY), reference_read(file, TOPOLOGY))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"use_dictionary": False},  # plain strings: compared and decoded row by row
+        {"column_encoding": {"bytes": "DELTA_BINARY_PACKED"}, "use_dictionary": ["interface_id"]},
+        {"column_encoding": {"srcaddr": "DELTA_LENGTH_BYTE_ARRAY"}, "use_dictionary": ["interface_id"]},
+        {"dictionary_pagesize_limit": 64, "data_page_size": 128},  # plain pages after the dictionary
+        {"version": "1.0"},  # PLAIN_DICTIONARY, as older writers do
+    ],
+    ids=["plain", "delta-integers", "delta-lengths", "dictionary-fallback", "format-1.0"],
+)
+def test_encodings(tmp_path: Path, fast_only: None, options: dict[str, Any]) -> None:
+    file = written(tmp_path, rows=400, **options)
+    assert_same(bulk_read(file, TOPOLOGY), reference_read(file, TOPOLOGY))
+
+
+def test_narrow_integers_and_large_strings(tmp_path: Path, fast_only: None) -> None:
+    file = written(tmp_path, kinds={"packets": pa.int32(), "bytes": pa.uint32(), "srcaddr": pa.large_string()})
+    assert_same(bulk_read(file, TOPOLOGY), reference_read(file, TOPOLOGY))
+
+
+@pytest.mark.parametrize("kinds", [{"bytes": pa.float64()}, {"bytes": pa.uint64()}, {"srcaddr": pa.binary()},
+                                   {"action": pa.int64()}], ids=["double", "uint64", "binary", "integer-text"])  # fmt: skip
+def test_columns_of_other_types_go_to_the_reference(tmp_path: Path, kinds: dict[str, pa.DataType]) -> None:
+    rows = 20
+    file = written(tmp_path, rows=rows, kinds=kinds)
+    if "action" in kinds:  # an integer where text belongs
+        table = pq.read_table(file.path)
+        table = table.set_column(table.schema.get_field_index("action"), "action", pa.array(range(rows), pa.int64()))
+        pq.write_table(table, file.path, row_group_size=16)
+    assert_same(bulk_read(file, TOPOLOGY), reference_read(file, TOPOLOGY))

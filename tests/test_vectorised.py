@@ -1,8 +1,9 @@
 """The vectorised reader must give exactly what the reference readers give: rows, every counter,
 formats, first/last time and warnings, on generated S3 text (gzip and plain) and Parquet objects.
 
-Chunks and Parquet slices are made tiny here so that one file mixes chunks reduced in bulk with
-chunks handed to the reference code; the tests also prove that clean input does take the bulk path.
+Text chunks are made tiny here so that one file mixes chunks reduced in bulk with chunks handed to
+the reference code (Parquet batches: tests/test_columnar.py); the tests also prove that clean input
+does take the bulk path. Parquet objects are read in decoder processes, as `natflow attribute` reads them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -90,15 +92,25 @@ def reference(file: FlowLogFile, choices: FormatChoices, reduction: Reduction, d
     READERS[file.kind](file, choices, reduction, diagnostics)
 
 
+def in_process(file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics) -> None:
+    """A Parquet object through `columnar` in this process (where the tests' patches apply)."""
+    part, notes = columnar.read_object(file, choices, reduction.topology, reduction.window).into(
+        reduction.topology, reduction.window
+    )
+    reduction.merge(part)
+    diagnostics.extend(notes)
+
+
 def assert_same(
     files: list[FlowLogFile],
     choices: FormatChoices | None = None,
     window: tuple[int, int] | None = None,
     topology: NatTopology = TOPOLOGY,
+    read: Callable[[FlowLogFile, FormatChoices, Reduction, Diagnostics], None] = vectorised.read_file_vectorised,
 ) -> Outcome:
     choices = choices or FormatChoices()
     expected = outcome(reference, files, choices, window, topology)
-    assert outcome(vectorised.read_file_vectorised, files, choices, window, topology) == expected
+    assert outcome(read, files, choices, window, topology) == expected
     return expected
 
 
@@ -107,7 +119,7 @@ def small_chunks(text_bytes: int = 400, parquet_rows: int = 5) -> Iterator[None]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(textscan, "TEXT_CHUNK_BYTES", text_bytes)
         patch.setattr(textscan, "COMPRESSED_BLOCK_BYTES", 64)
-        patch.setattr(columnar, "PARQUET_SLICE_ROWS", parquet_rows)
+        patch.setattr(columnar, "BATCH_ROWS", parquet_rows)  # for columnar read in this process
         yield
 
 
@@ -559,7 +571,7 @@ def write_parquet(
     directory: Path, records: list[dict[str, str]], fields: tuple[str, ...], style: dict[str, Any]
 ) -> FlowLogFile:
     """Records as a Parquet object: numbers as integers where they are all digits, '-' as null or text."""
-    columns: dict[str, pl.Series] = {}
+    columns: dict[str, pa.Array] = {}
     for name in fields:
         texts = [r[name] for r in records]
         if (
@@ -567,13 +579,11 @@ def write_parquet(
             and style["integers"]
             and all(t == "-" or (t.lstrip("-").isdigit() and len(t) < 18) for t in texts)
         ):
-            columns[column_name(name)] = pl.Series([None if t == "-" else int(t) for t in texts], dtype=pl.Int64)
+            columns[column_name(name)] = pa.array([None if t == "-" else int(t) for t in texts], pa.int64())
         else:
-            columns[column_name(name)] = pl.Series(
-                [style["missing"] if t == "-" else t for t in texts], dtype=pl.String
-            )
+            columns[column_name(name)] = pa.array([style["missing"] if t == "-" else t for t in texts], pa.string())
     path = directory / f"{NAME}.log.parquet"
-    pl.DataFrame(columns).write_parquet(path, row_group_size=style["row_group"])
+    pq.write_table(pa.table(columns), path, row_group_size=style["row_group"])
     return describe(str(path), FileKind.PARQUET)
 
 
@@ -591,7 +601,8 @@ def test_parquet_matches_reference(
     style = {"integers": integers, "missing": missing, "row_group": 7}
     with tempfile.TemporaryDirectory() as directory, small_chunks():
         file = write_parquet(Path(directory), records, FORMATS[format_name], style)
-        assert_same([file], window=WINDOW if windowed else None)
+        assert_same([file], window=WINDOW if windowed else None)  # in a decoder process, one batch a row group
+        assert_same([file], window=WINDOW if windowed else None, read=in_process)  # batches of 5 rows
 
 
 def test_clean_parquet_takes_the_bulk_path(tmp_path: Path) -> None:
@@ -599,20 +610,21 @@ def test_clean_parquet_takes_the_bulk_path(tmp_path: Path) -> None:
     records = [dict(zip(RECOMMENDED, line.split(), strict=True)) for line in lines]
     file = write_parquet(tmp_path, records, RECOMMENDED, {"integers": True, "missing": None, "row_group": 64})
     with small_chunks(parquet_rows=50), counting_reference_calls() as calls:
-        expected = assert_same([file])
+        expected = assert_same([file], read=in_process)
     assert calls == [] and expected.stats.records_counted > 50
 
 
 def test_unusual_parquet_types_take_the_reference_path(tmp_path: Path) -> None:
     records = [dict(zip(DEFAULT, line.split(), strict=True)) for line in clean_lines(30, DEFAULT)]
     file = write_parquet(tmp_path, records, DEFAULT, {"integers": True, "missing": None, "row_group": 64})
-    frame = pl.read_parquet(file.path).with_columns(
-        pl.col("bytes").cast(pl.Float64), pl.col("action").cast(pl.Categorical)
-    )
-    frame.write_parquet(file.path)
+    table = pq.read_table(file.path)
+    for name, kind in (("bytes", pa.float64()), ("action", pa.dictionary(pa.int32(), pa.string()))):
+        table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(kind))
+    pq.write_table(table, file.path)
     assert_same([file])
     Path(file.path).write_bytes(Path(file.path).read_bytes()[:-100])  # footer gone: DamagedFlowLog
-    assert [w["reason"] for w in assert_same([file]).warnings] == ["DamagedFlowLog"]
+    damaged = outcome(vectorised.read_file_vectorised, [file], FormatChoices(), None)
+    assert [w["reason"] for w in damaged.warnings] == ["DamagedFlowLog"] and damaged.stats.damaged_files == 1
 
 
 # -- many files, in threads ------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     attribute.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     attribute.add_argument("--reader", choices=("vectorised", "reference"), default="vectorised",
-                           help="flow-log reader: vectorised (compiled text scanner, polars for Parquet, in "
+                           help="flow-log reader: vectorised (compiled text scanner, pyarrow for Parquet, in "
                            "--workers threads) or reference "
                            "(record by record); both give the same answer")  # fmt: skip
     attribute.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",

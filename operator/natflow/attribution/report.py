@@ -203,6 +203,8 @@ def build_document(
             "internetLegBytes": stats.internet_leg_bytes,
             "unclassifiedNatRecords": stats.unclassified_nat_records,
             "unclassifiedNatBytes": stats.unclassified_nat_bytes,
+            "damagedFiles": stats.damaged_files,
+            "lostRecords": stats.lost_records,
             "reducedRows": len(reduction.rows),
             "splitRows": result.split_rows,
             "splitBytes": result.split_bytes,

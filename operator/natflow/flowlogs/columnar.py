@@ -1,317 +1,389 @@
-"""Parquet flow logs through the compiled scanner, with the text scanner's rules.
+"""Parquet flow logs: pyarrow decodes the used columns, the compiled scanner reduces the rows.
 
-Two ways in, the same rules and results:
+Runs in a decoder process (`decoders.py`): pyarrow parses untrusted bytes in C++, and whatever it
+does on them (an abort, a crash, a runaway allocation) must not take the run down.
 
-* Decoded (`_parquet`, our own C decoder of column chunks): for each row group, each used column
-  becomes a table of entries (the dictionary, then any plain-encoded values) and each row's entry.
-  `TextScanner.scan_tables` reads every entry once, as a line's token, then each row is a lookup
-  per field; rows neither on a NAT ENI nor NODATA/SKIPDATA are counted as other interfaces without
-  reading their other fields. Pages are decompressed by ISA-L (GZIP, what AWS writes) or pyarrow's
-  codecs (SNAPPY, ZSTD, BROTLI, LZ4_RAW); nothing else is loaded.
-* Arrow (polars), for what the decoder does not take (other encodings or codecs, row groups above
-  `DECODED_MAX_ROWS`, columns of other types, a footer it cannot read): polars scans the used
-  columns a slice of rows at a time, keeps only the rows on a NAT ENI or with NODATA/SKIPDATA (its
-  pre-filtered decoding reads the other columns of those rows only) and `TextScanner.scan_columns`
-  reads them from the Arrow buffers, without a copy.
+One object, one row group at a time, a batch of rows at a time:
 
-Either way a value is read as the token a text line would hold (null and "None" as '-', integers
-as their digits). The rows the scanner cannot take with certainty (a value that is no plain token,
-a malformed record, an address other than dotted-quad IPv4, a sum past 64 bits) come back by
-position and go through `readers.add_rows`, in file order, so the malformed examples are the
-reference's. A file with columns of other types than strings and integers, or damaged, goes whole
-to the reference reader (`NeedsReference`).
+* only the used fields' columns are read (projection), text columns as dictionaries: the rows on
+  a NAT ENI or NODATA/SKIPDATA are picked by marking the few dictionary entries that match, and
+  only those rows are decoded (~20% of a flow log); the others are counted as other interfaces;
+* the picked rows' columns go to `TextScanner.scan_columns` as Arrow string views and int64
+  values, without a copy, and are read as the text a line would hold (null and "None" as '-',
+  integers as their digits). Rows it cannot take with certainty come back by position and go
+  through `readers.add_rows`, in file order, so the malformed examples are the reference's.
 
-Memory is one row group's decoded columns (or one slice's kept rows) and the file's reduced rows.
+What the file claims is checked against what it delivers: the footer's row count against its row
+groups', each row group's against the rows its pages give (a damaged page header can make a reader
+skip pages without an error), page checksums where the writer wrote them, and GZIP's own CRC.
+The footer is refused before it is parsed when it claims more bytes than a flow log's footer
+needs, and pyarrow's thrift limits refuse metadata that claims absurd sizes. A damaged row group
+is counted as lost and the others are kept; the object gets one `DamagedFlowLog` warning.
+
+A file with columns of other types than strings and integers goes whole to the reference reader
+(`NeedsReference`), in the same decoder process; the result is checked against the row count the
+footer claims there too.
 """
 
 from __future__ import annotations
 
-import mmap
-from collections.abc import Callable, Collection, Iterable
+import contextlib
+import os
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
-from isal import isal_zlib
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from natflow.diagnostics import Diagnostics
-from natflow.flowlogs import _parquet
+from natflow.flowlogs import readers
 from natflow.flowlogs.fields import USED_FIELDS, LogFormat, canonical_name
 from natflow.flowlogs.readers import FormatChoices, Layout, NeedsReference, Where, add_rows
-from natflow.flowlogs.reduce import NatTopology, Reduction
+from natflow.flowlogs.reduce import NatTopology, ObjectReading, Reduction, ReductionStats
 from natflow.flowlogs.sources import FlowLogFile
-from natflow.flowlogs.textscan import INFLATE_ERROR, ScannedText, scanner_for
+from natflow.flowlogs.textscan import ScannedText, scanner_for
 
 if TYPE_CHECKING:
-    import polars as pl
-    import pyarrow as pa
+    from natflow.flowlogs._textscan import TextScanner
 
-# Parquet rows per slice on the Arrow path: polars' working memory follows it; each slice costs a few
-# ms however small. Two readers at 10M bench records: 128k rows 263 MB peak (~4% slower), 256k 320 MB,
-# 1M 405 MB (~12% faster, at the 400 MB limit).
-PARQUET_SLICE_ROWS = 1 << 18
-# Larger row groups go the Arrow path: a decoded row group costs ~60 bytes a row (two at once).
-DECODED_MAX_ROWS = 1 << 20
-# So do pages said to be larger than this once decompressed (writers make ~1 MB pages).
-PAGE_MAX_BYTES = 1 << 26
+# Rows decoded at a time: the decoder's working memory follows it.
+BATCH_ROWS = 1 << 16
+# A flow log's footer (schema, row groups' column chunks and statistics) is a few kB per row group:
+# a footer claiming more is refused before pyarrow parses it.
+FOOTER_MAX_BYTES = 1 << 24
+# pyarrow's limits on what the footer's thrift may claim: a string (names, statistics, key/value
+# metadata) and a list (schema entries, row groups, column chunks).
+THRIFT_STRING_MAX = 1 << 24
+THRIFT_CONTAINER_MAX = 1 << 16
 
 _NUMBER_FIELDS = ("packets", "bytes", "start", "end")
-_ROW = "natflow_row"  # the row's position in the file, for the reference's examples
-# TextScanner.scan_columns' and scan_tables' column kinds
-_TEXT, _INT64 = 0, 1
-_UNCOMPRESSED, _GZIP = 0, 2
-_PYARROW_CODECS = {1: "snappy", 4: "brotli", 6: "zstd", 7: "lz4_raw"}  # Parquet's CompressionCodec
-_Decompress = Callable[[memoryview, int], Any]
+_TEXT, _INT64 = 0, 1  # TextScanner.scan_columns' column kinds
+_STATUS_KEPT = ("NODATA", "SKIPDATA")
+# What a row group's reading may raise on damaged bytes (pyarrow's errors are ArrowException and
+# subclasses of ValueError, OSError, MemoryError, NotImplementedError).
+_DAMAGE = (pa.ArrowException, ValueError, OSError, MemoryError, NotImplementedError, UnicodeError, EOFError)
 
 
-class _NotDecodable(Exception):
-    """The decoder does not take this file: the Arrow path reads it."""
-
-
-def read_parquet(file: FlowLogFile, choices: FormatChoices, part: Reduction, diagnostics: Diagnostics) -> ScannedText:
-    """One Parquet object as `readers.read_parquet` would read it: the records the reference code
-    read are in `part`, the scanner's in the result, to be folded with `finish`."""
-    trial = Reduction(part.topology, part.window)  # thrown away when the Arrow path must start again
+def read_object(
+    file: FlowLogFile, choices: FormatChoices, topology: NatTopology, window: tuple[int, int] | None
+) -> ObjectReading:
+    """One Parquet object as `readers.read_parquet` reads it (the fast way when it can), with what
+    it lacks of what it claims counted and said."""
+    part, notes = Reduction(topology, window), Diagnostics()
     try:
-        scanned = _read_decoded(file, trial)
-    except _NotDecodable:
-        return _read_arrow(file, part)
-    part.merge(trial)
-    return scanned
-
-
-def _read_decoded(file: FlowLogFile, part: Reduction) -> ScannedText:
+        parquet = _ParquetObject(file)
+    except _Damaged as damage:
+        _warn_damaged(file, notes, part.stats, str(damage), lost=None)
+        return ObjectReading.of(part, notes)
     try:
-        with open(file.path, "rb") as handle:
-            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        scanned = _DecodedObject(file, data).read(part)
-    except (OSError, ValueError, INFLATE_ERROR) as error:  # damaged or not for the decoder
-        # Not closed here: the error's frames may still hold views of the map (a decompressor's
-        # page); it is unmapped with the last of them.
-        raise _NotDecodable from error
-    data.close()
-    return scanned
+        parquet.read(part, notes).finish(part)
+    except NeedsReference:
+        return read_reference(file, choices, topology, window, parquet.claimed_rows)
+    finally:
+        pa.default_memory_pool().release_unused()  # an idle decoder keeps only what pyarrow needs
+    return ObjectReading.of(part, notes)
 
 
-class _DecodedObject:
-    """A Parquet object as the decoder reads it; _NotDecodable when it does not take it."""
-
-    def __init__(self, file: FlowLogFile, data: mmap.mmap) -> None:
-        self.file, self.data = file, data
-        rows, columns, self.row_groups = _parquet.read_footer(data)
-        if any(kind not in ("string", "int") or levels > 1 for _, _, levels, kind in columns):
-            raise _NotDecodable  # nested or of other types: the Arrow path decides
-        position = {canonical_name(name): index for index, (name, *_) in enumerate(columns)}
-        self.format, self.used = _used_fields(position, file)
-        if not self.used or sum(size for size, _ in self.row_groups) != rows:
-            raise _NotDecodable
-        self.columns = [(position[name], columns[position[name]]) for name in self.used]
-        for name, (_, (_, _, _, kind)) in zip(self.used, self.columns, strict=True):
-            if not _readable(name, text=kind == "string", integer=kind == "int"):
-                raise _NotDecodable
-        if any(size > DECODED_MAX_ROWS for size, _ in self.row_groups):
-            raise _NotDecodable
-        codecs = {chunks[index][0] for _, chunks in self.row_groups for index, _ in self.columns}
-        self.decompressors = {codec: _decompressor(codec) for codec in codecs}
-
-    def read(self, part: Reduction) -> ScannedText:
-        part.formats.setdefault(self.format.fields, self.format.origin)
-        layout = Layout(LogFormat(tuple(self.used), self.format.origin))
-        scanner = scanner_for(layout, part.topology, part.window, self.file.key_time)
-        selected = tuple(eni.encode() for eni in part.topology.natgw_by_eni)
-        where = Where(self.file.path)
-        first = 0
-        for rows, chunks in self.row_groups:
-            tables = []
-            for index, (_, physical_type, levels, kind) in self.columns:
-                codec, start, size, _ = chunks[index]
-                values, offsets, entry_of_row = _parquet.decode_chunk(
-                    self.data, start, size, physical_type, levels, rows, self.decompressors[codec]
-                )
-                tables.append((_TEXT if kind == "string" else _INT64, values, offsets, entry_of_row))
-            for position in scanner.scan_tables(tuple(tables), rows, selected):
-                where.line = first + position  # add_rows counts the row in
-                add_rows([[value] for value in _row(tables, position)], layout, part, where, self.file.key_time)
-            first += rows
-        return ScannedText(scanner)
+def read_reference(
+    file: FlowLogFile,
+    choices: FormatChoices,
+    topology: NatTopology,
+    window: tuple[int, int] | None,
+    claimed: int | None = None,
+) -> ObjectReading:
+    """The object through the reference reader, its rows checked against the row groups' claim
+    (the reference stops at damage, and may be given fewer rows than claimed without an error)."""
+    if claimed is None:
+        with contextlib.suppress(_Damaged):  # the reference reader says what is wrong
+            claimed = _ParquetObject(file).claimed_rows
+    part, notes = Reduction(topology, window), Diagnostics()
+    readers.read_parquet(file, choices, part, notes)
+    read = part.stats.records_read
+    if any(item.reason == "DamagedFlowLog" for item in notes.items):
+        part.stats.damaged_files += 1
+        part.stats.lost_records += max((claimed or 0) - read, 0)
+    elif claimed is not None and read != claimed:
+        _warn_damaged(file, notes, part.stats, f"its row groups claim {claimed} records, {read} were read",
+                      lost=max(claimed - read, 0))  # fmt: skip
+    return ObjectReading.of(part, notes)
 
 
-def _used_fields(columns: Collection[str], file: FlowLogFile) -> tuple[LogFormat, list[str]]:
-    """The file's format (its columns, by field name, as readers.read_parquet names them) and the
-    used fields among them."""
-    return LogFormat(tuple(columns), f"{file.path} columns"), [f for f in USED_FIELDS if f in columns]
+class _Damaged(Exception):
+    """The object cannot be read at all; the message says why."""
 
 
-def _readable(name: str, text: bool, integer: bool) -> bool:
-    """A column either way reads as the reference does: text for any field, integers for numbers
-    (str() of another type, or of an integer where text belongs, is the reference's business)."""
-    return text or (integer and name in _NUMBER_FIELDS)
+def _warn_damaged(file: FlowLogFile, notes: Diagnostics, stats: ReductionStats, problem: str, lost: int | None) -> None:
+    """One DamagedFlowLog warning for the object, on one line; `lost`: the records it claims and did
+    not give (None: not known)."""
+    stats.damaged_files += 1
+    stats.lost_records += lost or 0
+    details: dict[str, Any] = {"file": file.path} if lost is None else {"file": file.path, "lostRecords": lost}
+    notes.warn("DamagedFlowLog", " ".join(f"{file.path}: damaged Parquet: {problem}".split()), **details)
 
 
-def _decompressor(codec: int) -> _Decompress | None:
-    if codec == _UNCOMPRESSED:
-        return None
-    if codec == _GZIP:
-        return _gunzip
-    name = _PYARROW_CODECS.get(codec)
-    if name is None:
-        raise _NotDecodable  # LZ4 (Hadoop framing), LZO
-    import pyarrow as pa
-
-    codec_of_pyarrow = pa.Codec(name)
-
-    def decompress(page: memoryview, size: int) -> Any:
-        return codec_of_pyarrow.decompress(page, _page_size(size))
-
-    return decompress
-
-
-def _gunzip(page: memoryview, size: int) -> bytes:
-    # Never more than the page says it holds (+1, to tell a longer one): a damaged or hostile page
-    # cannot inflate beyond it. 47: gzip or zlib framing.
-    return isal_zlib.decompressobj(wbits=47).decompress(page, _page_size(size) + 1)
-
-
-def _page_size(size: int) -> int:
-    """A page's size as its header says, if it is one a writer makes (they write ~1 MB)."""
-    if size > PAGE_MAX_BYTES:
-        raise ValueError(f"a Parquet page of {size} bytes")  # the Arrow path reads the file
-    return size
-
-
-def _row(tables: list[tuple[int, bytearray, bytearray | None, bytearray]], position: int) -> list[Any]:
-    """The values of one row of decoded tables, as polars would give them (str, int or None)."""
-    values: list[Any] = []
-    for kind, entries, offsets, entry_of_row in tables:
-        entry = memoryview(entry_of_row).cast("i")[position]
-        if entry < 0:
-            values.append(None)
-        elif kind == _INT64:
-            values.append(memoryview(entries).cast("q")[entry])
-        else:
-            assert offsets is not None
-            bounds = memoryview(offsets).cast("q")
-            values.append(bytes(entries[bounds[entry] : bounds[entry + 1]]).decode())
-    return values
-
-
-def _read_arrow(file: FlowLogFile, part: Reduction) -> ScannedText:
-    import polars as pl
-
-    try:
-        return _read_polars(file, part)
-    except pl.exceptions.PolarsError as error:
-        raise NeedsReference from error
-
-
-def _read_polars(file: FlowLogFile, part: Reduction) -> ScannedText:
-    import polars as pl
-
-    parquet = _ParquetObject(file)
-    part.formats.setdefault(parquet.format.fields, parquet.format.origin)
-    layout = Layout(LogFormat(tuple(parquet.used), parquet.format.origin))  # the reference checks only these
-    scanner = scanner_for(layout, part.topology, part.window, file.key_time)
-    scan = parquet.scan()
-    selected = _selection(parquet.used, part.topology)
-    where = Where(file.path)
-    newest = pl.CompatLevel.newest()  # string views: polars' own strings, handed over without a copy
-    for offset in range(0, parquet.rows, PARQUET_SLICE_ROWS):
-        size = min(PARQUET_SLICE_ROWS, parquet.rows - offset)
-        frame = scan.slice(offset, size).filter(selected).collect()
-        left_out = size - frame.height  # other interfaces
-        part.stats.records_read += left_out
-        part.stats.other_interface_records += left_out
-        if frame.is_empty():
-            continue
-        columns = tuple(_arrow_column(frame[name], newest) for name in parquet.used)
-        for position in scanner.scan_columns(columns, frame.height):
-            row = frame.row(position, named=True)
-            where.line = row[_ROW]  # add_rows counts the row in
-            add_rows([[row[name]] for name in parquet.used], layout, part, where, file.key_time)
-    return ScannedText(scanner)
+def _check_footer(path: str) -> None:
+    """_Damaged when the file's tail is not Parquet's or its footer claims more bytes than the file
+    holds or a flow log needs."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size < 12:
+            raise _Damaged(f"{size} bytes, too short for Parquet")
+        handle.seek(size - 8)
+        tail = handle.read(8)
+    if tail[4:] != b"PAR1":
+        raise _Damaged("no Parquet magic at its end (truncated, or not Parquet)")
+    claimed = int.from_bytes(tail[:4], "little")
+    if claimed > size - 12 or claimed > FOOTER_MAX_BYTES:
+        raise _Damaged(f"its footer claims {claimed} bytes of {size} (at most {FOOTER_MAX_BYTES} taken)")
 
 
 class _ParquetObject:
-    """A Parquet object's columns, as its footer tells them; NeedsReference when this path cannot read it."""
+    """A Parquet object's footer, read with limits; the used columns' types decide the way in."""
 
     def __init__(self, file: FlowLogFile) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            parquet = pq.ParquetFile(file.path)
-        except pa.ArrowException as error:  # damaged: the reference reader says how
-            raise NeedsReference from error
         self.file = file
-        schema = parquet.schema_arrow
-        self.rows = parquet.metadata.num_rows
-        self.columns = {canonical_name(name): name for name in schema.names}  # as readers.read_parquet
-        self.format, self.used = _used_fields(self.columns, file)
-        if not self.used:  # frames without columns would have no rows to count
+        try:
+            _check_footer(file.path)
+        except OSError as error:  # not damage: the file cannot be read at all
+            raise _Damaged(f"unreadable ({error.strerror or error})") from error
+        try:
+            probe = self._open()
+            names = probe.schema_arrow.names
+            metadata = probe.metadata
+            self.claimed_rows = sum(metadata.row_group(index).num_rows for index in range(metadata.num_row_groups))
+            self.footer_rows = metadata.num_rows
+            self.row_groups = [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)]
+            self.encodings = _encodings(metadata)
+        except _DAMAGE as error:
+            raise _Damaged(f"unreadable footer ({type(error).__name__}: {error})") from error
+        self.columns = {canonical_name(name): name for name in names}  # as readers.read_parquet
+        self.format = LogFormat(tuple(self.columns), f"{file.path} columns")
+        self.used = [name for name in USED_FIELDS if name in self.columns]
+
+    def _open(self, dictionaries: Iterable[str] = ()) -> pq.ParquetFile:
+        return pq.ParquetFile(
+            self.file.path,
+            read_dictionary=list(dictionaries) or None,
+            page_checksum_verification=True,
+            thrift_string_size_limit=THRIFT_STRING_MAX,
+            thrift_container_size_limit=THRIFT_CONTAINER_MAX,
+            pre_buffer=False,
+        )
+
+    def read(self, part: Reduction, notes: Diagnostics) -> ScannedText:
+        """The rows of every row group into a scanner (and the odd ones into `part`)."""
+        if not self.used:  # no column to count rows by: the reference counts them
             raise NeedsReference
-        for name in self.used:
-            kind = schema.field(self.columns[name]).type
-            text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
-            integer = pa.types.is_integer(kind) and not pa.types.is_uint64(kind)
-            if not _readable(name, text, integer):
-                raise NeedsReference
-
-    def scan(self) -> pl.LazyFrame:
-        """The used columns, named by field, and each row's position in the file (`_ROW`)."""
-        import polars as pl
-
-        # The scan numbers the rows itself: numbering them after it would keep polars from decoding
-        # only the selected rows of each column (five times slower).
-        used = (pl.col(self.columns[f]).alias(f) for f in self.used)
-        return pl.scan_parquet(self.file.path, row_index_name=_ROW).select(_ROW, *used)
-
-
-def _arrow_column(
-    values: pl.Series, newest: pl.CompatLevel
-) -> tuple[int, int, pa.Buffer | None, pa.Buffer, tuple[pa.Buffer, ...]]:
-    """A column as `scan_columns` takes it: (kind, offset, validity, values, data buffers)."""
-    import polars as pl
-    import pyarrow as pa
-
-    if values.dtype.is_integer():
-        array = values.cast(pl.Int64).to_arrow()
-        kind = _INT64
-    else:
-        array = values.to_arrow(compat_level=newest)
-        kind = _TEXT
-        if not pa.types.is_string_view(array.type):
-            raise NeedsReference  # not a string view: not a layout the scanner reads
-    validity, main, *data = array.buffers()
-    return kind, array.offset, validity, main, tuple(buffer for buffer in data if buffer is not None)
-
-
-_FEW_VALUES = 8  # up to this many short strings, a column is compared with each rather than hashed
-_INLINE_BYTES = 12  # what a string view holds itself; longer strings are compared in their buffers
+        columns = [self.columns[name] for name in self.used]
+        parquet = self._open(name for name in columns if self.encodings.get(name, set()) <= _DICTIONARY_READ)
+        schema = parquet.schema_arrow
+        kinds = [_kind(name, schema.field(self.columns[name]).type) for name in self.used]
+        part.formats.setdefault(self.format.fields, self.format.origin)
+        layout = Layout(LogFormat(tuple(self.used), self.format.origin))  # the reference checks only these
+        scanner = scanner_for(layout, part.topology, part.window, self.file.key_time)
+        reader = _BatchReader(self, scanner, layout, kinds, part)
+        problems: list[str] = []
+        lost = 0
+        first = 0
+        for index, claimed in enumerate(self.row_groups):
+            delivered = 0
+            reader.first = first  # rows are numbered as the footer places them, whatever came before
+            first += claimed
+            try:
+                for batch in parquet.iter_batches(BATCH_ROWS, [index], columns, use_threads=False):
+                    reader.read(batch)
+                    delivered += batch.num_rows
+            except _DAMAGE as error:
+                problems.append(f"row group {index}: {type(error).__name__}: {error} ({delivered} of its rows read)")
+            else:
+                if delivered != claimed:
+                    problems.append(f"row group {index} claims {claimed} rows, its pages gave {delivered}")
+            lost += max(claimed - delivered, 0)
+        if self.footer_rows != self.claimed_rows:
+            problems.insert(0, f"its footer claims {self.footer_rows} rows, its row groups {self.claimed_rows}")
+        if problems:
+            shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            read = self.claimed_rows - lost
+            summary = f"{read} of the {self.claimed_rows} records its row groups claim were read (the intact ones)"
+            _warn_damaged(self.file, notes, part.stats, f"{shown}; {summary}", lost)
+        return ScannedText(scanner)
 
 
-def _selection(fields: Collection[str], topology: NatTopology) -> pl.Expr:
-    """The rows the scanner reads: on a NAT ENI or NODATA/SKIPDATA; the others are other interfaces
-    (without interface-id, every row: the ENI comes from the addresses)."""
-    import polars as pl
-
-    if "interface-id" not in fields:
-        return pl.lit(True)
-    selected = _text_in(pl.col("interface-id"), topology.natgw_by_eni)
-    if "log-status" in fields:
-        selected = selected | _text_in(pl.col("log-status"), ("NODATA", "SKIPDATA"))
-    return selected
+# The encodings pyarrow reads into dictionaries (its dictionary reading lacks the DELTA ones).
+_DICTIONARY_READ = {"PLAIN_DICTIONARY", "RLE_DICTIONARY", "PLAIN", "RLE", "BIT_PACKED"}
 
 
-def _one_of(column: pl.Expr, values: Collection[str]) -> pl.Expr:
-    """The string column is one of `values` (False for null)."""
-    import polars as pl
+def _encodings(metadata: pq.FileMetaData) -> dict[str, set[str]]:
+    """Each top-level column's encodings, over its chunks."""
+    found: dict[str, set[str]] = {}
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        for column in range(group.num_columns):
+            chunk = group.column(column)
+            found.setdefault(chunk.path_in_schema, set()).update(chunk.encodings)
+    return found
 
-    if len(values) <= _FEW_VALUES and all(len(value.encode()) <= _INLINE_BYTES for value in values):
-        # Short strings sit whole in their views: a few comparisons beat hashing every value.
-        return pl.any_horizontal([column == value for value in values] or [pl.lit(False)]).fill_null(False)
-    return column.is_in(pl.Series(list(values), dtype=pl.String).implode()).fill_null(False)
+
+def _kind(name: str, kind: pa.DataType) -> int:
+    """The scanner's column kind of a used column read as the reference reads it: text for any
+    field, integers for numbers (str() of another type, or of an integer where text belongs, is the
+    reference's business)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return _TEXT
+    if name in _NUMBER_FIELDS and pa.types.is_integer(kind) and not pa.types.is_uint64(kind):
+        return _INT64
+    raise NeedsReference
 
 
-def _text_in(column: pl.Expr, values: Iterable[str]) -> pl.Expr:
-    """The column's text, as the reference reads it ('-' for null and "None"), is one of `values`."""
-    values = set(values)
-    found = _one_of(column, sorted(values - {"None"}))
-    return found | column.is_null() | (column == "None") if "-" in values else found
+class _BatchReader:
+    """Batches of one object's used columns into its scanner."""
+
+    def __init__(
+        self, parquet: _ParquetObject, scanner: TextScanner, layout: Layout, kinds: list[int], part: Reduction
+    ) -> None:
+        self.scanner, self.layout, self.kinds, self.part = scanner, layout, kinds, part
+        self.used = parquet.used
+        self.where = Where(parquet.file.path)
+        self.fallback = parquet.file.key_time
+        self.first = 0  # the file's row number of the next batch's first row
+        topology = part.topology
+        self.enis = _TextSet(topology.natgw_by_eni) if "interface-id" in self.used else None
+        self.statuses = _TextSet(_STATUS_KEPT) if "log-status" in self.used else None
+
+    def read(self, batch: pa.RecordBatch) -> None:
+        rows = batch.num_rows
+        picked = self._picked(batch)
+        count = rows if picked is None else len(picked)
+        self.part.stats.records_read += rows - count  # other interfaces
+        self.part.stats.other_interface_records += rows - count
+        if count:
+            columns = tuple(self._column(index, batch.column(index), picked) for index in range(batch.num_columns))
+            handed_back = self.scanner.scan_columns(columns, count)
+            for position in handed_back:  # rows for the reference code, in file order, numbered as it numbers them
+                row = position if picked is None else int(picked[position])
+                self.where.line = self.first + row
+                values = [[batch.column(index)[row].as_py()] for index in range(batch.num_columns)]
+                add_rows(values, self.layout, self.part, self.where, self.fallback)  # counts the row in
+        self.first += rows
+
+    def _picked(self, batch: pa.RecordBatch) -> np.ndarray | None:
+        """The positions of the rows the scanner reads: on a NAT ENI or NODATA/SKIPDATA (None: every
+        row; without interface-id, the ENI comes from the addresses)."""
+        if self.enis is None:
+            return None
+        found = self.enis.found(batch.column(self.used.index("interface-id")))
+        if self.statuses is not None:
+            found |= self.statuses.found(batch.column(self.used.index("log-status")))
+        return np.flatnonzero(found)
+
+    def _column(self, index: int, column: pa.Array, picked: np.ndarray | None) -> tuple[int, int, Any, Any, Any]:
+        """The picked rows of a column as `scan_columns` takes it: (kind, 0, validity, values, data
+        buffers). Only the picked rows are touched: a fifth of a flow log's."""
+        kind = self.kinds[index]
+        if isinstance(column, pa.DictionaryArray):
+            valid = _valid(column.indices, picked)
+            entries = _numbers(column.indices)
+            entries = entries if picked is None else entries[picked]
+            if valid is not None:
+                entries = np.where(valid, entries, 0)  # a null's index is any number
+            dictionary = column.dictionary
+            if not len(dictionary):
+                dictionary = pa.array([0] if kind == _INT64 else [""], dictionary.type)
+            values, data = _integers(dictionary) if kind == _INT64 else _views(dictionary)  # each batch has its own
+            if len(entries) and (entries.min() < 0 or entries.max() >= len(values)):
+                raise ValueError("a dictionary index out of range")
+            chosen = values[entries]
+        else:
+            valid = _valid(column, picked)
+            if kind == _INT64:
+                numbers = _numbers(column)
+                chosen, data = (numbers if picked is None else numbers[picked]).astype(np.int64), ()
+            else:
+                values, data = _views(column)
+                chosen = values if picked is None else values[picked]
+        validity = None if valid is None or valid.all() else np.packbits(valid, bitorder="little")
+        return kind, 0, validity, np.ascontiguousarray(chosen), data
+
+_Views = tuple[np.ndarray, tuple[Any, ...]]  # values (int64, or string views: 16 bytes each) and data buffers
+
+
+def _valid(column: pa.Array, rows: np.ndarray | None = None) -> np.ndarray | None:
+    """The validity of each value, or of the values at `rows` (None: no nulls)."""
+    bitmap = column.buffers()[0]
+    if bitmap is None or not column.null_count:
+        return None
+    bits = np.frombuffer(bitmap, np.uint8)
+    at: np.ndarray = column.offset + (np.arange(len(column)) if rows is None else rows)
+    valid: np.ndarray = ((bits[at >> 3] >> (at & 7)) & 1).astype(bool)
+    return valid
+
+
+def _numbers(column: pa.Array) -> np.ndarray:
+    """An integer array's values as numpy (any at a null)."""
+    dtype = np.dtype(column.type.to_pandas_dtype())
+    values = np.frombuffer(column.buffers()[1], dtype)
+    return values[column.offset : column.offset + len(column)]
+
+
+def _integers(column: pa.Array) -> _Views:
+    return _numbers(column).astype(np.int64), ()
+
+
+_INLINE = 12  # the bytes a string view holds itself
+
+
+def _views(column: pa.Array) -> _Views:
+    """A string array as Arrow string views (16 bytes a value: the length, then the text itself up
+    to 12 bytes, else its first 4 bytes, buffer 0 and its offset there) and its data buffer."""
+    if pa.types.is_string_view(column.type):
+        _, views, *data = column.buffers()
+        values = np.frombuffer(views, np.uint8).reshape(-1, 16)[column.offset : column.offset + len(column)]
+        return values, tuple(buffer for buffer in data if buffer is not None)
+    _, offsets_buffer, data_buffer = column.buffers()
+    width = np.int64 if pa.types.is_large_string(column.type) else np.int32
+    offsets = np.frombuffer(offsets_buffer, width)[column.offset : column.offset + len(column) + 1].astype(np.int64)
+    empty = data_buffer is None or not data_buffer.size
+    data = np.zeros(1, np.uint8) if empty else np.frombuffer(data_buffer, np.uint8)
+    starts, lengths = offsets[:-1], offsets[1:] - offsets[:-1]
+    if len(offsets) and (offsets[-1] >= 1 << 31 or lengths.max(initial=0) >= 1 << 31):
+        raise NeedsReference  # not what a view can point at
+    values = np.zeros((len(lengths), 16), np.uint8)
+    values[:, 0:4] = lengths.astype("<i4").view(np.uint8).reshape(-1, 4)
+    places = np.minimum(starts[:, None] + np.arange(_INLINE), len(data) - 1)
+    text = np.where(np.arange(_INLINE) < lengths[:, None], data[places], 0).astype(np.uint8)
+    long = lengths > _INLINE
+    values[:, 4:16] = text
+    values[long, 8:12] = 0  # buffer 0
+    values[long, 12:16] = starts[long].astype("<i4").view(np.uint8).reshape(-1, 4)
+    return values, (data,)
+
+
+class _TextSet:
+    """Texts a column is compared with, as the reference reads a value: null and "None" as '-'."""
+
+    def __init__(self, values: Collection[str]) -> None:
+        self.values = set(values) - {"None"}
+        self.null_matches = "-" in values
+
+    def found(self, column: pa.Array) -> np.ndarray:
+        """Whether each value of a text column reads as one of the texts (a dictionary column's
+        entries are compared once each)."""
+        valid = _valid(column.indices if isinstance(column, pa.DictionaryArray) else column)
+        if isinstance(column, pa.DictionaryArray):
+            entries = np.array([self._matches(text) for text in column.dictionary.to_pylist()] + [False])
+            indices = _numbers(column.indices).astype(np.int64)
+            indices = np.where((indices < 0) | (indices >= len(entries) - 1), len(entries) - 1, indices)
+            found = entries[indices]
+        else:
+            found = np.array([self._matches(text) for text in column.to_pylist()], dtype=bool)
+        if valid is not None:
+            found = np.where(valid, found, self.null_matches)
+        return found
+
+    def _matches(self, text: str | None) -> bool:
+        if text is None:
+            return self.null_matches
+        return text in self.values or (text == "None" and self.null_matches)

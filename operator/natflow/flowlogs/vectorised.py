@@ -6,32 +6,37 @@ guess: whatever they do not reproduce exactly goes to the reference code, so cor
 depend on them.
 
 * Text: `textscan` (ISA-L gunzip, a compiled line scanner; odd lines go to `readers.add_parts`).
-* Parquet: `columnar` (our decoder or polars decodes the used columns, the compiled scanner
-  reduces the rows on NAT ENIs; odd rows go to `readers.add_rows`).
-* A whole file goes to the reference reader when it is damaged (truncated gzip, unreadable
-  Parquet), has an unusable header, a first line with CR, or Parquet columns of types other
-  than strings and integers: the reference then produces the same records and warnings.
+* Parquet: `columnar` (pyarrow decodes the used columns, the compiled scanner reduces the rows on
+  NAT ENIs; odd rows go to `readers.add_rows`), in a decoder process (`decoders`): pyarrow parses
+  the object's bytes there, so that an abort or a crash on damaged bytes loses that object, said
+  in a `DamagedFlowLog` warning, and never the run. When the decoder dies on an object, the
+  reference reader reads it again in a fresh one and keeps the row groups before the damage.
+* A whole text file goes to the reference reader when it is damaged (truncated gzip), has an
+  unusable header or a first line with CR; a Parquet file when its columns have types other than
+  strings and integers: the reference then produces the same records and warnings.
 * CloudWatch Logs exports always take the reference path.
 
 Memory does not grow with the size of a file: text is decompressed and reduced a piece at a time,
-Parquet is read in row slices, and only the reduced rows (what the result holds anyway) are kept.
-Many files are read by several threads (`read_all_parallel`): gunzip, the scanner and polars work
-without the GIL, so threads use the cores without a second copy of the process.
+Parquet is read a batch of rows at a time, and only the reduced rows (what the result holds anyway)
+are kept. Many files are read by several threads (`read_all_parallel`): gunzip and the scanner work
+without the GIL, and each thread reading Parquet waits on its own decoder process.
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from natflow.diagnostics import Diagnostics
-from natflow.flowlogs import columnar, textscan
+from natflow.flowlogs import decoders, textscan
 from natflow.flowlogs.fields import FormatError
 from natflow.flowlogs.readers import DAMAGE, READERS, FormatChoices, NeedsReference
-from natflow.flowlogs.reduce import NatTopology, Reduction
+from natflow.flowlogs.reduce import NatTopology, ObjectReading, Reduction
 from natflow.flowlogs.sources import FileKind, FlowLogFile
+from natflow.net import CidrSet
 
 
 class BulkRead(Protocol):
@@ -42,7 +47,10 @@ class BulkRead(Protocol):
 
 
 _FastReader = Callable[[FlowLogFile, FormatChoices, Reduction, Diagnostics], BulkRead]
-_FAST: dict[FileKind, _FastReader] = {FileKind.TEXT: textscan.read_text, FileKind.PARQUET: columnar.read_parquet}
+_FAST: dict[FileKind, _FastReader] = {FileKind.TEXT: textscan.read_text}
+# A Parquet object's readers in a decoder process: the fast one, then (if the decoder dies on the
+# object) the reference one. By name: the parent never loads pyarrow.
+PARQUET_READERS = ("natflow.flowlogs.columnar:read_object", "natflow.flowlogs.columnar:read_reference")
 # What a fast reader raises when the file must be read by the reference reader instead.
 _TO_REFERENCE = (NeedsReference, FormatError, textscan.INFLATE_ERROR, *DAMAGE)
 
@@ -61,6 +69,9 @@ def _read_file(
     """Read one file: what the reference code added, what the fast reader reduced, the warnings."""
     # Nothing is kept before the file has been read to its end: a damaged file is re-read by the
     # reference reader, which keeps what comes before the damage and warns.
+    if file.kind is FileKind.PARQUET:
+        part, notes = _read_parquet(file, choices, topology, window)
+        return part, None, notes
     part, notes = Reduction(topology, window), Diagnostics()
     reader = _FAST.get(file.kind)
     if reader is not None:
@@ -70,6 +81,55 @@ def _read_file(
             part, notes = Reduction(topology, window), Diagnostics()
     READERS[file.kind](file, choices, part, notes)
     return part, None, notes
+
+
+def _read_parquet(
+    file: FlowLogFile, choices: FormatChoices, topology: NatTopology, window: tuple[int, int] | None
+) -> tuple[Reduction, Diagnostics]:
+    """A Parquet object in a decoder process: the fast way, and when the decoder dies on it the
+    reference reader in a fresh one; when that dies too (or time runs out), none of it counts."""
+    try:
+        limit = decoders.time_limit(os.stat(file.path).st_size)
+    except OSError:
+        limit = decoders.time_limit(0)  # the decoder says what is wrong with the file
+    portable = _portable(topology)
+    failures: list[str] = []
+    for read in PARQUET_READERS:
+        try:
+            reading: ObjectReading = decoders.pool().call(read, (file, choices, portable, window), limit)
+        except decoders.DecoderFailed as failure:
+            failures.append(str(failure))
+            if failure.timed_out:
+                break
+            continue
+        part, notes = reading.into(topology, window)
+        if failures:
+            if not part.stats.damaged_files:
+                part.stats.damaged_files += 1
+            notes.warn("DamagedFlowLog", f"{file.path}: {failures[0]}; read again by the reference reader",
+                       file=file.path)  # fmt: skip
+        return part, notes
+    part, notes = Reduction(topology, window), Diagnostics()
+    part.stats.damaged_files += 1
+    notes.warn("DamagedFlowLog", f"{file.path}: {'; then '.join(failures)}; none of its records are counted",
+               file=file.path)  # fmt: skip
+    return part, notes
+
+
+_portable_topologies: dict[int, tuple[NatTopology, NatTopology]] = {}  # by id(): NatTopology holds dicts
+
+
+def _portable(topology: NatTopology) -> NatTopology:
+    """The topology as plain dicts and a fresh CidrSet (without its memo of addresses looked up),
+    to be sent to the decoder with each object."""
+    known = _portable_topologies.get(id(topology))
+    if known is not None and known[0] is topology:
+        return known[1]
+    portable = NatTopology(dict(topology.natgw_by_eni), dict(topology.eni_by_nat_ip), CidrSet(topology.inside.cidrs))
+    if len(_portable_topologies) >= 8:
+        _portable_topologies.clear()
+    _portable_topologies[id(topology)] = (topology, portable)
+    return portable
 
 
 def _fold(
@@ -95,24 +155,27 @@ def read_all_parallel(
     """Read every file, `workers` at a time; the result is what reading them in order gives
     (formats, malformed examples and warnings are merged in file order)."""
     files = list(files)
-    reduction = Reduction(topology, window)
-    if workers < 2 or len(files) < 2:
-        for file in files:
-            read_file_vectorised(file, choices, reduction, diagnostics)
-        return reduction
+    try:
+        reduction = Reduction(topology, window)
+        if workers < 2 or len(files) < 2:
+            for file in files:
+                read_file_vectorised(file, choices, reduction, diagnostics)
+            return reduction
 
-    def read_apart(file: FlowLogFile) -> tuple[Reduction, BulkRead | None, Diagnostics]:
-        return _read_file(file, choices, topology, window)
+        def read_apart(file: FlowLogFile) -> tuple[Reduction, BulkRead | None, Diagnostics]:
+            return _read_file(file, choices, topology, window)
 
-    threads = min(workers, len(files))
-    with ThreadPoolExecutor(threads) as pool:
-        # At most one file more than the threads read ahead: a file done early waits, with its reduced
-        # rows, only for those before it, and memory does not grow with the number of files.
-        ahead: deque[Future[tuple[Reduction, BulkRead | None, Diagnostics]]] = deque()
-        for file in files:
-            ahead.append(pool.submit(read_apart, file))
-            if len(ahead) > threads:
+        threads = min(workers, len(files))
+        with ThreadPoolExecutor(threads) as pool:
+            # At most one file more than the threads read ahead: a file done early waits, with its reduced
+            # rows, only for those before it, and memory does not grow with the number of files.
+            ahead: deque[Future[tuple[Reduction, BulkRead | None, Diagnostics]]] = deque()
+            for file in files:
+                ahead.append(pool.submit(read_apart, file))
+                if len(ahead) > threads:
+                    _fold(reduction, *ahead.popleft().result(), diagnostics)
+            while ahead:
                 _fold(reduction, *ahead.popleft().result(), diagnostics)
-        while ahead:
-            _fold(reduction, *ahead.popleft().result(), diagnostics)
-    return reduction
+        return reduction
+    finally:
+        decoders.stop_idle()  # a pass's decoders do not hold memory through what follows it
