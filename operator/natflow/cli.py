@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from natflow import doctor
 from natflow.attribution.engine import GROUP_BY_CHOICES, Attributor
 from natflow.attribution.pricing import price_per_gb
 from natflow.attribution.report import RunContext, build_document, derive_warnings, human_bytes
@@ -75,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     attribute.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                            help="threads reading flow-log files (vectorised reader; default: the CPUs)")  # fmt: skip
 
+    doctor.add_parser(commands)
     run = commands.add_parser("run", help="run the operator (kopf) in the cluster")
     run.add_argument("--once", action="store_true", help="run one report pass over --window and exit")
     run.add_argument("--window", metavar="START/END", help="with --once: the window to process (ISO 8601)")
@@ -213,6 +215,8 @@ def render_table(document: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "doctor":
+            return doctor.main(args)
         if args.command == "run":
             from natflow.run import run_operator
 

@@ -36,6 +36,7 @@ def run_once(window: tuple[int, int]) -> list[dict[str, Any]]:
     from natflow.handlers import _api
     from natflow.kube import KubeWriter
     from natflow.runtime import OperatorConfig, Runtime
+    from natflow.snat_watch import load_snat_sources, read_snat_sources
 
     api = _api()
     runtime = Runtime(OperatorConfig.from_env(), KubeWriter(api))
@@ -55,6 +56,7 @@ def run_once(window: tuple[int, int]) -> list[dict[str, Any]]:
     )
     found = json.loads(daemonsets.data)["items"]
     runtime.on_aws_node(found[0] if found else None, window[0])
+    load_snat_sources(runtime, read_snat_sources(api), window[0])
     return [runtime.run_report(report, window) for report in runtime.writer.list_reports()]
 
 
@@ -68,7 +70,8 @@ def run_operator(once: bool, window_text: str | None) -> int:
         return 0
     import kopf
 
-    import natflow.handlers  # noqa: F401  (registers the handlers)
+    import natflow.handlers
+    import natflow.snat_watch  # noqa: F401  (and those of the SNAT sources)
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # kopf logs "Handler ... succeeded." at INFO for every watch event: a line per pod and change.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,18 @@ _FORMAT_NEEDS = {
     "action": "REJECT records cannot be told apart and are counted",
     "log-status": "NODATA/SKIPDATA records cannot be counted",
 }
+
+
+def missing_fields(fields: Collection[str]) -> list[str]:
+    """The fields attribution needs that a flow-log format lacks (`_FORMAT_NEEDS` says what each gives)."""
+    missing = [name for name in _FORMAT_NEEDS if name not in fields]
+    if "start" in missing and "end" in fields:
+        missing.remove("start")
+    return missing
+
+
+def format_gaps(missing: list[str]) -> str:
+    return "; ".join(_FORMAT_NEEDS[name] for name in missing)
 
 
 def _names(names: list[str]) -> str:
@@ -125,14 +137,12 @@ def derive_warnings(
             bytes=sum(sum(counts.values()) for _, counts in unknown),
         )  # fmt: skip
     for fields, origin in sorted(reduction.formats.items()):
-        missing = [name for name in _FORMAT_NEEDS if name not in fields]
-        if "start" in missing and "end" in fields:
-            missing.remove("start")
+        missing = missing_fields(fields)
         if missing:
             diagnostics.warn(
                 "FormatLacksFields",
                 f"{origin} lacks {', '.join(missing)}: "
-                + "; ".join(_FORMAT_NEEDS[name] for name in missing)
+                + format_gaps(missing)
                 + f". Recommended flow-log format: {RECOMMENDED_FORMAT}",
                 missing=missing,
                 recommendedFormat=RECOMMENDED_FORMAT,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from natflow.cluster.objects import ObjectError, describe, member
+from natflow.cluster.snat import changed_at, source_kind
 from natflow.cluster.state import ClusterState
 from natflow.diagnostics import Diagnostics
 from natflow.jsonstream import JsonStreamError, iter_values
@@ -65,6 +66,7 @@ def load_cluster(paths: list[str], diagnostics: Diagnostics) -> tuple[ClusterSta
     """Read every file, merge objects, and build the cluster state (time-indexed IP map included)."""
     stats = DumpStats()
     newest: dict[tuple[str, str], _Seen] = {}
+    sources: dict[tuple[str, str], list[_Seen]] = {}  # every version of each SNAT source object
     for path, _ in walk_files(paths):
         stats.files_read += 1
         try:
@@ -74,6 +76,13 @@ def load_cluster(paths: list[str], diagnostics: Diagnostics) -> tuple[ClusterSta
                         for obj, deleted in _objects(value):
                             stats.objects_read += 1
                             kind = str(obj.get("kind"))
+                            source = source_kind(obj)
+                            if source is not None:
+                                version = _version(obj)
+                                sources.setdefault(source, []).append(
+                                    _Seen(obj, version, deleted, f"{path} value {index}")
+                                )
+                                continue
                             if kind not in READ_KINDS:
                                 stats.other_kinds[kind] = stats.other_kinds.get(kind, 0) + 1
                                 continue
@@ -99,6 +108,7 @@ def load_cluster(paths: list[str], diagnostics: Diagnostics) -> tuple[ClusterSta
             diagnostics.warn("ClusterFileUnreadable", f"{path}: {error.strerror or error}", file=path)
 
     state = ClusterState()
+    _replay_snat_sources(sources, state, stats, diagnostics)
     # Owners first so that workloads resolve; nodes before pods is not needed (the map is lazy).
     order = {kind: rank for rank, kind in enumerate(("ReplicaSet", "Job", "Node", "Pod", "DaemonSet"))}
     aws_node_found = False
@@ -119,3 +129,30 @@ def load_cluster(paths: list[str], diagnostics: Diagnostics) -> tuple[ClusterSta
     if not aws_node_found:
         state.set_snat(0, None)
     return state, stats
+
+
+def _replay_snat_sources(
+    sources: Mapping[tuple[str, str], list[_Seen]], state: ClusterState, stats: DumpStats, diagnostics: Diagnostics
+) -> None:
+    """Each SNAT source object's versions in resourceVersion order: the first holds for all earlier
+    history; each later one from when its spec (or data) last changed (its managedFields time).
+    Replayed in time order, all objects together (Calico's pools are one set)."""
+    timed: list[tuple[int, str, str, _Seen]] = []
+    for (kind, name), seen in sources.items():
+        for number, version in enumerate(sorted(seen, key=lambda s: s.version)):
+            since = 0 if number == 0 else changed_at(version.obj)
+            if since is None:
+                stats.objects_skipped += 1
+                diagnostics.warn(
+                    "ClusterObjectSkipped",
+                    f"{version.where}: {describe(version.obj)}: a later version with no managedFields or creation time",
+                )
+                continue
+            timed.append((since, kind, name, version))
+    for since, kind, name, version in sorted(timed, key=lambda entry: entry[:3]):
+        try:
+            state.replay_snat_source(kind, name, since, None if version.deleted else version.obj)
+            stats.objects_used += 1
+        except ObjectError as error:
+            stats.objects_skipped += 1
+            diagnostics.warn("ClusterObjectSkipped", f"{version.where}: {error}")

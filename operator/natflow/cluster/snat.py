@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from natflow.cluster.objects import AUTO_MODE_LABEL, ObjectError, SnatSetting, describe, member
+from natflow.timeutil import parse_time
 
 SOURCE_AWS_NODE = "aws-node"
 SOURCE_NODECLASS = "NodeClass"
@@ -214,6 +215,27 @@ def source_kind(obj: Mapping[str, Any]) -> tuple[str, str] | None:
     if (kind, group) in (("IPPool", CALICO_GROUP), ("Installation", TIGERA_GROUP)):
         return SOURCE_CALICO, f"{kind}/{name}"
     return None
+
+
+def changed_at(obj: Mapping[str, Any]) -> int | None:
+    """When an object's spec (a ConfigMap's data) was last changed: the latest managedFields time
+    of a manager that owns part of it, else its creation time; None when neither is readable."""
+    meta = member(obj, "metadata")
+    owned = "f:data" if obj.get("kind") == "ConfigMap" else "f:spec"
+    times = []
+    for entry in meta.get("managedFields") or []:
+        if isinstance(entry, dict) and owned in (entry.get("fieldsV1") or {}) and isinstance(entry.get("time"), str):
+            try:
+                times.append(parse_time(entry["time"]))
+            except ValueError:
+                continue
+    if times:
+        return max(times)
+    created = meta.get("creationTimestamp")
+    try:
+        return parse_time(created) if isinstance(created, str) else None
+    except ValueError:
+        return None
 
 
 def essence(obj: Mapping[str, Any]) -> dict[str, Any]:
