@@ -1225,7 +1225,8 @@ def build_records(vpc: Vpc, cluster: Cluster, talkers: list[Talker], snat: SnatM
                 maker.reject(gateway, source, rng.choice(gateway.private_ips), rng.choice((22, 23, 445, 3389, 8080)),
                              rng.randint(1, 3), BASE_TIME + minute * 60 + rng.randint(0, 50))  # fmt: skip
     web_b = next(t for t in talkers if t.pod is cluster.pods["web-b"])
-    late_from = web_b.seen_as(CDN, snat, BASE_TIME + 35 * 60 + 7)[0]  # packets after the connection closed: a client leg REJECT
+    # packets after the connection closed: a client leg REJECT
+    late_from = web_b.seen_as(CDN, snat, BASE_TIME + 35 * 60 + 7)[0]
     maker._add(
         "reject", nat_b.eni, nat_b.subnet, None, BASE_TIME + 35 * 60 + 7, BASE_TIME + 35 * 60 + 9, nat_b.id,
         srcaddr=late_from, dstaddr=nat_b.private_ips[0], srcport=51_234, dstport=443, protocol=6, packets=1,
