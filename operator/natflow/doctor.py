@@ -293,7 +293,7 @@ def flow_log_checks(inventory: Inventory) -> list[Check]:
 
 
 def _gateway_check(inventory: Inventory, gateway: NatGateway) -> Check:
-    regional = str(getattr(gateway, "AvailabilityMode", None) or "zonal") == "regional"
+    regional = gateway.AvailabilityMode == "regional"
     subject = f"{gateway.NatGatewayId} ({'regional' if regional else 'zonal'})"
     enis = [a.NetworkInterfaceId for a in gateway.NatGatewayAddresses if a.NetworkInterfaceId]
     flow_logs = gateway_flow_logs(inventory, gateway)
@@ -347,7 +347,9 @@ def run_checks(api: Any, aws: Any, vpc_id: str | None, now: int) -> list[Check]:
         instances = sorted({n.instance_id for n in state.nodes.values() if n.instance_id})
         vpc = vpc_id or vpc_of_instances(aws.ec2, instances)
         if not vpc:
-            raise DoctorError("cannot tell the cluster's VPC: no node ENIs found; give --vpc-id")
+            message = "not checked: cannot tell the cluster's VPC (no node's ENI found)"
+            checks.append(Check("flowLog", "NAT Gateways", False, message, "natflow doctor --vpc-id VPC_ID"))
+            return checks
         inventory = discover_inventory(aws.ec2, vpc)
     except (BotoCoreError, ClientError) as error:
         raise DoctorError(f"AWS: {error}") from None
