@@ -197,3 +197,31 @@ def test_a_dump_with_nodeclass_versions_gives_their_history(tmp_path: Path) -> N
     assert not diagnostics.items and stats.objects_used == 3
     assert state.snat_at("auto-1", parse_time(changed) - 1).node_snat is True
     assert state.snat_at("auto-1", parse_time(changed)).node_snat is False
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        nodeclass("bad-policy") | {"spec": {"snatPolicy": ["Random"]}},
+        {"apiVersion": "eks.amazonaws.com/v1", "kind": "NodeClass", "metadata": {"name": 7}, "spec": []},
+        cilium() | {"data": ["enable-ipv4-masquerade"]},
+        {"apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool", "metadata": {"name": "p"},
+         "spec": {"cidr": "not-a-cidr", "natOutgoing": True}},
+        {"apiVersion": "operator.tigera.io/v1", "kind": "Installation", "metadata": {"name": "default"},
+         "spec": {"calicoNetwork": {"ipPools": "192.168.0.0/16"}}},
+        nodeclass("general", "Disabled", uid="nc-1", resourceVersion="200", managedFields=7),
+        nodeclass("general", "Disabled", uid="nc-1", resourceVersion="201",
+                  managedFields=[{"time": 5}, {"time": "2026-11-20T10:30:00Z", "fieldsV1": 9}, "x"]),
+    ],
+    ids=["policy", "meta", "cilium-data", "cidr", "installation-pools", "managed-fields", "managed-entries"],
+)  # fmt: skip
+def test_damaged_snat_sources_in_a_dump_are_skipped_with_a_message(tmp_path: Path, damaged: dict[str, Any]) -> None:
+    good = nodeclass("general", "Random", uid="nc-1", resourceVersion="100")
+    objects = [node("auto-1", "10.0.1.1", **AUTO, **{"eks.amazonaws.com/nodeclass": "general"}), good, damaged]
+    (tmp_path / "dump.json").write_text(json.dumps({"kind": "List", "items": objects}))
+    diagnostics = Diagnostics()
+    state, stats = load_cluster([str(tmp_path)], diagnostics)
+    decision = state.snat_at("auto-1", parse_time("2026-11-20T12:00:00Z"))
+    assert (decision.origin, decision.setting) == ("NodeClass general", "snatPolicy=Random")  # the good one survives
+    assert stats.objects_skipped == 1 and [d.reason for d in diagnostics.items] == ["ClusterObjectSkipped"]
+    assert damaged["kind"] in diagnostics.items[0].message  # the message names the object

@@ -223,8 +223,11 @@ def changed_at(obj: Mapping[str, Any]) -> int | None:
     meta = member(obj, "metadata")
     owned = "f:data" if obj.get("kind") == "ConfigMap" else "f:spec"
     times = []
-    for entry in meta.get("managedFields") or []:
-        if isinstance(entry, dict) and owned in (entry.get("fieldsV1") or {}) and isinstance(entry.get("time"), str):
+    entries = meta.get("managedFields")
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("time"), str):
+            continue
+        if owned in member(entry, "fieldsV1"):
             try:
                 times.append(parse_time(entry["time"]))
             except ValueError:
