@@ -72,7 +72,7 @@ def auto_world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, 
         try:
             yield world
         finally:
-            core.delete_node(NODE)  # its InternalIP would be another module's node's
+            core.delete_node(NODE)  # later modules must not find it
 
 
 def node_rows(custom: kubernetes.client.CustomObjectsApi, source: str) -> list[dict[str, Any]]:
@@ -93,7 +93,7 @@ def test_nodeclass_crd_installed_and_policy_changed_while_natflow_runs(
     with flow_report(custom, "autosnat", {"interval": "1m", "deliveryDelay": "0s"}), running_operator(
         kubeapi, moto_server, store, log
     ):
-        wait_for(lambda: node_rows(custom, "node"), 90, "node-IP bytes while the NodeClass is unknown", log)
+        wait_for(lambda: node_rows(custom, "node"), 180, "node-IP bytes while the NodeClass is unknown", log)
         assert "Unresolved resources cannot be served" in log.read_text()  # kopf: no CRD yet, and served the rest
 
         install_crd(kube_client)
@@ -101,7 +101,7 @@ def test_nodeclass_crd_installed_and_policy_changed_while_natflow_runs(
                 "spec": {"snatPolicy": "Random"}}  # fmt: skip
         custom.create_cluster_custom_object("eks.amazonaws.com", "v1", "nodeclasses", body)
         try:
-            rows = wait_for(lambda: node_rows(custom, "nodeSNAT"), 150, "a nodeSNAT row under snatPolicy Random", log)
+            rows = wait_for(lambda: node_rows(custom, "nodeSNAT"), 180, "a nodeSNAT row under snatPolicy Random", log)
             assert rows[0]["bytesOut"] % NODE_BYTES_PER_MINUTE == 0
             report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "autosnat")
             conditions = {c["type"]: c for c in report["status"]["conditions"]}
@@ -112,7 +112,7 @@ def test_nodeclass_crd_installed_and_policy_changed_while_natflow_runs(
 
             patch = {"spec": {"snatPolicy": "Disabled"}}
             custom.patch_cluster_custom_object("eks.amazonaws.com", "v1", "nodeclasses", NODECLASS, patch)
-            wait_for(lambda: node_rows(custom, "hostNetwork"), 150, "a hostNetwork row under snatPolicy Disabled", log)
+            wait_for(lambda: node_rows(custom, "hostNetwork"), 180, "a hostNetwork row under snatPolicy Disabled", log)
             assert f"SNAT source NodeClass {NODECLASS} since" in log.read_text()
         finally:
             custom.delete_cluster_custom_object("eks.amazonaws.com", "v1", "nodeclasses", NODECLASS)

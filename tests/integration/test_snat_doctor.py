@@ -1,11 +1,14 @@
 """`natflow doctor` as a user runs it: the command line, a kubeconfig for the local API server, AWS
 credentials for moto. Each check's line and the exit status: all pass, a flow log gone (exit 1 with
-the create-flow-logs command), an identity without natflow's RBAC (exit 1), no cluster (exit 2)."""
+the create-flow-logs command), an identity without natflow's RBAC (exit 1), no cluster (exit 2).
+
+(Named to run after test_harness_smoke, which needs the natflow user still unbound.)"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,7 +34,7 @@ def doctor_world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str
         try:
             yield world
         finally:
-            kubernetes.client.CoreV1Api(api).delete_node(NODE)  # its InternalIP would be another module's node's
+            kubernetes.client.CoreV1Api(api).delete_node(NODE)  # later modules must not find it
 
 
 def doctor(kubeapi: KubeAPI, moto: MotoServer, *args: str, kubeconfig: Path | None = None) -> tuple[int, list[Any], str]:
@@ -60,7 +63,8 @@ def test_doctor_passes_what_natflow_has_and_names_each_fix(
     assert gateway["status"] == "pass" and doctor_world["flow_log"] in gateway["message"]
     (snat,) = [c for c in by_check(checks, "snat") if NODE in c["message"]]
     assert snat["status"] == "pass" and snat["subject"] == "DaemonSet kube-system/aws-node"
-    assert "AWS_VPC_K8S_CNI_EXTERNALSNAT=true" in snat["message"] and "1 running pod(s)" in snat["message"]
+    assert "(AWS_VPC_K8S_CNI_EXTERNALSNAT=true): pods reach the NAT Gateway with their own IPs" in snat["message"]
+    assert re.match(r"\d+ node\(s\) \([^)]*\), \d+ running pod\(s\): ", snat["message"])  # other modules' nodes too
 
     ec2 = kubernetes_free_ec2(moto_server)
     ec2.delete_flow_logs(FlowLogIds=[doctor_world["flow_log"]])
