@@ -159,7 +159,9 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
     )
     result = attributor.attribute(reduction)
     derive_warnings(result, reduction, state, diagnostics)
-    context = RunContext(files_read=files_read, files_skipped=len(passed_over), price_source=price_source)
+    context = RunContext(
+        files_read=files_read, files_skipped=len(passed_over), price_source=price_source
+    )
     extra = {
         "clusterFilesRead": dump_stats.files_read,
         "clusterObjectsRead": dump_stats.objects_read,

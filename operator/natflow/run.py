@@ -70,8 +70,8 @@ def run_operator(once: bool, window_text: str | None) -> int:
         return 0
     import kopf
 
-    import natflow.handlers
-    import natflow.snat_watch  # noqa: F401  (and those of the SNAT sources)
+    import natflow.handlers  # noqa: F401  (registers the handlers)
+    from natflow import snat_watch  # noqa: F401  (and those of the SNAT sources)
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # kopf logs "Handler ... succeeded." at INFO for every watch event: a line per pod and change.
