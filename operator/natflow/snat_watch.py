@@ -32,6 +32,7 @@ CILIUM_FIELD_SELECTOR = f"metadata.name={CILIUM_CONFIG[1]}"
 WATCH_SECONDS = 600
 RETRY_SECONDS = 5.0
 FORBIDDEN_RETRY_SECONDS = 300.0
+RUNTIME_POLL_SECONDS = 0.5
 
 # (API group, version, plural, kind) of the SNAT source custom resources.
 SOURCE_RESOURCES = (
@@ -91,13 +92,17 @@ def installation_event(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> No
 
 @kopf.on.startup()
 def start_cilium_watch(*, memo: kopf.Memo, **_: Any) -> None:
-    runtime = memo.get("runtime")
-    if runtime is None:  # natflow.handlers' startup makes it
-        raise kopf.TemporaryError("waiting for the runtime", delay=1)
+    """The watch waits in its thread for the runtime that natflow.handlers' startup makes: a startup
+    handler that waited (retried) would keep the operator from stopping when that startup fails."""
+    threading.Thread(target=_when_running, args=(memo,), name="natflow-cilium", daemon=True).start()
+
+
+def _when_running(memo: kopf.Memo) -> None:
+    while memo.get("runtime") is None:
+        time.sleep(RUNTIME_POLL_SECONDS)
     from natflow.handlers import _api
 
-    api = _api()
-    threading.Thread(target=watch_cilium_config, args=(api, runtime), name="natflow-cilium", daemon=True).start()
+    watch_cilium_config(_api(), memo["runtime"])
 
 
 def _cilium_configs(core: client.CoreV1Api, **kwargs: Any) -> tuple[list[dict[str, Any]], str]:
