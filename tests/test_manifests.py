@@ -613,3 +613,33 @@ def test_kubectl_kustomize_renders_the_base() -> None:
         assert item["metadata"]["labels"]["app.kubernetes.io/name"] == "natflow", item["kind"]
         if item["kind"] not in cluster_scoped:
             assert item["metadata"]["namespace"] == NAMESPACE, item["kind"]
+
+
+def test_snat_sources_are_read_only_and_the_configmap_is_named() -> None:
+    """NodeClasses, Calico pools: get/list/watch; ConfigMaps: only cilium-config, by name."""
+    for group, resource in [("eks.amazonaws.com", "nodeclasses"), ("crd.projectcalico.org", "ippools"),
+                            ("operator.tigera.io", "installations")]:  # fmt: skip
+        rules = [r for r in workload_rules() if group in r["apiGroups"] and resource in r["resources"]]
+        assert rules and all(set(r["verbs"]) == READ_VERBS for r in rules), resource
+    configmaps = [r for r in workload_rules() if "" in r["apiGroups"] and "configmaps" in r["resources"]]
+    assert configmaps == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["cilium-config"],
+                           "verbs": ["get", "list", "watch"]}]  # fmt: skip
+
+
+def test_doctor_checks_exactly_the_permissions_the_manifests_grant() -> None:
+    """`natflow doctor` carries natflow's permissions in code (it runs without the repo): they must
+    be the ClusterRole's rules and the IAM policy's actions."""
+    from natflow.doctor import IAM_ACTIONS, RBAC_NEEDS
+
+    granted = {
+        (group, resource, verb, name)
+        for rule in workload_rules()
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        for name in rule.get("resourceNames") or [None]
+    }
+    needed = {(n.group, n.resource, n.verb, n.name) for n in RBAC_NEEDS}
+    assert needed == granted
+    actions = {a for s in iam_statements() if s["Sid"] != ATHENA_SID for a in as_list(s["Action"])}
+    assert set(IAM_ACTIONS) == actions

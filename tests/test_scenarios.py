@@ -92,6 +92,9 @@ def scenario_in(tmp_path: Path, **options: Any) -> Scenario:
         (16, "on", "cloudwatch", "default", "namespace"),
         (17, "absent", "text", "default", "pod"),
         (18, "on-exclude", "parquet", "hive", "pod"),
+        (61, "auto", "text", "default", "workload"),
+        (62, "cilium", "parquet", "hive", "pod"),
+        (63, "ipv6", "cloudwatch", "default", "namespace"),
     ],
 )
 def test_attribution_matches_ground_truth(
@@ -173,6 +176,66 @@ def test_snat_moves_bytes_between_rows_but_not_totals(tmp_path: Path, capsys: py
             assert "nodeSNAT" not in sources
             assert ("hostNetwork" in sources) == (snat == "off")
     assert totals["off"] == totals["on"] == totals["absent"]
+
+
+def snat_sources(document: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """The SNAT warning's bytes per origin (the object that decided) and node."""
+    hiding = [w for w in document["warnings"] if w["reason"] == "NodeSNATHidesPodIPs"]
+    return {s["origin"]: {n["node"]: n["bytes"] for n in s["nodes"]} for w in hiding for s in w["sources"]}
+
+
+def test_auto_mode_nodeclasses_next_to_managed_nodes_and_a_fix_mid_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """a1/b2 are managed (aws-node, EXTERNALSNAT=false); a2 is NodeClass general (Random until its
+    patch to Disabled at 10:30); b1 is NodeClass batch (Disabled). A window across 10:30 splits a2's
+    node-IP bytes into nodeSNAT before and hostNetwork after; after 10:30 only aws-node hides pods."""
+    scenario = scenario_in(tmp_path, seed=64, snat="auto")
+    nodes = {key: node.name for key, node in scenario.vpc.nodes.items()}
+    for window, general_hidden in ((WINDOW, True), ((BASE_TIME + 30 * MINUTE, None), False)):
+        expected = scenario.expected(window=window)
+        document = attribute(capsys, scenario.cli_args(window))
+        assert_matches(document, expected)
+        sources = snat_sources(document)
+        by_node = expected.snat_hidden_by_node
+        assert sources["DaemonSet kube-system/aws-node"] == {nodes["a1"]: by_node[nodes["a1"]],
+                                                            nodes["b2"]: by_node[nodes["b2"]]}  # fmt: skip
+        assert ("NodeClass general" in sources) == general_hidden
+        if general_hidden:
+            assert sources["NodeClass general"] == {nodes["a2"]: by_node[nodes["a2"]]}
+            (warning,) = [w for w in document["warnings"] if w["reason"] == "NodeSNATHidesPodIPs"]
+            assert """kubectl patch nodeclass general --type merge -p '{"spec":{"snatPolicy":"Disabled"}}'""" in (
+                warning["message"]
+            )
+        assert nodes["b1"] not in by_node and "NodeClass batch" not in sources
+        a2 = {r["source"] for r in document["attributions"] if r["workloadName"] == nodes["a2"]} - {"node"}
+        assert a2 == ({"nodeSNAT", "hostNetwork"} if general_hidden else {"hostNetwork"})
+
+
+def test_cilium_and_ipv6_clusters_name_their_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for snat, origin, words in (
+        ("cilium", "ConfigMap kube-system/cilium-config", "enable-ipv4-masquerade"),
+        ("ipv6", "DaemonSet kube-system/aws-node", "IPv6 cluster: pods' IPv4 egress always leaves as the node's IPv4"),
+    ):
+        scenario = build_scenario(tmp_path / snat, seed=65, snat=snat)
+        document = attribute(capsys, scenario.cli_args())
+        expected = scenario.expected()
+        assert_matches(document, expected)
+        assert snat_sources(document) == {origin: expected.snat_hidden_by_node}
+        (warning,) = [w for w in document["warnings"] if w["reason"] == "NodeSNATHidesPodIPs"]
+        assert words in warning["message"]
+
+
+def test_every_snat_mode_moves_bytes_between_rows_but_never_totals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    totals = set()
+    for snat in ("off", "on", "on-exclude", "absent", "auto", "cilium", "ipv6"):
+        scenario = build_scenario(tmp_path / snat, seed=66, snat=snat)
+        document = attribute(capsys, scenario.cli_args())
+        assert_matches(document, scenario.expected())
+        totals.add(tuple((g["natGatewayId"], g["bytesOut"], g["bytesIn"]) for g in document["natGateways"]))
+    assert len(totals) == 1
 
 
 def test_bytes_spanning_an_ip_release_are_split_by_seconds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from natflow import doctor
 from natflow.attribution.engine import GROUP_BY_CHOICES
 from natflow.attribution.report import RunContext, build_document, human_bytes
 from natflow.aws.files import load_inventory
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="threads reading flow-log files (vectorised reader; default: the CPUs)")  # fmt: skip
 
     trace_command.add_parser(commands)
+    doctor.add_parser(commands)
 
     run = commands.add_parser("run", help="run the operator (kopf) in the cluster")
     run.add_argument("--once", action="store_true", help="run one report pass over --window and exit")
@@ -201,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(str(error)) from None
         if args.command == "trace":
             return trace_command.main(args, settings)
+        if args.command == "doctor":
+            return doctor.main(args, settings)
         document = attribute(args)
         if args.output == "json":
             print(json.dumps(document, indent=2))

@@ -32,6 +32,7 @@ def run_once(window: tuple[int, int], settings: Settings) -> list[dict[str, Any]
     from natflow.handlers import _api
     from natflow.kube import KubeWriter
     from natflow.runtime import OperatorConfig, Runtime
+    from natflow.snat_watch import load_snat_sources, read_snat_sources
 
     api = _api()
     runtime = Runtime(OperatorConfig.of(settings), KubeWriter(api))
@@ -51,6 +52,7 @@ def run_once(window: tuple[int, int], settings: Settings) -> list[dict[str, Any]
     )
     found = json.loads(daemonsets.data)["items"]
     runtime.on_aws_node(found[0] if found else None, window[0])
+    load_snat_sources(runtime, read_snat_sources(api), window[0])
     return [runtime.run_report(report, window) for report in runtime.writer.list_reports()]
 
 
@@ -64,6 +66,7 @@ def run_operator(once: bool, window_text: str | None, settings: Settings) -> int
         return 0
     import kopf
 
+    from natflow import snat_watch  # noqa: F401  (registers the SNAT sources' handlers)
     from natflow.handlers import register_timer  # importing registers the other handlers
 
     register_timer(settings)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from natflow.cluster.ipmap import PodColumns
 from natflow.cluster.objects import NodeRecord, OwnerRef, PodRecord, SnatSetting
@@ -28,7 +29,11 @@ CREATE TABLE IF NOT EXISTS nodes (
 CREATE TABLE IF NOT EXISTS owners (
     namespace TEXT, kind TEXT, name TEXT, owner_kind TEXT, owner_name TEXT, PRIMARY KEY (namespace, kind, name));
 CREATE TABLE IF NOT EXISTS snat (since INTEGER PRIMARY KEY, setting TEXT);
+CREATE TABLE IF NOT EXISTS snat_sources (
+    kind TEXT, name TEXT, since INTEGER, object TEXT, PRIMARY KEY (kind, name, since));
 """
+# Columns added since the first schema: (table, column, type).
+ADDED_COLUMNS = (("nodes", "nodeclass", "TEXT"),)
 
 
 POD_COLUMNS = (
@@ -74,6 +79,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        for table, column, kind in ADDED_COLUMNS:
+            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -97,8 +105,17 @@ class Store:
 
     def save_node(self, node: NodeRecord) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?,?)",
-            (node.name, node.uid, json.dumps(node.internal_ips), node.instance_id, node.start, node.end),
+            "INSERT OR REPLACE INTO nodes (name, uid, internal_ips, instance_id, start, end_time, nodeclass) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (
+                node.name,
+                node.uid,
+                json.dumps(node.internal_ips),
+                node.instance_id,
+                node.start,
+                node.end,
+                node.nodeclass,
+            ),
         )
 
     def save_owner(self, key: tuple[str, str, str], owner: OwnerRef | None) -> None:
@@ -115,9 +132,15 @@ class Store:
                     "externalSnat": setting.external_snat,
                     "exclude": list(setting.exclude_cidrs),
                     "podSgMode": setting.pod_sg_mode,
+                    "ipv6": setting.ipv6,
                 }
             )
         self._db.execute("INSERT OR REPLACE INTO snat VALUES (?,?)", (since, encoded))
+
+    def save_snat_source(self, kind: str, name: str, since: int, obj: Mapping[str, Any] | None) -> None:
+        """A NodeClass, the cilium-config ConfigMap or a Calico pool object (None: gone) from `since` on."""
+        encoded = json.dumps(obj, sort_keys=True) if obj is not None else None
+        self._db.execute("INSERT OR REPLACE INTO snat_sources VALUES (?,?,?,?)", (kind, name, since, encoded))
 
     def open_pod_uids(self) -> set[str]:
         """Pods that still held an IP when last seen (found by the end_time index, no records built)."""
@@ -138,11 +161,17 @@ class Store:
             setting = None
             if encoded is not None:
                 data = json.loads(encoded)
-                setting = SnatSetting(data["externalSnat"], tuple(data["exclude"]), data["podSgMode"])
+                setting = SnatSetting(
+                    data["externalSnat"], tuple(data["exclude"]), data["podSgMode"], bool(data.get("ipv6"))
+                )
             state.snat.set(since, setting)
-        for row in self._db.execute("SELECT * FROM nodes"):
-            name, uid, ips, instance_id, start, end = row
-            state.put_node(NodeRecord(uid, name, tuple(json.loads(ips)), instance_id, start, end))
+        for kind, name, since, encoded in self._db.execute(
+            "SELECT kind, name, since, object FROM snat_sources ORDER BY since, kind, name"
+        ):
+            state.replay_snat_source(kind, name, since, json.loads(encoded) if encoded is not None else None)
+        nodes = "SELECT name, uid, internal_ips, instance_id, start, end_time, nodeclass FROM nodes"
+        for name, uid, ips, instance_id, start, end, nodeclass in self._db.execute(nodes):
+            state.put_node(NodeRecord(uid, name, tuple(json.loads(ips)), instance_id, start, end, nodeclass))
         cursor = self._db.execute(f"SELECT {POD_COLUMNS} FROM pods")
         with no_cycle_collection():
             count = self._load_pods(cursor, state)

@@ -24,8 +24,15 @@ address belong to the node. A Lambda ENI and an undescribed instance stay unattr
     scenario.expected()                                   # the whole hour, --group-by workload
     scenario.expected(window=(start, end), group_by="pod")
 
-``python -m tests.scenario.generator --out DIR --seed N [--snat on|off|on-exclude|absent]`` writes
-one, with its answer in ``DIR/expected.json``.
+``--snat`` picks who translates pod addresses: the VPC CNI (``off``: EXTERNALSNAT=true, ``on``,
+``on-exclude``: with EXCLUDE_SNAT_CIDRS), no source at all (``absent``), EKS Auto Mode (``auto``: a2 and
+b1 are Auto Mode nodes of NodeClasses ``general``, patched from Random to Disabled at 10:30, and
+``batch``, Disabled; a1 and b2 stay managed nodes under aws-node with EXTERNALSNAT=false), Cilium in
+ENI mode with masquerading (``cilium``, no aws-node), or an IPv6 cluster (``ipv6``: pods have IPv6
+addresses, EXTERNALSNAT=true, and IPv4 egress still leaves as the node's IPv4 address).
+
+``python -m tests.scenario.generator --out DIR --seed N [--snat MODE]`` writes one, with its answer
+in ``DIR/expected.json``.
 """
 
 from __future__ import annotations
@@ -42,11 +49,11 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-SnatMode = Literal["off", "on", "on-exclude", "absent"]
+SnatMode = Literal["off", "on", "on-exclude", "absent", "auto", "cilium", "ipv6"]
 FlowFormat = Literal["text", "parquet", "cloudwatch"]
 KeyLayout = Literal["default", "hive"]
 GroupBy = Literal["workload", "pod", "namespace"]
@@ -58,7 +65,7 @@ RowKey = tuple[str, str, str, str, str]
 # --start/--end in Unix seconds; None leaves that side open
 Window = tuple[int | None, int | None]
 
-SNAT_MODES: tuple[SnatMode, ...] = ("off", "on", "on-exclude", "absent")
+SNAT_MODES: tuple[SnatMode, ...] = ("off", "on", "on-exclude", "absent", "auto", "cilium", "ipv6")
 FLOW_FORMATS: tuple[FlowFormat, ...] = ("text", "parquet", "cloudwatch")
 KEY_LAYOUTS: tuple[KeyLayout, ...] = ("default", "hive")
 
@@ -71,6 +78,12 @@ CLUSTER_NAME = "prod"
 VPC_CIDR = "10.0.0.0/16"
 CUSTOM_NETWORKING_CIDR = "100.64.0.0/16"
 EXCLUDED_SNAT_CIDR = "203.0.113.0/24"
+# snat "auto": EKS Auto Mode nodes of two NodeClasses next to managed node groups (a1, b2: aws-node
+# with EXTERNALSNAT=false). NodeClass general is Random until its fix at 10:30, then Disabled;
+# NodeClass batch is Disabled all along.
+AUTO_NODECLASSES = {"a2": "general", "b1": "batch"}
+NODECLASS_FIXED = BASE_TIME + 30 * 60
+IPV6_POD_PREFIX = 0x2600_1F18_04F2  # snat "ipv6": pod addresses 2600:1f18:4f2::/48, from the IPv4 ones
 BUCKET = "acme-prod-vpc-flow-logs"
 LOG_GROUP = "/aws/vpc/prod-flow-logs"
 S3_OBJECT_SECONDS = 300  # AWS writes one S3 object per 5 minutes of record end times
@@ -177,6 +190,7 @@ class Node:
     gateway: Gateway  # the NAT Gateway its AZ's route table points at
     interfaces: tuple[Interface, ...]
     created: int
+    key: str = ""  # a1, a2, b1, b2
 
     @property
     def primary_ip(self) -> str:
@@ -239,6 +253,7 @@ def build_vpc(ids: Ids) -> Vpc:
         "b1": node("10.0.33.12", nat_b, "m6i.xlarge", 9.3, secondary=_addresses("10.0.33", 50, 59)),
         "b2": node("10.0.34.7", nat_b, "g5.xlarge", 2.6, pods_eni),
     }
+    nodes = {key: replace(value, key=key) for key, value in nodes.items()}
     return Vpc(
         id=ids.aws("vpc"),
         subnets=subnets,
@@ -389,7 +404,12 @@ def _condition(kind: str, status: bool, at: int, reason: str | None = None) -> d
     return found
 
 
-def pod_object(pod: Pod, state: PodState, resource_version: int) -> dict[str, Any]:
+def ipv6_of(address: str) -> str:
+    """A pod's address in the IPv6 cluster (snat "ipv6"), one for each IPv4 address of the scenario."""
+    return str(ipaddress.IPv6Address(IPV6_POD_PREFIX << 80 | int(ipaddress.IPv4Address(address))))
+
+
+def pod_object(pod: Pod, state: PodState, resource_version: int, ipv6: bool = False) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "creationTimestamp": iso(pod.created),
         "labels": dict(pod.labels),
@@ -473,13 +493,18 @@ def pod_object(pod: Pod, state: PodState, resource_version: int) -> dict[str, An
             "startedAt": iso(pod.ip_from + 2),
         }})  # fmt: skip
     if state != "pending":
-        status.update(podIP=pod.ip, podIPs=[{"ip": pod.ip}])
+        address = ipv6_of(pod.ip) if ipv6 and not pod.host_network else pod.ip
+        status.update(podIP=address, podIPs=[{"ip": address}])
     status["containerStatuses"] = [container_status]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
 
 
-def node_object(node: Node, key: str, resource_version: int) -> dict[str, Any]:
+def node_object(node: Node, key: str, resource_version: int, snat: SnatMode = "off") -> dict[str, Any]:
     subnet = node.subnet
+    group = {"eks.amazonaws.com/nodegroup": f"{CLUSTER_NAME}-{key[0]}"}
+    if snat == "auto" and key in AUTO_NODECLASSES:  # an EKS Auto Mode node names its NodeClass
+        group = {"eks.amazonaws.com/compute-type": "auto", "eks.amazonaws.com/nodeclass": AUTO_NODECLASSES[key],
+                 "karpenter.sh/nodepool": AUTO_NODECLASSES[key]}  # fmt: skip
     heartbeat = BASE_TIME + HOUR_SECONDS + 31
     conditions = [
         ("MemoryPressure", "False", "KubeletHasSufficientMemory"), ("DiskPressure", "False", "KubeletHasNoDiskPressure"),
@@ -496,7 +521,7 @@ def node_object(node: Node, key: str, resource_version: int) -> dict[str, Any]:
             },
             "creationTimestamp": iso(node.created),
             "labels": {
-                "eks.amazonaws.com/nodegroup": f"{CLUSTER_NAME}-{key[0]}",
+                **group,
                 "k8s.io/cloud-provider-aws": "a94967527effcefb5f5829f529c0a1b9",
                 "kubernetes.io/hostname": node.name,
                 "kubernetes.io/os": "linux",
@@ -589,7 +614,7 @@ def aws_node_env(snat: SnatMode) -> list[dict[str, Any]]:
     values = {
         "ADDITIONAL_ENI_TAGS": "{}", "ANNOTATE_POD_IP": "false", "AWS_VPC_CNI_NODE_PORT_SUPPORT": "true",
         "AWS_VPC_ENI_MTU": "9001", "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true",
-        "AWS_VPC_K8S_CNI_EXTERNALSNAT": "true" if snat == "off" else "false",
+        "AWS_VPC_K8S_CNI_EXTERNALSNAT": "true" if snat in ("off", "ipv6") else "false",
         "AWS_VPC_K8S_CNI_LOGLEVEL": "DEBUG", "AWS_VPC_K8S_CNI_LOG_FILE": "/host/var/log/aws-routed-eni/ipamd.log",
         "AWS_VPC_K8S_CNI_RANDOMIZESNAT": "prng", "AWS_VPC_K8S_CNI_VETHPREFIX": "eni", "ENABLE_IPv4": "true",
         "ENABLE_IPv6": "false", "ENABLE_POD_ENI": "false", "ENABLE_PREFIX_DELEGATION": "true",
@@ -597,6 +622,8 @@ def aws_node_env(snat: SnatMode) -> list[dict[str, Any]]:
     }  # fmt: skip
     if snat == "on-exclude":
         values["AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS"] = EXCLUDED_SNAT_CIDR
+    if snat == "ipv6":  # an IPv6 cluster: EXTERNALSNAT=true changes nothing for IPv4 egress
+        values.update(ENABLE_IPv4="false", ENABLE_IPv6="true", ENABLE_V4_EGRESS="true")
     env: list[dict[str, Any]] = [{"name": name, "value": values[name]} for name in sorted(values)]
     env.append({"name": "MY_NODE_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}})
     return env
@@ -633,6 +660,54 @@ def daemon_set_object(ds: Owner, snat: SnatMode, version: int) -> dict[str, Any]
     }  # fmt: skip
 
 
+def cilium_config_object(version: int) -> dict[str, Any]:
+    """Cilium in ENI mode with masquerading on, as its Helm chart writes the ConfigMap (the keys natflow reads)."""
+    data = {
+        "bpf-map-dynamic-size-ratio": "0.0025", "cluster-name": CLUSTER_NAME, "egress-masquerade-interfaces": "eth+",
+        "enable-bpf-masquerade": "true", "enable-endpoint-routes": "true", "enable-ip-masq-agent": "false",
+        "enable-ipv4": "true", "enable-ipv4-masquerade": "true", "enable-ipv6": "false", "ipam": "eni",
+        "ipv4-native-routing-cidr": VPC_CIDR, "routing-mode": "native", "eni-tags": "{}",
+    }  # fmt: skip
+    return {"apiVersion": "v1", "kind": "ConfigMap", "data": data, "metadata": {
+        "annotations": {"meta.helm.sh/release-name": "cilium", "meta.helm.sh/release-namespace": "kube-system"},
+        "creationTimestamp": iso(BASE_TIME - 60 * DAY_SECONDS), "labels": {"app.kubernetes.io/managed-by": "Helm"},
+        "name": "cilium-config", "namespace": "kube-system", "resourceVersion": str(version),
+        "uid": "6f1d3c1e-5b8a-4c47-9d0e-2a4b7c9e1f30"}}  # fmt: skip
+
+
+def nodeclass_object(name: str, policy: str, version: int, changed: int) -> dict[str, Any]:
+    """An Auto Mode NodeClass; `changed`: when its spec was last written (its managedFields time)."""
+    spec = {"role": f"AmazonEKSAutoNodeRole-{CLUSTER_NAME}", "snatPolicy": policy, "networkPolicy": "DefaultAllow",
+            "subnetSelectorTerms": [{"tags": {"kubernetes.io/role/internal-elb": "1"}}],
+            "securityGroupSelectorTerms": [{"tags": {f"kubernetes.io/cluster/{CLUSTER_NAME}": "owned"}}]}  # fmt: skip
+    managed = [
+        {"apiVersion": "eks.amazonaws.com/v1", "fieldsType": "FieldsV1", "manager": "kubectl-client-side-apply",
+         "operation": "Update", "time": aws_time(changed).replace("+00:00", "Z"),
+         "fieldsV1": {"f:spec": {"f:role": {}, "f:snatPolicy": {}}}},
+        {"apiVersion": "eks.amazonaws.com/v1", "fieldsType": "FieldsV1", "manager": "eks-auto-mode",
+         "operation": "Update", "subresource": "status", "time": iso(BASE_TIME + HOUR_SECONDS - 90),
+         "fieldsV1": {"f:status": {"f:conditions": {}}}},
+    ]  # fmt: skip
+    return {"apiVersion": "eks.amazonaws.com/v1", "kind": "NodeClass", "spec": spec, "metadata": {
+        "creationTimestamp": iso(BASE_TIME - 20 * DAY_SECONDS), "finalizers": ["eks.amazonaws.com/termination"],
+        "generation": 2 if changed >= BASE_TIME else 1, "managedFields": managed, "name": name,
+        "resourceVersion": str(version), "uid": f"5c0e{version:08d}-1f2a-4b3c-8d4e-a1b2c3d4e5f6"},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
+                                   "lastTransitionTime": iso(BASE_TIME - 20 * DAY_SECONDS)}]}}  # fmt: skip
+
+
+def write_nodeclasses(directory: Path) -> None:
+    """``kubectl get nodeclasses -o json --watch --output-watch-events``: general fixed to Disabled at 10:30."""
+    created = BASE_TIME - 20 * DAY_SECONDS
+    versions = [("ADDED", nodeclass_object("batch", "Disabled", 47_000_001, created)),
+                ("ADDED", nodeclass_object("general", "Random", 47_000_002, created)),
+                ("MODIFIED", nodeclass_object("general", "Disabled", 48_130_000, NODECLASS_FIXED))]  # fmt: skip
+    for _, obj in versions:  # one uid per NodeClass across its versions
+        obj["metadata"]["uid"] = f"5c0e{sum(map(ord, obj['metadata']['name'])):08d}-1f2a-4b3c-8d4e-a1b2c3d4e5f6"
+    stream = [json.dumps({"object": obj, "type": kind}, indent=4, sort_keys=True) for kind, obj in versions]
+    (directory / "nodeclasses-watch.json").write_text("\n".join(stream) + "\n")
+
+
 def write_cluster(directory: Path, vpc: Vpc, cluster: Cluster, snat: SnatMode) -> None:
     """The final ``kubectl get ... -A -o json`` List and the ``--watch-only --output-watch-events`` stream."""
     old_version = iter(range(47_800_113, 48_000_000, 17))
@@ -651,7 +726,7 @@ def write_cluster(directory: Path, vpc: Vpc, cluster: Cluster, snat: SnatMode) -
     stream: list[str] = []
     for version, (_, kind, pod, state) in enumerate(events, start=48_100_457):
         last_seen[pod.uid] = (version, state)
-        event = {"object": pod_object(pod, state, version), "type": kind}
+        event = {"object": pod_object(pod, state, version, snat == "ipv6"), "type": kind}
         stream.append(json.dumps(event, indent=4, sort_keys=True))
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "pods-watch.json").write_text("\n".join(stream) + "\n")
@@ -661,17 +736,21 @@ def write_cluster(directory: Path, vpc: Vpc, cluster: Cluster, snat: SnatMode) -
         if pod.deleted is not None:
             continue
         version, state = last_seen.get(pod.uid, (next(old_version), "running"))
-        items.append(pod_object(pod, state, version))
+        items.append(pod_object(pod, state, version, snat == "ipv6"))
     for key, node in vpc.nodes.items():
-        items.append(node_object(node, key, 48_199_000 + len(items)))
+        items.append(node_object(node, key, 48_199_000 + len(items), snat))
     for rs, deployment in cluster.replica_sets:
         items.append(replica_set_object(rs, deployment, "ml" if deployment.name == "model-sync" else "shop",
                                         next(old_version)))  # fmt: skip
     job, cron_job = cluster.job
     items.append(job_object(job, cron_job, cluster.pods["export"], 48_100_900))  # completed during the watch
     for name, ds in cluster.daemon_sets.items():
-        if name != "aws-node" or snat != "absent":
+        if name != "aws-node" or snat not in ("absent", "cilium"):
             items.append(daemon_set_object(ds, snat, next(old_version)))
+    if snat == "cilium":
+        items.append(cilium_config_object(next(old_version)))
+    if snat == "auto":
+        write_nodeclasses(directory)
     listing = {"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": ""}}
     (directory / "cluster.json").write_text(json.dumps(listing, indent=4, sort_keys=True) + "\n")
 
@@ -840,6 +919,22 @@ class Sender:
         return (self.gateway, self.namespace, self.workload_kind, self.workload_name, self.source)
 
 
+def node_snat_at(snat: SnatMode, node: Node, destination: Destination, when: int) -> bool | None:
+    """Whether the node's pod traffic to `destination` at `when` reaches the NAT Gateway as the node's
+    IP (None: the scenario shows natflow no SNAT source)."""
+    if snat == "absent":
+        return None
+    if snat == "off":
+        return False
+    if snat == "on-exclude":
+        return not in_cidr(destination.address, EXCLUDED_SNAT_CIDR)
+    if snat == "auto" and node.key in AUTO_NODECLASSES:
+        return AUTO_NODECLASSES[node.key] == "general" and when < NODECLASS_FIXED
+    # on, auto's managed nodes (EXTERNALSNAT=false), cilium (masquerade on: no NAT'd destination is in
+    # the native-routing CIDR), ipv6 (IPv4 egress leaves as the node's IPv4 whatever EXTERNALSNAT says)
+    return True
+
+
 @dataclass(frozen=True)
 class Talker:
     """Something in the VPC that sends bytes through a NAT Gateway during some minutes of the hour."""
@@ -857,14 +952,12 @@ class Talker:
     pod: Pod | None = None
     node: Node | None = None
 
-    def seen_as(self, destination: Destination, snat: SnatMode) -> tuple[str, Interface, Sender]:
+    def seen_as(self, destination: Destination, snat: SnatMode, when: int) -> tuple[str, Interface, Sender]:
         """The inside address the NAT Gateway sees, the ENI the flow leaves by, and the bytes' owner."""
         gateway = self.gateway.id
-        excluded = snat == "on-exclude" and in_cidr(destination.address, EXCLUDED_SNAT_CIDR)
-        node_snat = snat in ("on", "on-exclude") and not excluded
         if self.pod is not None:
             pod = self.pod
-            if node_snat:  # the CNI rewrote the pod IP to the node's primary IP
+            if node_snat_at(snat, pod.node, destination, when):  # the CNI rewrote the pod IP to the node's IP
                 node = pod.node
                 sender = Sender(gateway, "node", "nodeSNAT", name=node.name, hidden_pod=pod.key)
                 return node.primary_ip, node.interfaces[0], sender
@@ -873,7 +966,8 @@ class Talker:
         if self.node is not None:
             if self.origin == "stray":  # a node-owned address that no pod held at the time
                 return self.address, self.interface, Sender(gateway, "node", "node", name=self.node.name)
-            source = "node" if snat == "absent" else "nodeSNAT" if node_snat else "hostNetwork"
+            translated = node_snat_at(snat, self.node, destination, when)
+            source = "node" if translated is None else "nodeSNAT" if translated else "hostNetwork"
             return self.address, self.interface, Sender(gateway, "node", source, name=self.node.name)
         return self.address, self.interface, Sender(gateway, "ip", "unattributed", name=self.address)
 
@@ -1033,7 +1127,7 @@ class RecordMaker:
     def connection(self, talker: Talker, draw: FlowDraw, shares: tuple[tuple[Sender, int], ...] | None = None) -> None:
         """The four records on the NAT ENI (AWS's NAT example) and two on the sender's own ENI."""
         dest = draw.destination
-        inside, interface, sender = talker.seen_as(dest, self.snat)
+        inside, interface, sender = talker.seen_as(dest, self.snat, draw.start)
         gateway = talker.gateway
         nat, sub = gateway.eni, gateway.subnet
         tcp = dest.protocol == 6
@@ -1131,7 +1225,8 @@ def build_records(vpc: Vpc, cluster: Cluster, talkers: list[Talker], snat: SnatM
                 maker.reject(gateway, source, rng.choice(gateway.private_ips), rng.choice((22, 23, 445, 3389, 8080)),
                              rng.randint(1, 3), BASE_TIME + minute * 60 + rng.randint(0, 50))  # fmt: skip
     web_b = next(t for t in talkers if t.pod is cluster.pods["web-b"])
-    late_from = web_b.seen_as(CDN, snat)[0]  # packets after the connection closed: a client leg REJECT
+    # packets after the connection closed: a client leg REJECT
+    late_from = web_b.seen_as(CDN, snat, BASE_TIME + 35 * 60 + 7)[0]
     maker._add(
         "reject", nat_b.eni, nat_b.subnet, None, BASE_TIME + 35 * 60 + 7, BASE_TIME + 35 * 60 + 9, nat_b.id,
         srcaddr=late_from, dstaddr=nat_b.private_ips[0], srcport=51_234, dstport=443, protocol=6, packets=1,
@@ -1173,14 +1268,14 @@ def build_records(vpc: Vpc, cluster: Cluster, talkers: list[Talker], snat: SnatM
 
 def add_straddle(maker: RecordMaker, vpc: Vpc, cluster: Cluster, talkers: list[Talker]) -> None:
     """One connection whose records span the moment checkout-e released 10.0.21.33: 30 s pod, 30 s node."""
-    if maker.snat in ("on", "on-exclude"):
+    if maker.snat not in ("off", "absent"):
         raise ValueError("a straddling pod connection needs pod IPs at the NAT Gateway (snat off or absent)")
     pod = cluster.pods["checkout-e"]
     assert pod.released is not None
     stray = next(t for t in talkers if t.origin == "stray" and t.address == pod.ip)
     draw = FlowDraw(CDN, pod.released - 30, pod.released + 29, 40_000, 1_200_000, 50_505, 20_202,
                     vpc.gateways[0].private_ips[0], 0)  # fmt: skip
-    owner = stray.seen_as(CDN, maker.snat)[2]
+    owner = stray.seen_as(CDN, maker.snat, pod.released - 30)[2]
     kind, name = pod.workload
     holder = Sender(owner.gateway, "pod", "pod", pod.namespace, kind, name, pod.name)
     maker.connection(stray, draw, shares=((holder, 30), (owner, 30)))
@@ -1467,7 +1562,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--snat", choices=SNAT_MODES, default="off",
                         help="off: EXTERNALSNAT=true; on: false; on-exclude: false + EXCLUDE_SNAT_CIDRS; "
-                             "absent: no aws-node DaemonSet in the dump")  # fmt: skip
+                             "absent: no aws-node DaemonSet in the dump; auto: EKS Auto Mode NodeClasses next to "
+                             "managed nodes; cilium: Cilium ENI mode, masquerading; ipv6: an IPv6 cluster")  # fmt: skip
     parser.add_argument("--format", dest="flow_format", choices=FLOW_FORMATS, default="text")
     parser.add_argument("--layout", choices=KEY_LAYOUTS, default="default", help="S3 key layout")
     parser.add_argument("--density", type=float, default=1.0, help="connections per talker-minute, relative")

@@ -4,9 +4,9 @@ Rules (one place for them):
 
 * an address held by a pod (not hostNetwork) at the time: the pod's workload, source ``pod``;
 * the node's primary IP (the address SNAT rewrites pod traffic to) with no pod on it:
-  the Node, source ``nodeSNAT`` while the aws-node DaemonSet SNATs (EXTERNALSNAT=false and the
-  destination not in AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS), ``hostNetwork`` while it does not,
-  ``node`` when the CNI is unknown;
+  the Node, source ``nodeSNAT`` while the node's SNAT decision (cluster/snat.py: its NodeClass,
+  Cilium, Calico or aws-node, at the time) translates pod traffic to that destination,
+  ``hostNetwork`` while it does not, ``node`` when the decision is unknown;
 * any other address a node owns (secondary IPs, /28 prefixes) that no pod held: the Node, ``node``;
 * anything else: ``unattributed``, labelled with what AWS says about the ENI that owns it.
 
@@ -27,6 +27,7 @@ from natflow.attribution.pricing import cost
 from natflow.aws.inventory import AddressOwner
 from natflow.cluster.ipmap import FOREVER, HELD_BY_NOBODY, HELD_BY_NODE, HELD_BY_POD, SPLIT, HolderColumns, distinct
 from natflow.cluster.objects import PodRecord
+from natflow.cluster.snat import SnatDecision
 from natflow.cluster.state import ClusterState
 from natflow.flowlogs.reduce import Reduction, columns_of
 from natflow.net import CidrSet
@@ -95,10 +96,13 @@ class GatewayTotals:
 
 @dataclass
 class SnatExposure:
-    """Bytes that node-level SNAT hid behind a node IP, and the pods that could have sent them."""
+    """Bytes that node-level SNAT hid behind a node IP, and the pods that could have sent them; the
+    same bytes per (node, SNAT decision); node-IP bytes whose node's SNAT is unknown."""
 
     bytes_by_node: dict[str, int] = field(default_factory=dict)
     pods_by_node: dict[str, list[str]] = field(default_factory=dict)
+    hidden: dict[tuple[str, SnatDecision], int] = field(default_factory=dict)
+    unknown: dict[tuple[str, SnatDecision], int] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -141,6 +145,10 @@ def _exact(values: list[int]) -> npt.NDArray[Any]:
     if len(column) and max(-int(column.min()), int(column.max())) * len(column) >= 1 << 63:
         return np.array(values, object)
     return column
+
+
+def _total(parts: _Parts, chosen: Int64s) -> int:
+    return int(sum(parts.bytes[chosen].tolist()))
 
 
 def _sums(groups: Int64s, size: int, values: npt.NDArray[Any]) -> list[int]:
@@ -204,10 +212,13 @@ class Attributor:
         self.address_owners = address_owners
         self.group_by = group_by
         self.price_per_gb = price_per_gb
+        self._hidden: dict[tuple[str, SnatDecision], int] = {}
+        self._unknown: dict[tuple[str, SnatDecision], int] = {}
 
     def attribute(self, reduction: Reduction) -> AttributionResult:
         """Every reduced row's bytes to the holders of its address, in columns: one batched lookup,
         then sums per output row with numpy; only rows that several holders shared are split one by one."""
+        self._hidden, self._unknown = {}, {}
         rows = _Rows(reduction)
         found = self.state.ipmap.lookup_columns(rows.addresses, rows.firsts, rows.lasts)
         parts, split_rows, split_bytes = self._parts(rows, found)
@@ -361,26 +372,38 @@ class Attributor:
         return workload.namespace, workload.kind, workload.name
 
     def _node_ip_sources(self, rows: _Rows, parts: _Parts, on_node_ip: Int64s, sources: Int64s) -> None:
-        """The source (an index into `_SOURCES`) of the parts on a node IP, from the aws-node SNAT
-        setting at each part's start; other node parts stay `node`."""
-        changes = self.state.snat.changes()
-        since = np.array([when for when, _ in changes], np.int64)
-        setting_index = np.searchsorted(since, parts.start[on_node_ip], "right") - 1
-        for index in distinct(setting_index).tolist():
-            setting = changes[index][1] if index >= 0 else None
-            chosen = on_node_ip[setting_index == index]
-            if setting is None or setting.node_snat is None:
-                continue
-            if not setting.node_snat:
-                sources[chosen] = _SOURCES.index(SOURCE_HOST_NETWORK)
-                continue
-            sources[chosen] = _SOURCES.index(SOURCE_NODE_SNAT)
-            if setting.exclude_cidrs:  # pods reach excluded CIDRs with their own IP
-                excluded_cidrs = CidrSet(setting.exclude_cidrs)
-                peers = [rows.peers[row] for row in parts.row[chosen].tolist()]
-                excluded = {peer: bool(peer) and peer in excluded_cidrs for peer in dict.fromkeys(peers)}
-                hidden = np.fromiter(map(excluded.__getitem__, peers), bool, len(peers))
-                sources[chosen[hidden]] = _SOURCES.index(SOURCE_HOST_NETWORK)
+        """The source (an index into `_SOURCES`) of the parts on a node IP, from the node's SNAT
+        decision at each part's start; other node parts stay `node`. Also sums, per node and
+        decision, the bytes that node SNAT hid and the bytes whose SNAT is unknown."""
+        ipmap = self.state.ipmap
+        holders, inverse = np.unique(parts.holder[on_node_ip], return_inverse=True)
+        node_codes: dict[str, int] = {}
+        part_node = np.array(
+            [node_codes.setdefault(ipmap.node_address_at(h).node, len(node_codes)) for h in holders.tolist()], np.int64
+        )[inverse]
+        for node, code in node_codes.items():
+            on_node = on_node_ip[part_node == code]
+            timeline = self.state.snat_timeline(node)
+            since = np.array([when for when, _ in timeline], np.int64)
+            decision_index = np.searchsorted(since, parts.start[on_node], "right") - 1
+            for index in distinct(decision_index).tolist():
+                decision = timeline[index][1]
+                chosen = on_node[decision_index == index]
+                if decision.node_snat is None:
+                    self._unknown[(node, decision)] = self._unknown.get((node, decision), 0) + _total(parts, chosen)
+                    continue
+                if not decision.node_snat:
+                    sources[chosen] = _SOURCES.index(SOURCE_HOST_NETWORK)
+                    continue
+                if decision.kept_cidrs:  # pods reach these destinations with their own IP
+                    kept_cidrs = CidrSet(decision.kept_cidrs)
+                    peers = [rows.peers[row] for row in parts.row[chosen].tolist()]
+                    kept = {peer: bool(peer) and peer in kept_cidrs for peer in dict.fromkeys(peers)}
+                    pod_ip = np.fromiter(map(kept.__getitem__, peers), bool, len(peers))
+                    sources[chosen[pod_ip]] = _SOURCES.index(SOURCE_HOST_NETWORK)
+                    chosen = chosen[~pod_ip]
+                sources[chosen] = _SOURCES.index(SOURCE_NODE_SNAT)
+                self._hidden[(node, decision)] = self._hidden.get((node, decision), 0) + _total(parts, chosen)
 
     # -- sums per output row ---------------------------------------------------------------------------
     def _add_sums(self, output: list[Attribution], parts: _Parts, part_target: Int64s, rows: _Rows) -> None:
@@ -430,14 +453,15 @@ class Attributor:
 
     # -- node rows: candidate pods and SNAT exposure -------------------------------------------------
     def _finish_nodes(self, rows: Iterable[Attribution]) -> SnatExposure:
-        exposure = SnatExposure()
+        exposure = SnatExposure(hidden=dict(self._hidden), unknown=dict(self._unknown))
         for row in rows:
             for node, (start, end) in row.node_spans.items():
                 candidates = self.state.pods_on_node(node, start, end)
                 if row.source == SOURCE_NODE_SNAT:
-                    setting = self.state.snat.at(start)
-                    strict = setting is None or setting.pod_sg_mode == "strict"
-                    hidden = [p for p in candidates if not p.host_network and not (p.branch_eni and strict)]
+                    decision = self.state.snat_at(node, start)
+                    hidden = [
+                        p for p in candidates if not p.host_network and not (p.branch_eni and decision.branch_eni_kept)
+                    ]
                     row.pods.update(p.key for p in candidates if p.host_network or p in hidden)
                     exposure.bytes_by_node[node] = exposure.bytes_by_node.get(node, 0) + row.total_bytes
                     known = exposure.pods_by_node.setdefault(node, [])

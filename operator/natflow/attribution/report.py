@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from natflow.attribution.engine import AttributionResult
 from natflow.attribution.pricing import BYTES_PER_GB, cost
+from natflow.cluster.snat import (
+    AWS_NODE_ADDON_FIX,
+    AWS_NODE_FIX,
+    LOOKED_FOR,
+    PRIVATE_SUBNET_PRECONDITION,
+    SOURCE_AWS_NODE,
+    SnatDecision,
+)
 from natflow.cluster.state import ClusterState
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs.fields import RECOMMENDED_FORMAT
 from natflow.flowlogs.reduce import Reduction
 from natflow.timeutil import format_time
 
-SNAT_FIX = "kubectl set env daemonset -n kube-system aws-node AWS_VPC_K8S_CNI_EXTERNALSNAT=true"
-SNAT_ADDON_FIX = (
-    "aws eks update-addon --cluster-name CLUSTER --addon-name vpc-cni --resolve-conflicts PRESERVE "
-    """--configuration-values '{"env":{"AWS_VPC_K8S_CNI_EXTERNALSNAT":"true"}}'"""
-)
-SNAT_PRECONDITION = (
-    "only when the nodes are in private subnets whose route tables send 0.0.0.0/0 to a NAT Gateway "
-    "(with external SNAT, pods in public subnets lose internet access)"
-)
+SNAT_FIX = AWS_NODE_FIX
+SNAT_ADDON_FIX = AWS_NODE_ADDON_FIX
+SNAT_PRECONDITION = PRIVATE_SUBNET_PRECONDITION
 
 # field -> what is lost without it
 _FORMAT_NEEDS = {
@@ -35,6 +37,50 @@ _FORMAT_NEEDS = {
     "action": "REJECT records cannot be told apart and are counted",
     "log-status": "NODATA/SKIPDATA records cannot be counted",
 }
+
+
+def missing_fields(fields: Collection[str]) -> list[str]:
+    """The fields attribution needs that a flow-log format lacks (`_FORMAT_NEEDS` says what each gives)."""
+    missing = [name for name in _FORMAT_NEEDS if name not in fields]
+    if "start" in missing and "end" in fields:
+        missing.remove("start")
+    return missing
+
+
+def format_gaps(missing: list[str]) -> str:
+    return "; ".join(_FORMAT_NEEDS[name] for name in missing)
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _by_decision(counts: Mapping[tuple[str, SnatDecision], int]) -> list[tuple[SnatDecision, dict[str, int]]]:
+    """Bytes per (node, decision) as each decision's bytes per node, the decision with most bytes first."""
+    grouped: dict[SnatDecision, dict[str, int]] = {}
+    for (node, decision), count in counts.items():
+        grouped.setdefault(decision, {})[node] = count
+    return sorted(grouped.items(), key=lambda item: (-sum(item[1].values()), item[0].origin, item[0].setting))
+
+
+def _source_text(decision: SnatDecision, counts: Mapping[str, int]) -> str:
+    nodes = sorted(counts, key=lambda node: (-counts[node], node))
+    text = f"{decision.describe()}: {len(nodes)} node(s) ({_names(nodes)}), {human_bytes(sum(counts.values()))}"
+    if decision.note:
+        text += f"; {decision.note}"
+    return text + (f"; fix: {decision.fix_text()}." if decision.fix else ".")
+
+
+def _source_details(decision: SnatDecision, counts: Mapping[str, int]) -> dict[str, Any]:
+    return {
+        "source": decision.source,
+        "origin": decision.origin,
+        "setting": decision.setting,
+        "bytes": sum(counts.values()),
+        "nodes": [{"node": node, "bytes": counts[node]} for node in sorted(counts)],
+        "fix": decision.fix,
+        **({"note": decision.note} if decision.note else {}),
+    }
 
 
 def human_bytes(count: float) -> str:
@@ -64,36 +110,39 @@ def derive_warnings(
         nodes = sorted(exposure.bytes_by_node.items(), key=lambda item: (-item[1], item[0]))
         pods = sorted({p for keys in exposure.pods_by_node.values() for p in keys})
         share = exposure.total_bytes / total if total else 0.0
-        shown = ", ".join(name for name, _ in nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+        by_source = _by_decision(exposure.hidden)
+        fixes = [_source_text(decision, counts) for decision, counts in by_source]
+        aws_node = any(decision.source == SOURCE_AWS_NODE for decision, _ in by_source)
         diagnostics.warn(
             "NodeSNATHidesPodIPs",
-            f"node-level SNAT (AWS_VPC_K8S_CNI_EXTERNALSNAT=false) hides pod IPs: "
-            f"{human_bytes(exposure.total_bytes)} ({share:.1%}) of NAT Gateway bytes left {len(nodes)} node(s) "
-            f"({shown}) as the node IP, from {len(pods)} pod(s) that ran there. Fix: `{SNAT_FIX}` or, for the "
-            f"EKS add-on, `{SNAT_ADDON_FIX}`; {SNAT_PRECONDITION}.",
+            f"node-level SNAT hides pod IPs: {human_bytes(exposure.total_bytes)} ({share:.1%}) of NAT Gateway "
+            f"bytes left {len(nodes)} node(s) ({_names([name for name, _ in nodes])}) as the node IP, from "
+            f"{len(pods)} pod(s) that ran there. " + " ".join(fixes),
             bytes=exposure.total_bytes,
             share=round(share, 4),
             nodes=[{"node": name, "bytes": count} for name, count in nodes],
             pods=pods,
-            fix=SNAT_FIX,
-            addonFix=SNAT_ADDON_FIX,
-            precondition=SNAT_PRECONDITION,
+            sources=[_source_details(decision, counts) for decision, counts in by_source],
+            fix=by_source[0][0].fix if by_source else None,
+            **({"addonFix": SNAT_ADDON_FIX, "precondition": SNAT_PRECONDITION} if aws_node else {}),
         )
-    if not state.snat.known:
+    unknown = _by_decision(exposure.unknown)
+    if unknown or not state.snat_known:
+        named = "; ".join(f"{_names(sorted(counts))}: {decision.describe()}" for decision, counts in unknown)
         diagnostics.warn(
             "CNIUnknown",
-            "no aws-node DaemonSet in kube-system: the CNI and its SNAT setting are unknown; "
-            "node-IP bytes are reported with source 'node'",
-        )
+            (f"the SNAT of {sum(len(c) for _, c in unknown)} node(s) is unknown ({named}); " if unknown else
+             "no SNAT source found; ") + f"looked for {LOOKED_FOR}; node-IP bytes are reported with source 'node'",
+            nodes=sorted({node for _, counts in unknown for node in counts}),
+            bytes=sum(sum(counts.values()) for _, counts in unknown),
+        )  # fmt: skip
     for fields, origin in sorted(reduction.formats.items()):
-        missing = [name for name in _FORMAT_NEEDS if name not in fields]
-        if "start" in missing and "end" in fields:
-            missing.remove("start")
+        missing = missing_fields(fields)
         if missing:
             diagnostics.warn(
                 "FormatLacksFields",
                 f"{origin} lacks {', '.join(missing)}: "
-                + "; ".join(_FORMAT_NEEDS[name] for name in missing)
+                + format_gaps(missing)
                 + f". Recommended flow-log format: {RECOMMENDED_FORMAT}",
                 missing=missing,
                 recommendedFormat=RECOMMENDED_FORMAT,

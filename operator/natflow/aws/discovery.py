@@ -47,7 +47,7 @@ def discover_inventory(ec2: Any, vpc_id: str, nat_gateway_ids: list[str] | None 
     subnets = sorted(
         {i.SubnetId for i in inventory.interfaces.values() if i.NetworkInterfaceId in nat_enis and i.SubnetId}
     )
-    resources = [vpc_id, *subnets, *nat_enis]
+    resources = [vpc_id, *subnets, *nat_enis, *(g.NatGatewayId for g in gateways)]  # regional: on the gateway
     flow_logs = _pages(ec2, "describe_flow_logs", "FlowLogs", Filters=[{"Name": "resource-id", "Values": resources}])
     inventory.add_flow_logs(FlowLog.model_validate(f) for f in flow_logs)
     return inventory
@@ -62,10 +62,29 @@ def covering_flow_logs(inventory: Inventory, eni_id: str) -> list[FlowLog]:
     for gateway in inventory.nat_gateways.values():  # the NAT's ENI may not be listed (moto, permissions)
         if any(a.NetworkInterfaceId == eni_id for a in gateway.NatGatewayAddresses):
             scopes.update(s for s in (gateway.SubnetId, gateway.VpcId) if s)
-    return [
-        f
-        for f in inventory.flow_logs.values()
-        if f.ResourceId in scopes
-        and (f.TrafficType or "ALL") in ("ALL", "ACCEPT")
-        and (f.FlowLogStatus or "ACTIVE") == "ACTIVE"
-    ]
+    return [f for f in inventory.flow_logs.values() if f.ResourceId in scopes and _active(f)]
+
+
+def gateway_flow_logs(inventory: Inventory, gateway: NatGateway) -> list[FlowLog]:
+    """Flow logs that capture a NAT Gateway: on the gateway itself (a regional gateway's flow log,
+    resource type RegionalNatGateway) or covering any of its ENIs."""
+    found = {
+        f.FlowLogId: f for f in inventory.flow_logs.values() if f.ResourceId == gateway.NatGatewayId and _active(f)
+    }
+    for address in gateway.NatGatewayAddresses:
+        if address.NetworkInterfaceId:
+            found.update((f.FlowLogId, f) for f in covering_flow_logs(inventory, address.NetworkInterfaceId))
+    return list(found.values())
+
+
+def _active(flow_log: FlowLog) -> bool:
+    return (flow_log.TrafficType or "ALL") in ("ALL", "ACCEPT") and (flow_log.FlowLogStatus or "ACTIVE") == "ACTIVE"
+
+
+def create_flow_logs_command(resource_type: str, resource_ids: list[str], log_format: str) -> str:
+    """The AWS CLI command that creates a flow log natflow can read, to S3."""
+    return (
+        f"aws ec2 create-flow-logs --resource-type {resource_type} --resource-ids {' '.join(resource_ids)} "
+        "--traffic-type ALL --log-destination-type s3 --log-destination arn:aws:s3:::BUCKET "
+        f"--max-aggregation-interval 60 --log-format '{log_format}'"
+    )

@@ -41,6 +41,7 @@ class NatGateway(_Model):
     SubnetId: str | None = None
     State: str | None = None
     ConnectivityType: str | None = None
+    AvailabilityMode: str | None = None  # zonal (absent: zonal) or regional
     NatGatewayAddresses: list[NatGatewayAddress] = Field(default_factory=list)
 
 

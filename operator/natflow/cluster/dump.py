@@ -23,6 +23,7 @@ from natflow.cluster.objects import (
     pod_records,
     snat_setting,
 )
+from natflow.cluster.snat import changed_at, essence, source_kind
 from natflow.cluster.state import ClusterState
 from natflow.diagnostics import Diagnostics
 from natflow.jsonstream import Element, JsonStreamError, iter_stream
@@ -73,6 +74,17 @@ class _Kept:
     error: str | None  # why the object is unusable: reported if this is the version kept
 
 
+@dataclass(frozen=True, slots=True)
+class _SourceVersion:
+    """One version of a SNAT source object: its essence and when its spec (or data) last changed."""
+
+    number: int | None  # the resourceVersion as a number, when it is one
+    changed: int | None  # its managedFields time (else creation time)
+    obj: dict[str, Any]
+    deleted: bool
+    where: _Where
+
+
 @dataclass
 class _Duplicates:
     """Objects of one uid that differ between two files (or twice in one), resolved one way."""
@@ -88,6 +100,8 @@ class _Loader:
         self.kept: dict[str, _Kept] = {}
         self.duplicates: dict[tuple[str, str, str], _Duplicates] = {}
         self.skipped_in: dict[str, int] = {}
+        # Every version of each SNAT source object (NodeClass, cilium-config, Calico pools), by (kind, name).
+        self.sources: dict[tuple[str, str], list[_SourceVersion]] = {}
 
     # -- reading ---------------------------------------------------------------------------------
     def read_file(self, path: str) -> None:
@@ -126,6 +140,12 @@ class _Loader:
             self.diagnostics.warn("ClusterObjectSkipped", message, file=path)
 
     def read_object(self, obj: Mapping[str, Any], deleted: bool, where: _Where) -> None:
+        source = source_kind(obj)
+        if source is not None:
+            version = str(member(obj, "metadata").get("resourceVersion") or "")
+            found = _SourceVersion(_version_number(version), changed_at(obj), essence(obj), deleted, where)
+            self.sources.setdefault(source, []).append(found)
+            return
         kind = str(obj.get("kind"))
         if kind not in READ_KINDS:
             self.stats.other_kinds[kind] = self.stats.other_kinds.get(kind, 0) + 1
@@ -197,6 +217,7 @@ class _Loader:
                 file=second,
             )
         state = ClusterState()
+        self.replay_sources(state)
         aws_node_found = False
         for kept in sorted(self.kept.values(), key=lambda seen: _APPLY_ORDER[seen.kind]):
             if kept.error is not None:
@@ -225,6 +246,27 @@ class _Loader:
         if self.stats.objects_used == 0 and not aws_node_found:
             raise NoUsableObjects(self.nothing_usable())
         return state
+
+    def replay_sources(self, state: ClusterState) -> None:
+        """Each SNAT source object's versions in resourceVersion order: the first holds for all earlier
+        history; each later one from when its spec (or data) last changed (its managedFields time).
+        Replayed in time order, all objects together (Calico's pools are one set)."""
+        timed: list[tuple[int, str, str, _SourceVersion]] = []
+        for (kind, name), versions in self.sources.items():
+            ordered = sorted(versions, key=lambda v: -1 if v.number is None else v.number)
+            for number, version in enumerate(ordered):
+                since = 0 if number == 0 else version.changed
+                if since is None:
+                    problem = f"{describe(version.obj)}: a later version with no managedFields or creation time"
+                    self.skip(f"{version.where}: {problem}", version.where.path)
+                    continue
+                timed.append((since, kind, name, version))
+        for since, kind, name, version in sorted(timed, key=lambda entry: entry[:3]):
+            try:
+                state.replay_snat_source(kind, name, since, None if version.deleted else version.obj)
+                self.stats.objects_used += 1
+            except ObjectError as error:
+                self.skip(f"{version.where}: {error}", version.where.path)
 
     def nothing_usable(self) -> str:
         stats = self.stats

@@ -19,6 +19,10 @@ from natflow.timeutil import parse_time
 # The condition set when the pod's sandbox (and so its IP) is ready; PodHasNetwork before 1.28.
 NETWORK_READY_CONDITIONS = ("PodReadyToStartContainers", "PodHasNetwork")
 POD_ENI_ANNOTATION = "vpc.amazonaws.com/pod-eni"
+# EKS Auto Mode: the node label that marks its nodes, and the one that names the node's NodeClass.
+AUTO_MODE_LABEL = "eks.amazonaws.com/compute-type"
+NODECLASS_LABEL = "eks.amazonaws.com/nodeclass"
+DEFAULT_NODECLASS = "default"  # the built-in NodeClass
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
@@ -60,6 +64,7 @@ class NodeRecord:
     instance_id: str | None
     start: int
     end: int | None
+    nodeclass: str | None = None  # an EKS Auto Mode node's NodeClass (it decides the node's SNAT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +74,12 @@ class SnatSetting:
     external_snat: bool | None  # None: the value is not readable (e.g. valueFrom)
     exclude_cidrs: tuple[str, ...]
     pod_sg_mode: str  # POD_SECURITY_GROUP_ENFORCING_MODE: strict (default) or standard
+    ipv6: bool = False  # ENABLE_IPv6: IPv4 egress always leaves as the node's IPv4 address
 
     @property
     def node_snat(self) -> bool | None:
+        if self.ipv6:
+            return True
         return None if self.external_snat is None else not self.external_snat
 
 
@@ -208,6 +216,8 @@ def node_record(obj: Mapping[str, Any], deleted: bool = False) -> NodeRecord:
     created = _time(obj, meta.get("creationTimestamp"), "metadata.creationTimestamp") or 0
     end = _time(obj, meta.get("deletionTimestamp"), "metadata.deletionTimestamp")
     provider = spec.get("providerID")
+    labels = member(meta, "labels")
+    auto = labels.get(AUTO_MODE_LABEL) == "auto"
     return NodeRecord(
         uid=str(meta.get("uid") or meta["name"]),
         name=str(meta["name"]),
@@ -215,6 +225,7 @@ def node_record(obj: Mapping[str, Any], deleted: bool = False) -> NodeRecord:
         instance_id=instance_id_of(provider) if isinstance(provider, str) else None,
         start=created,
         end=end,
+        nodeclass=str(labels.get(NODECLASS_LABEL) or DEFAULT_NODECLASS) if auto else None,
     )
 
 
@@ -262,6 +273,10 @@ def snat_setting(obj: Mapping[str, Any]) -> SnatSetting:
         mode = (value("POD_SECURITY_GROUP_ENFORCING_MODE") or "strict").strip().lower()
     except LookupError:
         mode = "strict"
+    try:
+        ipv6 = (value("ENABLE_IPv6") or "false").strip().lower() == "true"
+    except LookupError:
+        ipv6 = False
     # The CNI skips IPv6 and invalid entries (parseCIDRString); so does natflow.
     cidrs = tuple(c for c in (part.strip() for part in excluded.split(",")) if _is_ipv4_cidr(c))
-    return SnatSetting(external_snat=external_snat, exclude_cidrs=cidrs, pod_sg_mode=mode)
+    return SnatSetting(external_snat=external_snat, exclude_cidrs=cidrs, pod_sg_mode=mode, ipv6=ipv6)

@@ -119,11 +119,13 @@ def _pods_subject(
             continue
         own.update(dict.fromkeys(pod.ips))
         start, end = max(pod.start, window[0]), min(pod.end or FOREVER, window[1])
-        in_pod = [state.snat.at(start)] + [setting for since, setting in state.snat.changes() if start < since < end]
-        snat = [s.node_snat if s is not None else None for s in in_pod]
-        hidden = any(value for value in snat) and not (
-            pod.branch_eni and all(s is not None and s.pod_sg_mode == "strict" for s in in_pod)
-        )
+        # The pod's node's SNAT decisions over its time in the window (per node: aws-node, NodeClass, Cilium, Calico).
+        timeline = state.snat_timeline(pod.node) if pod.node else []
+        before = [d for since, d in timeline if since <= start][-1:]
+        in_pod = before + [d for since, d in timeline if start < since < end]
+        snat = [d.node_snat for d in in_pod] or [None]
+        hiding = [d for d in in_pod if d.node_snat]
+        hidden = bool(hiding) and not (pod.branch_eni and all(d.branch_eni_kept for d in in_pod))
         if hidden and node_ip:
             nodes[node_ip] = None
             subject.times.setdefault(node_ip, []).append(lease)
@@ -132,7 +134,7 @@ def _pods_subject(
             subject.notes.append(
                 (
                     "NodeSnatHidesPod",
-                    f"node SNAT was on (aws-node AWS_VPC_K8S_CNI_EXTERNALSNAT=false): "
+                    f"node SNAT was on ({hiding[0].origin}: {hiding[0].setting}): "
                     f"{pod.key}'s traffic leaving the VPC carries node {pod.node}'s address {node_ip}; the pod "
                     f"cannot be seen past its node, so {node_ip}'s conversations (the node's and its other pods') "
                     "are shown",
