@@ -288,13 +288,15 @@ _INLINE_BYTES = 12  # what a string view holds itself; longer strings are compar
 
 
 def _selection(fields: Collection[str], topology: NatTopology) -> pl.Expr:
-    """The rows the scanner reads: on a NAT ENI or NODATA/SKIPDATA; the others are other interfaces
-    (without interface-id, every row: the ENI comes from the addresses)."""
+    """The rows the scanner reads: on a NAT ENI, of a regional NAT Gateway or NODATA/SKIPDATA; the
+    others are other interfaces (without interface-id, every row: the ENI comes from the addresses)."""
     import polars as pl
 
     if "interface-id" not in fields:
         return pl.lit(True)
     selected = _text_in(pl.col("interface-id"), topology.natgw_by_eni)
+    if topology.regional and "resource-id" in fields:  # a regional gateway's rows, whatever interface-id
+        selected = selected | _text_in(pl.col("resource-id"), topology.regional)
     if "log-status" in fields:
         selected = selected | _text_in(pl.col("log-status"), ("NODATA", "SKIPDATA"))
     return selected

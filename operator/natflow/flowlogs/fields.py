@@ -103,13 +103,15 @@ USED_FIELDS = (
     "end",
     "action",
     "log-status",
+    "resource-id",
 )
 
 # The custom format natflow recommends when a flow log lacks what attribution needs.
 RECOMMENDED_FORMAT = (
     "${version} ${account-id} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} "
     "${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status} ${vpc-id} "
-    "${pkt-srcaddr} ${pkt-dstaddr} ${pkt-src-aws-service} ${pkt-dst-aws-service} ${flow-direction}"
+    "${pkt-srcaddr} ${pkt-dstaddr} ${pkt-src-aws-service} ${pkt-dst-aws-service} ${flow-direction} "
+    "${az-id} ${resource-id}"
 )
 
 _TOKEN = re.compile(r"\$\{([A-Za-z0-9_-]+)\}")
