@@ -350,7 +350,9 @@ def test_only_a_bad_line_goes_to_the_reference(tmp_path: Path) -> None:
     assert calls == ["add_parts"]
     assert expected.stats.malformed_records == 1
     width = len(RECOMMENDED)
-    assert expected.stats.malformed_examples[0].endswith(f"{NAME}.log.gz:302: {width + 1} fields, the format has {width}")
+    assert expected.stats.malformed_examples[0].endswith(
+        f"{NAME}.log.gz:302: {width + 1} fields, the format has {width}"
+    )
 
 
 def test_header_and_override(tmp_path: Path) -> None:

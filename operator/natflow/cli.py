@@ -115,8 +115,9 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
             f"ranges {', '.join(PRIVATE_RANGES)}",
         )
     topology = inventory.topology(CidrSet(cidrs))
-    if not topology.natgw_by_eni:
+    if not topology.natgw_by_key:
         raise UsageError("--aws: the NAT Gateways have no NetworkInterfaceId in NatGatewayAddresses")
+    inventory.warn_unmatched_gateways(diagnostics)
     state.set_interfaces(inventory.instance_interfaces())
 
     files, passed_over = discover(args.flow_logs)
@@ -153,7 +154,7 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
         price, price_source = price_per_gb(region)
 
     attributor = Attributor(
-        state, topology.natgw_by_eni, inventory.nat_gateways, inventory.address_owners(), args.group_by, price
+        state, topology.natgw_by_key, inventory.nat_gateways, inventory.address_owners(), args.group_by, price
     )
     result = attributor.attribute(reduction)
     derive_warnings(result, reduction, state, diagnostics)

@@ -27,12 +27,19 @@ from natflow.aws.athena import (
     reduction_sql,
     run_reduction,
 )
-from natflow.aws.discovery import covering_flow_logs, discover_inventory, vpc_of_instances
+from natflow.aws.discovery import (
+    covering_flow_logs,
+    create_flow_logs_commands,
+    describe_nat_gateways,
+    discover_inventory,
+    log_stream_prefixes,
+    vpc_of_instances,
+)
 from natflow.aws.flowsource import read_cloudwatch_window, read_s3_objects, window_objects
 from natflow.aws.inventory import CONFIGURED_FLOW_LOG_ID, FlowLog, FlowLogDestinationOptions, Inventory
 from natflow.cluster.state import ClusterState
 from natflow.diagnostics import Diagnostics
-from natflow.flowlogs.fields import RECOMMENDED_FORMAT, parse_log_format
+from natflow.flowlogs.fields import parse_log_format
 from natflow.flowlogs.readers import FormatChoices
 from natflow.flowlogs.reduce import NatTopology, Reduction
 from natflow.kube import GROUP, VERSION, KubeWriter
@@ -159,6 +166,14 @@ class Controller:
             )
         key = (vpc, tuple(spec.natGatewayIds))
         cached = self._inventories.get(key)
+        if cached is not None:  # NAT Gateways every pass: a regional gateway's AZs come and go
+            gateways = self._call(
+                "ec2:DescribeNatGateways", lambda: describe_nat_gateways(ec2, vpc, spec.natGatewayIds or None)
+            )
+            if {g.NatGatewayId for g in gateways} == set(cached.nat_gateways):
+                cached.add_nat_gateways(gateways)
+            else:  # a gateway came or went: its flow logs and ENIs too
+                cached = None
         if cached is None:
             cached = self._call("ec2:Describe*", lambda: discover_inventory(ec2, vpc, spec.natGatewayIds or None))
             self._inventories[key] = cached
@@ -182,16 +197,17 @@ class Controller:
             raise AwsProblem("NoNatGateways", "no NAT Gateways found in the cluster's VPC")
         self.state.set_interfaces(inventory.instance_interfaces())
         topology = inventory.topology(CidrSet(inventory.vpc_cidrs()))
+        inventory.warn_unmatched_gateways(outcome.diagnostics)
         override = parse_log_format(spec.logFormat, "spec.logFormat") if spec.logFormat else None
         reduction = Reduction(topology, window)
         by_flow_log: dict[str, tuple[FlowLog, list[str]]] = {}
-        for eni in sorted(topology.natgw_by_eni):
+        for eni in sorted(topology.natgw_by_key):  # NAT ENIs and regional NAT Gateways
             flow_logs = self._configured_flow_logs(spec) or covering_flow_logs(inventory, eni)
             if not flow_logs:
                 outcome.missing_flow_logs.append(eni)
                 continue
             chosen = flow_logs[0]
-            by_flow_log.setdefault(chosen.FlowLogId, (chosen, []))[1].append(eni)
+            by_flow_log.setdefault(chosen.FlowLogId, (chosen, []))[1].extend(log_stream_prefixes(inventory, eni))
         account = self._account_id(inventory) if by_flow_log else ""
         for flow_log, enis in by_flow_log.values():
             fmt = flow_log.log_format()
@@ -221,7 +237,7 @@ class Controller:
                 )
         price = self._price(spec)
         attributor = Attributor(
-            self.state, topology.natgw_by_eni, inventory.nat_gateways, inventory.address_owners(), spec.groupBy, price
+            self.state, topology.natgw_by_key, inventory.nat_gateways, inventory.address_owners(), spec.groupBy, price
         )
         result = attributor.attribute(reduction)
         derive_warnings(result, reduction, self.state, outcome.diagnostics)
@@ -440,11 +456,9 @@ class Controller:
             )
         if outcome.missing_flow_logs:
             enis = " ".join(outcome.missing_flow_logs)
+            commands = "; ".join(create_flow_logs_commands(outcome.missing_flow_logs))
             message = (
-                f"no active flow log covers NAT Gateway ENI(s) {enis}; create one: aws ec2 create-flow-logs "
-                f"--resource-type NetworkInterface --resource-ids {enis} --traffic-type ALL "
-                f"--log-destination-type s3 --log-destination arn:aws:s3:::BUCKET --max-aggregation-interval 60 "
-                f"--log-format '{RECOMMENDED_FORMAT}'"
+                f"no active flow log covers NAT Gateway ENI(s) or regional NAT Gateway(s) {enis}; create: {commands}"
             )
             set_condition(conditions, "FlowLogsMissing", "True", "FlowLogsMissing", message, now, generation)
             self._event(report, "FlowLogsMissing", message, now, spec.interval_seconds)

@@ -35,6 +35,10 @@ _FORMAT_NEEDS = {
     "action": "REJECT records cannot be told apart and are counted",
     "log-status": "NODATA/SKIPDATA records cannot be counted",
 }
+# ... and what is lost without it when the VPC has a regional NAT Gateway
+_REGIONAL_FORMAT_NEEDS = {
+    "resource-id": "records of regional NAT Gateways (interface-id '-') cannot be found: those gateways show 0 bytes",
+}
 
 
 def human_bytes(count: float) -> str:
@@ -85,15 +89,16 @@ def derive_warnings(
             "no aws-node DaemonSet in kube-system: the CNI and its SNAT setting are unknown; "
             "node-IP bytes are reported with source 'node'",
         )
+    needs = {**_FORMAT_NEEDS, **(_REGIONAL_FORMAT_NEEDS if reduction.topology.regional else {})}
     for fields, origin in sorted(reduction.formats.items()):
-        missing = [name for name in _FORMAT_NEEDS if name not in fields]
+        missing = [name for name in needs if name not in fields]
         if "start" in missing and "end" in fields:
             missing.remove("start")
         if missing:
             diagnostics.warn(
                 "FormatLacksFields",
                 f"{origin} lacks {', '.join(missing)}: "
-                + "; ".join(_FORMAT_NEEDS[name] for name in missing)
+                + "; ".join(needs[name] for name in missing)
                 + f". Recommended flow-log format: {RECOMMENDED_FORMAT}",
                 missing=missing,
                 recommendedFormat=RECOMMENDED_FORMAT,
@@ -106,6 +111,8 @@ def derive_warnings(
             count=stats.malformed_records,
             examples=list(stats.malformed_examples),
         )
+    _warn_unclassified(reduction, diagnostics)
+    _warn_regional_own_addresses(reduction, diagnostics)
     if stats.skip_data_records:
         diagnostics.warn(
             "SkippedData",
@@ -134,6 +141,50 @@ def derive_warnings(
             "OverlappingLeases",
             f"{state.ipmap.lease_conflicts} pod lease(s) lay wholly inside another pod's lease of the same IP "
             "and were ignored",
+        )
+
+
+def _warn_unclassified(reduction: Reduction, diagnostics: Diagnostics) -> None:
+    """Records on a NAT Gateway that are neither a client leg nor the internet side: never guessed."""
+    topology = reduction.topology
+    by_gateway: dict[str, list[int]] = {}
+    for key, (records, nbytes) in reduction.stats.unclassified_by_key.items():
+        counts = by_gateway.setdefault(topology.natgw_of(key) or key, [0, 0])
+        counts[0] += records
+        counts[1] += nbytes
+    if not by_gateway:
+        return
+    named = ", ".join(
+        f"{gateway}{' (regional)' if gateway in topology.regional else ''}: {records} record(s), {human_bytes(nbytes)}"
+        for gateway, (records, nbytes) in sorted(by_gateway.items())
+    )
+    diagnostics.warn(
+        "UnclassifiedNatRecords",
+        f"NAT Gateway records that are neither a client leg nor the internet side were not counted ({named}). "
+        "On a zonal gateway, neither end was one of its private IPs; on a regional gateway, neither exactly "
+        "one end was inside the VPC's CIDRs (both inside, or an end that is no address), which contradicts "
+        "natflow's assumption that a regional gateway's records show the client and the final destination",
+        gateways=[{"natGatewayId": g, "records": r, "bytes": b} for g, (r, b) in sorted(by_gateway.items())],
+    )
+
+
+def _warn_regional_own_addresses(reduction: Reduction, diagnostics: Diagnostics) -> None:
+    """Bytes counted for a regional gateway's own private IP: its records then show the NAT in the
+    middle (as a zonal gateway's do), not the client and the final destination as assumed."""
+    topology = reduction.topology
+    own = topology.regional_nat_ips
+    counted: dict[str, int] = {}
+    for (key, address, *_), value in reduction.rows.items() if own else ():
+        if key in topology.regional and own.get(address) == key:
+            counted[key] = counted.get(key, 0) + value[0]
+    for gateway, nbytes in sorted(counted.items()):
+        diagnostics.warn(
+            "RegionalNatOwnAddress",
+            f"regional NAT Gateway {gateway}: {human_bytes(nbytes)} were counted for the gateway's own private "
+            "IP(s) as the inside address; its records seem to show the NAT in the middle, so these bytes are "
+            "its internet side again and its client legs went unclassified. Check a record of it and report it",
+            natGatewayId=gateway,
+            bytes=nbytes,
         )
 
 

@@ -121,7 +121,9 @@ def zonal_leg(
     return UNCLASSIFIED, None, None, None
 
 
-def nat_record_key(topology: NatTopology, eni: str | None, resource: str | None, srcaddr: str, dstaddr: str) -> str | None:
+def nat_record_key(
+    topology: NatTopology, eni: str | None, resource: str | None, srcaddr: str, dstaddr: str
+) -> str | None:
     """The row key's first member of a record (regional gateway id, or NAT ENI); None: not a NAT record.
 
     Without interface-id in the format (`eni` None) a NAT private IP on either side names the ENI."""
@@ -294,7 +296,9 @@ class Reduction:
         if ":" in srcaddr or ":" in dstaddr:
             srcaddr, dstaddr = normalize_address(srcaddr), normalize_address(dstaddr)
         if key in topology.regional:
-            direction, address, peer, service = regional_leg(topology.inside, srcaddr, dstaddr, src_service, dst_service)
+            direction, address, peer, service = regional_leg(
+                topology.inside, srcaddr, dstaddr, src_service, dst_service
+            )
         else:
             direction, address, peer, service = zonal_leg(
                 topology, srcaddr, dstaddr, pkt_srcaddr, pkt_dstaddr, src_service, dst_service
