@@ -136,9 +136,12 @@ def records(seed: int, first_index: int, count: int, slot: int) -> pl.DataFrame:
         "pkt-src-aws-service": pl.when(client_in).then(pl.col("service")),
         "pkt-dst-aws-service": pl.when(client_out).then(pl.col("service")),
         "flow-direction": pl.when(outbound).then(pl.lit("egress")).otherwise(pl.lit("ingress")),
+        "az-id": pl.lit("use1-az1"),
+        # Zonal gateways' and nodes' records: the flow log's resource, their ENI
+        "resource-id": pl.when(pl.col("is_nat")).then(pl.col("nat_eni")).otherwise(pl.col("node_eni")),
     }
     # NODATA/SKIPDATA records carry only the ENI, times and status, as AWS writes them.
-    kept_on_no_data = {"version", "account-id", "interface-id", "start", "end", "log-status", "vpc-id"}
+    kept_on_no_data = {"version", "account-id", "interface-id", "start", "end", "log-status", "vpc-id", "resource-id"}
     data = ~(pl.col("nodata") | pl.col("skip"))
     return addressed.select(
         (expr if name in kept_on_no_data else pl.when(data).then(expr)).alias(name) for name, expr in columns.items()
