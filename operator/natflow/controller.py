@@ -207,9 +207,13 @@ class Controller:
                 outcome.missing_flow_logs.append(eni)
                 continue
             chosen = flow_logs[0]
-            by_flow_log.setdefault(chosen.FlowLogId, (chosen, []))[1].extend(log_stream_prefixes(inventory, eni))
+            by_flow_log.setdefault(chosen.FlowLogId, (chosen, []))[1].append(eni)
         account = self._account_id(inventory) if by_flow_log else ""
-        for flow_log, enis in by_flow_log.values():
+        for flow_log, keys in by_flow_log.values():
+            # Each resource's records are counted from the one flow log chosen for it, though another
+            # (a VPC's, say) may hold them too.
+            part = Reduction(topology.only(keys), window)
+            enis = [prefix for key in keys for prefix in log_stream_prefixes(inventory, key)]
             fmt = flow_log.log_format()
             choices = FormatChoices(
                 override=override,
@@ -221,20 +225,19 @@ class Controller:
                     "s3:ListBucket", partial(window_objects, self.aws.s3, flow_log, account, self.aws.region, window)
                 )
                 if spec.athena is not None and sum(o.size for o in objects) > spec.athena.thresholdBytes:
-                    self._reduce_with_athena(spec, spec.athena, flow_log, account, topology, window, reduction, outcome)
+                    self._reduce_with_athena(spec, spec.athena, flow_log, account, part.topology, window, part, outcome)
                 else:
                     self._call(
                         "s3:GetObject",
-                        partial(
-                            read_s3_objects, self.aws.s3, flow_log, objects, choices, reduction, outcome.diagnostics
-                        ),
+                        partial(read_s3_objects, self.aws.s3, flow_log, objects, choices, part, outcome.diagnostics),
                     )
             else:
                 group = flow_log.LogGroupName or (flow_log.LogDestination or "").rsplit(":", 1)[-1]
                 self._call(
                     "logs:FilterLogEvents",
-                    partial(read_cloudwatch_window, self.aws.logs, group, enis, window, choices, reduction),
+                    partial(read_cloudwatch_window, self.aws.logs, group, enis, window, choices, part),
                 )
+            reduction.merge(part)
         price = self._price(spec)
         attributor = Attributor(
             self.state, topology.natgw_by_key, inventory.nat_gateways, inventory.address_owners(), spec.groupBy, price

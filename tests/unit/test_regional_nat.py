@@ -205,3 +205,19 @@ def test_a_format_without_resource_id_is_a_gap_only_with_a_regional_gateway() ->
         derive_warnings(attributor.attribute(reduction), reduction, ClusterState(), diagnostics)
         gaps[bool(regional)] = [d.details.get("missing") for d in diagnostics.items if d.reason == "FormatLacksFields"]
     assert gaps == {False: [], True: [["resource-id"]]}
+
+
+def test_a_flow_log_read_for_some_resources_counts_only_theirs() -> None:
+    """A VPC flow log chosen for the zonal ENI may hold the regional gateway's records too: read for
+    the ENI only, they are other interfaces there (and counted from the gateway's own flow log)."""
+    vpc_only = TOPOLOGY.only(["eni-0zon"])
+    assert (vpc_only.natgw_by_eni, vpc_only.regional, dict(vpc_only.eni_by_nat_ip)) == (
+        {"eni-0zon": ZONAL},
+        frozenset(),
+        {"10.0.0.77": "eni-0zon"},
+    )
+    reduction = Reduction(vpc_only)
+    add(reduction, "10.0.32.5", "52.1.2.3", 1000)
+    assert (reduction.stats.other_interface_records, reduction.rows) == (1, {})
+    regional_only = TOPOLOGY.only([REGIONAL])
+    assert (regional_only.natgw_by_eni, regional_only.regional) == ({}, frozenset({REGIONAL}))

@@ -89,7 +89,9 @@ def derive_warnings(
             "no aws-node DaemonSet in kube-system: the CNI and its SNAT setting are unknown; "
             "node-IP bytes are reported with source 'node'",
         )
-    needs = {**_FORMAT_NEEDS, **(_REGIONAL_FORMAT_NEEDS if reduction.topology.regional else {})}
+    # A regional gateway's own flow log has resource-id; another (a VPC's) may lack it and lose nothing.
+    regional_unseen = reduction.topology.regional and not any("resource-id" in f for f in reduction.formats)
+    needs = {**_FORMAT_NEEDS, **(_REGIONAL_FORMAT_NEEDS if regional_unseen else {})}
     for fields, origin in sorted(reduction.formats.items()):
         missing = [name for name in needs if name not in fields]
         if "start" in missing and "end" in fields:

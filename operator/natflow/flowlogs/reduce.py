@@ -21,7 +21,7 @@ NAT Gateway processed live here, in one place:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -58,6 +58,13 @@ class NatTopology:
         if found is None and eni in self.regional:
             return eni
         return found
+
+    def only(self, keys: Collection[str]) -> NatTopology:
+        """The topology of some NAT ENIs and regional gateways only: what one flow log is read for, so
+        that records of a resource read through another flow log are not counted twice."""
+        enis = {eni: gateway for eni, gateway in self.natgw_by_eni.items() if eni in keys}
+        nat_ips = {ip: eni for ip, eni in self.eni_by_nat_ip.items() if eni in enis or (not eni and enis)}
+        return NatTopology(enis, nat_ips, self.inside, self.regional & frozenset(keys), self.regional_nat_ips)
 
     @property
     def natgw_by_key(self) -> dict[str, str]:
