@@ -51,7 +51,7 @@ FlowFormat = Literal["text", "parquet", "cloudwatch"]
 KeyLayout = Literal["default", "hive"]
 GroupBy = Literal["workload", "pod", "namespace"]
 Direction = Literal["out", "in"]
-Role = Literal["client", "internet", "reject", "other", "nodata", "skipdata", "malformed"]
+Role = Literal["client", "internet", "reject", "other", "nodata", "skipdata", "malformed", "unclassified"]
 Damage = Literal["truncated", "bad-bytes", "bogus"]
 # (NAT Gateway, namespace, workload kind, workload name, source): one row of natflow's answer
 RowKey = tuple[str, str, str, str, str]
@@ -1375,6 +1375,9 @@ class Scenario:
             elif record.role == "internet":
                 stats["internetLegRecords"] += 1
                 stats["internetLegBytes"] += record.number("bytes")
+            elif record.role == "unclassified":  # on a NAT Gateway, neither a client leg nor the internet side
+                stats["unclassifiedNatRecords"] += 1
+                stats["unclassifiedNatBytes"] += record.number("bytes")
             else:
                 nbytes = record.number("bytes")
                 column = 0 if record.direction == "out" else 1
@@ -1404,6 +1407,8 @@ class Scenario:
             warnings.add("MalformedRecords")
         if stats["skipDataRecords"]:
             warnings.add("SkippedData")
+        if stats["unclassifiedNatRecords"]:
+            warnings.add("UnclassifiedNatRecords")
         if stats["splitRows"]:
             warnings.add("RecordsSplitAcrossHolders")
         return Expected(
