@@ -50,6 +50,8 @@ from natflow.reports.windows import due_windows, period_of
 from natflow.timeutil import format_time, parse_time
 
 log = logging.getLogger("natflow.controller")
+# Warnings that say data contradicts what natflow assumes about a NAT Gateway: an Event and a log line each.
+GATEWAY_WARNINGS = ("NatGatewayUnmatched", "UnclassifiedNatRecords", "RegionalNatOwnAddress")
 # Events about cluster-scoped objects (FlowReports, Nodes) must live in "default": the API server
 # rejects them elsewhere.
 CLUSTER_EVENTS_NAMESPACE = "default"
@@ -446,6 +448,10 @@ class Controller:
                           now, generation)  # fmt: skip
         status["estimatedCostUSD"] = round(sum(g["estimatedCostUSD"] for g in status["natGateways"]), 6)
         reasons = {d.reason: d for d in outcome.diagnostics.items}
+        for item in outcome.diagnostics.items:
+            if item.reason in GATEWAY_WARNINGS:
+                self._event(report, item.reason, item.message, now, spec.interval_seconds)
+                log.warning("FlowReport %s: %s: %s", report["metadata"]["name"], item.reason, item.message)
         snat = reasons.get("NodeSNATHidesPodIPs")
         if snat is not None:
             set_condition(conditions, "SNATHidesPodIPs", "True", "NodeSNATHidesPodIPs", snat.message, now, generation)

@@ -1,8 +1,11 @@
-"""An HTTP proxy in front of moto that fails chosen AWS actions, as AWS would (throttling, access denied).
+"""An HTTP proxy in front of moto that fails chosen AWS actions, as AWS would (throttling, access denied),
+or rewrites their answers.
 
 moto answers every call; natflow must also survive the answers AWS gives under load or with a
 missing IAM permission. Requests whose `Action=` (query protocol) or `X-Amz-Target` (JSON protocol)
-names a faulty action get the error; everything else is forwarded to moto unchanged.
+names a faulty action get the error; everything else is forwarded to moto unchanged, except the
+successful answers of actions given a rewrite (for what moto cannot represent, such as a regional
+NAT Gateway).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import http.server
 import threading
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -28,6 +32,7 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.faults: dict[str, tuple[str, int | None]] = {}
         self.failed: dict[str, int] = {}
+        self.rewrites: dict[str, Callable[[bytes], bytes]] = {}
         self._lock = threading.Lock()
         proxy = self
 
@@ -61,6 +66,9 @@ class FaultProxy:
                         status, headers, data = response.status, response.headers.items(), response.read()
                 except urllib.error.HTTPError as error:
                     status, headers, data = error.code, error.headers.items(), error.read()
+                rewrite = proxy.rewrites.get(action)
+                if rewrite is not None and status == 200:
+                    data = rewrite(data)
                 self.send_response(status)
                 for name, value in headers:
                     if name.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -99,6 +107,11 @@ class FaultProxy:
     def fail(self, action: str, code: str, times: int | None = None) -> None:
         with self._lock:
             self.faults[action] = (code, times)
+
+    def rewrite(self, action: str, change: Callable[[bytes], bytes]) -> None:
+        """Answer `action` with `change` applied to moto's successful answer body."""
+        with self._lock:
+            self.rewrites[action] = change
 
     def clear(self) -> None:
         with self._lock:

@@ -92,6 +92,9 @@ def derive_warnings(
     # A regional gateway's own flow log has resource-id; another (a VPC's) may lack it and lose nothing.
     regional_unseen = reduction.topology.regional and not any("resource-id" in f for f in reduction.formats)
     needs = {**_FORMAT_NEEDS, **(_REGIONAL_FORMAT_NEEDS if regional_unseen else {})}
+    if reduction.topology.regional and not reduction.topology.natgw_by_eni:  # regional only: the far end is dst/src
+        for name in ("interface-id", "pkt-dstaddr", "pkt-srcaddr"):
+            del needs[name]
     for fields, origin in sorted(reduction.formats.items()):
         missing = [name for name in needs if name not in fields]
         if "start" in missing and "end" in fields:
