@@ -138,12 +138,17 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
     bounded = (window[0] or -(1 << 62), window[1] or (1 << 62)) if window != (None, None) else None
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    if args.reader == "vectorised":
-        reduction = read_all_parallel(files, choices, topology, bounded, diagnostics, args.workers)
-        files_read = len(files)
-    else:
-        reduction = Reduction(topology, bounded)
-        files_read = read_all(files, choices, reduction, diagnostics)
+    reduction, files_read = Reduction(topology, bounded), 0
+    for group_topology, group in inventory.flow_log_groups(topology, files):  # see flow_log_groups
+        if args.reader == "vectorised":
+            part = read_all_parallel(group, choices, group_topology, bounded, diagnostics, args.workers)
+            files_read += len(group)
+        else:
+            part = Reduction(group_topology, bounded)
+            files_read += read_all(group, choices, part, diagnostics)
+        if not reduction.rows:  # the first group's rows as they are, not copied
+            reduction.rows, part.rows = part.rows, {}
+        reduction.merge(part)
 
     if args.price_per_gb is not None:
         if args.price_per_gb < 0:

@@ -51,7 +51,12 @@ from natflow.timeutil import format_time, parse_time
 
 log = logging.getLogger("natflow.controller")
 # Warnings that say data contradicts what natflow assumes about a NAT Gateway: an Event and a log line each.
-GATEWAY_WARNINGS = ("NatGatewayUnmatched", "UnclassifiedNatRecords", "RegionalNatOwnAddress")
+GATEWAY_WARNINGS = (
+    "NatGatewayUnmatched",
+    "UnclassifiedNatRecords",
+    "RegionalNatOwnAddress",
+    "RegionalNatGatewayUnseen",
+)
 # Events about cluster-scoped objects (FlowReports, Nodes) must live in "default": the API server
 # rejects them elsewhere.
 CLUSTER_EVENTS_NAMESPACE = "default"

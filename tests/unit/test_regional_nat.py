@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,9 @@ from natflow.aws.inventory import FlowLog, Inventory, NatGateway, NetworkInterfa
 from natflow.cluster.state import ClusterState
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs.fields import RECOMMENDED_FORMAT
+from natflow.flowlogs.readers import FormatChoices, read_all
 from natflow.flowlogs.reduce import NatTopology, Reduction, nat_record_role
+from natflow.flowlogs.sources import FileKind, describe
 from natflow.net import CidrSet
 
 REGIONAL, ZONAL = "nat-0regional00000001", "nat-0zonal0000000001"
@@ -221,3 +224,49 @@ def test_a_flow_log_read_for_some_resources_counts_only_theirs() -> None:
     assert (reduction.stats.other_interface_records, reduction.rows) == (1, {})
     regional_only = TOPOLOGY.only([REGIONAL])
     assert (regional_only.natgw_by_eni, regional_only.regional) == ({}, frozenset({REGIONAL}))
+
+
+def test_a_regional_gateway_without_records_is_named() -> None:
+    other = "nat-0regional00000002"
+    topology = NatTopology({}, {}, CidrSet(["10.0.0.0/16"]), frozenset({REGIONAL, other}))
+    reduction = Reduction(topology)
+    add(reduction, "10.0.32.5", "52.1.2.3", 1000)
+    reduction.formats[("resource-id", "srcaddr", "dstaddr", "bytes")] = "test"
+    attributor = Attributor(ClusterState(), topology.natgw_by_key, [REGIONAL, other], {}, "workload", 0.045)
+    diagnostics = Diagnostics()
+    derive_warnings(attributor.attribute(reduction), reduction, ClusterState(), diagnostics)
+    unseen = [d.details["natGatewayId"] for d in diagnostics.items if d.reason == "RegionalNatGatewayUnseen"]
+    assert unseen == [other]
+
+
+def test_a_regional_gateways_records_count_only_from_its_own_flow_log(tmp_path: Path) -> None:
+    """The same record in a VPC flow log's object and in the regional gateway's own: counted once."""
+    found = inventory(
+        REGIONAL_JSON,
+        ZONAL_JSON,
+        flow_logs=(
+            {"FlowLogId": "fl-0vpc", "ResourceId": "vpc-0a", "TrafficType": "ALL"},
+            {"FlowLogId": "fl-0reg", "ResourceId": REGIONAL, "TrafficType": "ALL"},
+        ),
+    )
+    topology = found.topology(CidrSet(["10.0.0.0/16"]))
+    header = "version interface-id srcaddr dstaddr packets bytes start end action log-status resource-id"
+    line = f"11 - 10.0.32.5 52.1.2.3 3 1500 {T0} {T0 + 9} ACCEPT OK {REGIONAL}"
+    files = []
+    for flow_log in ("fl-0vpc", "fl-0reg"):
+        path = tmp_path / f"123456789012_vpcflowlogs_us-east-1_{flow_log}_20261121T1000Z_0001.log"
+        path.write_text(f"{header}\n{line}\n")
+        files.append(describe(str(path), FileKind.TEXT))
+    groups = found.flow_log_groups(topology, files)
+    assert [(g.regional, [f.flow_log_id for f in group]) for g, group in groups] == [
+        (frozenset(), ["fl-0vpc"]),
+        (frozenset({REGIONAL}), ["fl-0reg"]),
+    ]
+    reduction = Reduction(topology)
+    for group_topology, group in groups:
+        part = Reduction(group_topology)
+        read_all(group, FormatChoices(), part, Diagnostics())
+        reduction.merge(part)
+    assert (reduction.stats.records_counted, reduction.stats.other_interface_records) == (1, 1)
+    without_own = inventory(REGIONAL_JSON, flow_logs=({"FlowLogId": "fl-0vpc", "ResourceId": "vpc-0a"},))
+    assert without_own.flow_log_groups(topology, files) == [(topology, files)]

@@ -118,6 +118,7 @@ def derive_warnings(
         )
     _warn_unclassified(reduction, diagnostics)
     _warn_regional_own_addresses(reduction, diagnostics)
+    _warn_regional_unseen(reduction, diagnostics)
     if stats.skip_data_records:
         diagnostics.warn(
             "SkippedData",
@@ -171,6 +172,22 @@ def _warn_unclassified(reduction: Reduction, diagnostics: Diagnostics) -> None:
         "natflow's assumption that a regional gateway's records show the client and the final destination",
         gateways=[{"natGatewayId": g, "records": r, "bytes": b} for g, (r, b) in sorted(by_gateway.items())],
     )
+
+
+def _warn_regional_unseen(reduction: Reduction, diagnostics: Diagnostics) -> None:
+    """A regional gateway of which no record was found, although records with resource-id were read."""
+    topology = reduction.topology
+    if not topology.regional or not any("resource-id" in fields for fields in reduction.formats):
+        return  # nothing read, or FormatLacksFields says why
+    seen = {key for key, *_ in reduction.rows} | set(reduction.stats.unclassified_by_key)
+    for gateway in sorted(topology.regional - seen):
+        diagnostics.warn(
+            "RegionalNatGatewayUnseen",
+            f"regional NAT Gateway {gateway}: no record with resource-id {gateway} between an address inside the "
+            "VPC and one outside was found. If it carried traffic in this window, its records do not name it "
+            "in resource-id as natflow assumes, or its flow log (resource type RegionalNatGateway) was not read",
+            natGatewayId=gateway,
+        )
 
 
 def _warn_regional_own_addresses(reduction: Reduction, diagnostics: Diagnostics) -> None:

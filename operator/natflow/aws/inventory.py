@@ -18,6 +18,7 @@ from natflow.diagnostics import Diagnostics
 from natflow.flowlogs import fields
 from natflow.flowlogs.fields import FormatError, parse_log_format
 from natflow.flowlogs.reduce import NatTopology
+from natflow.flowlogs.sources import FlowLogFile
 from natflow.net import CidrSet
 
 # A real flow log's id; a destination configured in a FlowReport has a placeholder id instead.
@@ -253,6 +254,24 @@ class Inventory:
             regional=regional,
             regional_nat_ips=self.regional_private_ips(),
         )
+
+    def flow_log_groups(
+        self, topology: NatTopology, files: Iterable[FlowLogFile]
+    ) -> list[tuple[NatTopology, list[FlowLogFile]]]:
+        """Files with the topology to read them with, so that a regional gateway's records are counted
+        only from its own flow log (resource type RegionalNatGateway) when it has one: another flow log
+        (a VPC's) might hold them too. One group, the whole topology, when no regional gateway has one."""
+        own = {f.FlowLogId: f.ResourceId for f in self.flow_logs.values() if f.ResourceId in topology.regional}
+        if not own:
+            return [(topology, list(files))]
+        others = topology.only([*topology.natgw_by_eni, *(topology.regional - set(own.values()))])
+        groups: dict[str | None, list[FlowLogFile]] = {}
+        for file in files:
+            groups.setdefault(file.flow_log_id if file.flow_log_id in own else None, []).append(file)
+        return [
+            (others if flow_log is None else topology.only([str(own[flow_log])]), group)
+            for flow_log, group in groups.items()
+        ]
 
     def regional_private_ips(self) -> dict[str, str]:
         """Private IPs of regional gateways' ENIs (when AWS lists any) -> the gateway: an inside address
