@@ -880,7 +880,7 @@ static int scan_table_rows(Scanner *s, Table *tables, Py_ssize_t rows, const Tok
     static const Token status_words[2] = {{"NODATA", 6}, {"SKIPDATA", 8}};
     static const Token dash = {"-", 1};
     int status = 0;
-    uint8_t *eni_marks = NULL, *status_marks = NULL;
+    uint8_t *eni_marks = NULL, *status_marks = NULL, *resource_marks = NULL;
     uint32_t *picked = malloc(TABLE_BLOCK * sizeof(uint32_t) * (F_COUNT + 2));
     Leg *legs = malloc(TABLE_BLOCK * sizeof(Leg));
     if (!picked || !legs) {
@@ -892,12 +892,14 @@ static int scan_table_rows(Scanner *s, Table *tables, Py_ssize_t rows, const Tok
     uint32_t *leg_row = entry + (size_t)F_COUNT * TABLE_BLOCK; /* the picked row of each leg */
     for (int slot = 0; slot < F_COUNT && !status; slot++)
         if (s->field[slot] >= 0) status = table_prepare(&tables[s->field[slot]], slot);
-    /* With regional gateways, a row on no NAT ENI may be a regional gateway's: every row is read. */
-    int by_resource = s->regional_count && s->field[F_RESOURCE] >= 0;
-    const Table *eni = s->field[F_ENI] >= 0 && !by_resource ? &tables[s->field[F_ENI]] : NULL;
+    const Table *eni = s->field[F_ENI] >= 0 ? &tables[s->field[F_ENI]] : NULL;
+    /* A row on no NAT ENI may be a regional gateway's, by its resource-id: it is read too. */
+    const Table *resource = s->regional_count && s->field[F_RESOURCE] >= 0 ? &tables[s->field[F_RESOURCE]] : NULL;
     const Table *log_status = s->field[F_STATUS] >= 0 ? &tables[s->field[F_STATUS]] : NULL;
     if (!status && eni && !(eni_marks = table_marks(eni, selected, selected_count, 1))) status = -1;
     if (!status && log_status && !(status_marks = table_marks(log_status, status_words, 2, 0))) status = -1;
+    if (!status && eni && resource && !(resource_marks = table_marks(resource, s->regional, s->regional_count, 1)))
+        status = -1;
     Token tokens[F_COUNT];
     uint64_t numbers[F_COUNT], addresses[F_COUNT] = {0};
     Record record = {NULL, tokens, numbers, addresses};
@@ -911,6 +913,11 @@ static int scan_table_rows(Scanner *s, Table *tables, Py_ssize_t rows, const Tok
                 uint32_t e = (uint32_t)(((const int32_t *)eni->indices.buf)[row] + 1);
                 if (e > (uint32_t)eni->entries) status = TABLES_CORRUPT;
                 int kept = !status && eni_marks[e];
+                if (!kept && !status && resource_marks) {
+                    uint32_t r = (uint32_t)(((const int32_t *)resource->indices.buf)[row] + 1);
+                    if (r > (uint32_t)resource->entries) status = TABLES_CORRUPT;
+                    kept = !status && resource_marks[r];
+                }
                 if (!kept && !status && status_marks) {
                     uint32_t l = (uint32_t)(((const int32_t *)log_status->indices.buf)[row] + 1);
                     if (l > (uint32_t)log_status->entries) status = TABLES_CORRUPT;
@@ -988,6 +995,7 @@ static int scan_table_rows(Scanner *s, Table *tables, Py_ssize_t rows, const Tok
     free(legs);
     free(eni_marks);
     free(status_marks);
+    free(resource_marks);
     return status;
 }
 
@@ -1070,13 +1078,13 @@ static PyObject *Scanner_scan_tables(Scanner *s, PyObject *args) {
             return NULL;
         }
     }
-    static const int text_slots[] = {F_ENI, F_STATUS}; /* what the rows are picked by: text */
-    for (int i = 0; i < 2; i++) {
+    static const int text_slots[] = {F_ENI, F_STATUS, F_RESOURCE}; /* what the rows are picked by: text */
+    for (int i = 0; i < 3; i++) {
         int slot = text_slots[i];
         if (s->field[slot] >= 0 && tables[s->field[slot]].kind != COLUMN_TEXT) {
             tables_release(tables, s->width);
             PyMem_Free(selected);
-            PyErr_SetString(PyExc_ValueError, "scan_tables: interface-id and log-status are text columns");
+            PyErr_SetString(PyExc_ValueError, "scan_tables: interface-id, log-status and resource-id are text columns");
             return NULL;
         }
     }
