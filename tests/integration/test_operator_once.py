@@ -337,6 +337,15 @@ def as_regional(gateway_id: str, zone: str, zone_id: str) -> Callable[[bytes], b
     return change
 
 
+def create_nat_gateway(world: dict[str, Any]) -> dict[str, Any]:
+    """Another NAT Gateway in the world's VPC (made regional by `as_regional` in a proxy)."""
+    ec2 = world["ec2"]
+    subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [world["vpc"]]}])["Subnets"][0]
+    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    gateway: dict[str, Any] = ec2.create_nat_gateway(SubnetId=subnet["SubnetId"], AllocationId=allocation)["NatGateway"]
+    return gateway
+
+
 REGIONAL_FIELDS = "version interface-id srcaddr dstaddr packets bytes start end action log-status az-id resource-id"
 
 
@@ -352,9 +361,7 @@ def test_a_regional_nat_gateway_through_the_operator(
     records (interface-id '-', resource-id the gateway) counted by the contract, and written as
     FlowAttributions and status like a zonal gateway's."""
     ec2, s3 = world["ec2"], world["s3"]
-    subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [world["vpc"]]}])["Subnets"][0]
-    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
-    gateway = ec2.create_nat_gateway(SubnetId=subnet["SubnetId"], AllocationId=allocation)["NatGateway"]
+    gateway = create_nat_gateway(world)
     gateway_id, public_ip = gateway["NatGatewayId"], gateway["NatGatewayAddresses"][0]["PublicIp"]
     flow_log = ec2.create_flow_logs(
         ResourceIds=[gateway_id], ResourceType="RegionalNatGateway", TrafficType="ALL", LogDestinationType="s3",
@@ -403,12 +410,7 @@ def test_a_regional_nat_gateway_without_a_flow_log_gets_the_regional_command(
     world: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    ec2 = world["ec2"]
-    subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [world["vpc"]]}])["Subnets"][0]
-    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
-    gateway_id = ec2.create_nat_gateway(SubnetId=subnet["SubnetId"], AllocationId=allocation)["NatGateway"][
-        "NatGatewayId"
-    ]
+    gateway_id = create_nat_gateway(world)["NatGatewayId"]
     custom = kubernetes.client.CustomObjectsApi(kube_client)
     try:
         with (
@@ -423,4 +425,4 @@ def test_a_regional_nat_gateway_without_a_flow_log_gets_the_regional_command(
             command = f"aws ec2 create-flow-logs --resource-type RegionalNatGateway --resource-ids {gateway_id} "
             assert command in missing["message"] and "${resource-id}" in missing["message"]
     finally:
-        ec2.delete_nat_gateway(NatGatewayId=gateway_id)
+        world["ec2"].delete_nat_gateway(NatGatewayId=gateway_id)

@@ -92,7 +92,7 @@ CLOUDWATCH_FIELDS = (
     "sublocation-type", "sublocation-id", "action", "tcp-flags", "pkt-srcaddr", "pkt-dstaddr",
     "pkt-src-aws-service", "pkt-dst-aws-service", "traffic-path", "flow-direction", "log-status",
 )  # fmt: skip
-INT32_FIELDS = frozenset({"version", "srcport", "dstport", "protocol", "tcp-flags", "traffic-path"})
+INT32_FIELDS = frozenset({"version", "srcport", "dstport", "protocol", "tcp-flags", "traffic-path", "encryption-status"})
 INT64_FIELDS = frozenset({"packets", "bytes", "start", "end"})
 
 Value = int | str | None
@@ -1196,27 +1196,28 @@ def _s3_prefix(root: Path, layout: KeyLayout, bucket_start: int) -> Path:
 
 
 def write_s3(root: Path, vpc: Vpc, records: list[FlowRecord], flow_format: FlowFormat, layout: KeyLayout,
-             rng: random.Random) -> int:  # fmt: skip
-    """One object per 5 minutes of record end times, named and placed as AWS does; returns the count."""
+             rng: random.Random, fields: Sequence[str] = S3_FIELDS, flow_log: str | None = None) -> int:  # fmt: skip
+    """One object per 5 minutes of record end times, named and placed as AWS does; returns the count.
+    The S3 flow log's `fields` and id unless others are given."""
     objects: dict[int, list[FlowRecord]] = defaultdict(list)
     for record in records:
         objects[record.end - record.end % S3_OBJECT_SECONDS].append(record)
     for bucket_start in sorted(objects):
         contents = sorted(objects[bucket_start], key=lambda r: (r.start, r.interface_id))
         stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(bucket_start))
-        name = f"{ACCOUNT}_vpcflowlogs_{REGION}_{vpc.s3_flow_log}_{stamp}_{rng.getrandbits(32):08x}"
+        name = f"{ACCOUNT}_vpcflowlogs_{REGION}_{flow_log or vpc.s3_flow_log}_{stamp}_{rng.getrandbits(32):08x}"
         directory = _s3_prefix(root, layout, bucket_start)
         directory.mkdir(parents=True, exist_ok=True)
         if flow_format == "parquet":
-            write_parquet(directory / f"{name}.log.parquet", contents)
+            write_parquet(directory / f"{name}.log.parquet", contents, fields)
         else:
-            text = "\n".join([" ".join(S3_FIELDS), *(r.line(S3_FIELDS) for r in contents)]) + "\n"
+            text = "\n".join([" ".join(fields), *(r.line(fields) for r in contents)]) + "\n"
             with open(directory / f"{name}.log.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
                 gz.write(text.encode())
     return len(objects)
 
 
-def write_parquet(path: Path, records: list[FlowRecord]) -> None:
+def write_parquet(path: Path, records: list[FlowRecord], fields: Sequence[str] = S3_FIELDS) -> None:
     """AWS's Parquet layout: underscore column names, INT_32/INT_64/STRING, nulls for '-'."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -1224,8 +1225,8 @@ def write_parquet(path: Path, records: list[FlowRecord]) -> None:
     def column_type(name: str) -> Any:
         return pa.int32() if name in INT32_FIELDS else pa.int64() if name in INT64_FIELDS else pa.string()
 
-    schema = pa.schema([(name.replace("-", "_"), column_type(name)) for name in S3_FIELDS])
-    columns = {name.replace("-", "_"): [r.values[name] for r in records] for name in S3_FIELDS}
+    schema = pa.schema([(name.replace("-", "_"), column_type(name)) for name in fields])
+    columns = {name.replace("-", "_"): [r.values[name] for r in records] for name in fields}
     pq.write_table(pa.Table.from_pydict(columns, schema=schema), path, compression="snappy")
 
 

@@ -18,24 +18,17 @@ apart. The gateway also has REJECTs and a SKIPDATA record.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import random
-import time
-from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from tests.scenario.generator import (
-    ACCOUNT,
     BASE_TIME,
     BUCKET,
     CDN,
     DAY_SECONDS,
-    REGION,
     S3_FIELDS,
-    S3_OBJECT_SECONDS,
     AcceptedFields,
     FlowDraw,
     FlowRecord,
@@ -47,7 +40,6 @@ from tests.scenario.generator import (
     Subnet,
     Talker,
     Vpc,
-    _s3_prefix,
     aws_time,
     build_cluster,
     build_talkers,
@@ -56,6 +48,7 @@ from tests.scenario.generator import (
     log_format,
     write_aws,
     write_cluster,
+    write_s3,
 )
 
 RegionalFormat = Literal["text", "parquet"]
@@ -241,38 +234,6 @@ def write_regional_aws(directory: Path, vpc: Vpc, regional: RegionalGateway, flo
     (directory / "describe-flow-logs.json").write_text(json.dumps(flow_logs, indent=4) + "\n")
 
 
-def write_flow_log(root: Path, flow_log: str, fields: Sequence[str], records: list[FlowRecord],
-                   flow_format: RegionalFormat, rng: random.Random) -> int:  # fmt: skip
-    """One flow log's objects, one per 5 minutes of record end times; returns how many."""
-    objects: dict[int, list[FlowRecord]] = defaultdict(list)
-    for record in records:
-        objects[record.end - record.end % S3_OBJECT_SECONDS].append(record)
-    for bucket_start in sorted(objects):
-        contents = sorted(objects[bucket_start], key=lambda r: (r.start, r.interface_id))
-        stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(bucket_start))
-        name = f"{ACCOUNT}_vpcflowlogs_{REGION}_{flow_log}_{stamp}_{rng.getrandbits(32):08x}"
-        directory = _s3_prefix(root, "default", bucket_start)
-        directory.mkdir(parents=True, exist_ok=True)
-        if flow_format == "parquet":
-            _write_parquet(directory / f"{name}.log.parquet", fields, contents)
-        else:
-            text = "\n".join([" ".join(fields), *(r.line(fields) for r in contents)]) + "\n"
-            (directory / f"{name}.log.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
-    return len(objects)
-
-
-def _write_parquet(path: Path, fields: Sequence[str], records: list[FlowRecord]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    def column_type(name: str) -> Any:
-        return pa.int32() if name in INT32_FIELDS else pa.int64() if name in INT64_FIELDS else pa.string()
-
-    schema = pa.schema([(name.replace("-", "_"), column_type(name)) for name in fields])
-    columns = {name.replace("-", "_"): [r.values.get(name) for r in records] for name in fields}
-    pq.write_table(pa.Table.from_pydict(columns, schema=schema), path, compression="gzip")
-
-
 def build_regional_scenario(out_dir: Path, *, seed: int, snat: SnatMode = "off",
                             flow_format: RegionalFormat = "text") -> Scenario:  # fmt: skip
     """Write cluster/, aws/ and flowlogs/ under `out_dir`; the scenario's gateways are AZ a's zonal one
@@ -289,8 +250,8 @@ def build_regional_scenario(out_dir: Path, *, seed: int, snat: SnatMode = "off",
     files_rng = random.Random(f"natflow-regional-{seed}-files")
     on_gateway = [r for r in records if r.gateway == regional.gateway.id]
     elsewhere = [r for r in records if r.gateway != regional.gateway.id]
-    files = write_flow_log(flowlogs_dir, vpc.s3_flow_log, S3_FIELDS, elsewhere, flow_format, files_rng)
-    files += write_flow_log(flowlogs_dir, regional.flow_log, REGIONAL_FIELDS, on_gateway, flow_format, files_rng)
+    files = write_s3(flowlogs_dir, vpc, elsewhere, flow_format, "default", files_rng)
+    files += write_s3(flowlogs_dir, vpc, on_gateway, flow_format, "default", files_rng, REGIONAL_FIELDS, regional.flow_log)
     answered = dataclasses.replace(vpc, gateways=(vpc.gateways[0], regional.gateway))
     return Scenario(out_dir, cluster_dir, aws_dir, flowlogs_dir, seed, snat, flow_format, "default", 1.0, False,
                     answered, cluster, records, files)  # fmt: skip
