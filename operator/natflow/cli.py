@@ -139,7 +139,7 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     reduction, files_read = Reduction(topology, bounded), 0
-    for group_topology, group in inventory.flow_log_groups(topology, files):  # see flow_log_groups
+    for group_topology, group in inventory.files_by_topology(topology, files):  # see files_by_topology
         if args.reader == "vectorised":
             part = read_all_parallel(group, choices, group_topology, bounded, diagnostics, args.workers)
             files_read += len(group)

@@ -257,7 +257,7 @@ def test_a_regional_gateways_records_count_only_from_its_own_flow_log(tmp_path: 
         path = tmp_path / f"123456789012_vpcflowlogs_us-east-1_{flow_log}_20261121T1000Z_0001.log"
         path.write_text(f"{header}\n{line}\n")
         files.append(describe(str(path), FileKind.TEXT))
-    groups = found.flow_log_groups(topology, files)
+    groups = found.files_by_topology(topology, files)
     assert [(g.regional, [f.flow_log_id for f in group]) for g, group in groups] == [
         (frozenset(), ["fl-0vpc"]),
         (frozenset({REGIONAL}), ["fl-0reg"]),
@@ -269,4 +269,4 @@ def test_a_regional_gateways_records_count_only_from_its_own_flow_log(tmp_path: 
         reduction.merge(part)
     assert (reduction.stats.records_counted, reduction.stats.other_interface_records) == (1, 1)
     without_own = inventory(REGIONAL_JSON, flow_logs=({"FlowLogId": "fl-0vpc", "ResourceId": "vpc-0a"},))
-    assert without_own.flow_log_groups(topology, files) == [(topology, files)]
+    assert without_own.files_by_topology(topology, files) == [(topology, files)]

@@ -255,7 +255,7 @@ class Inventory:
             regional_nat_ips=self.regional_private_ips(),
         )
 
-    def flow_log_groups(
+    def files_by_topology(
         self, topology: NatTopology, files: Iterable[FlowLogFile]
     ) -> list[tuple[NatTopology, list[FlowLogFile]]]:
         """Files with the topology to read them with, so that a regional gateway's records are counted
