@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -346,6 +347,28 @@ def create_nat_gateway(world: dict[str, Any]) -> dict[str, Any]:
     return gateway
 
 
+@contextmanager
+def regional_report(
+    kubeapi: KubeAPI,
+    moto: MotoServer,
+    world: dict[str, Any],
+    tmp_path: Path,
+    kube_client: kubernetes.client.ApiClient,
+    name: str,
+    gateway_id: str,
+) -> Iterator[tuple[dict[str, Any], subprocess.CompletedProcess[str]]]:
+    """A FlowReport of the gateway, one `natflow run --once` with the gateway made regional in a proxy;
+    yields the report and the run. The gateway is deleted afterwards: the module's other reports see one."""
+    custom = kubernetes.client.CustomObjectsApi(kube_client)
+    try:
+        with flow_report(custom, name, {"natGatewayIds": [gateway_id]}), FaultProxy(moto.endpoint_url) as proxy:
+            proxy.rewrite("DescribeNatGateways", as_regional(gateway_id, f"{REGION}a", "use1-az1"))
+            done = run_once(kubeapi, moto, world["window"], tmp_path / "state.sqlite", proxy.endpoint_url)
+            yield custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", name), done
+    finally:
+        world["ec2"].delete_nat_gateway(NatGatewayId=gateway_id)
+
+
 REGIONAL_FIELDS = "version interface-id srcaddr dstaddr packets bytes start end action log-status az-id resource-id"
 
 
@@ -380,27 +403,17 @@ def test_a_regional_nat_gateway_through_the_operator(
     day, stamp = time.strftime("%Y/%m/%d", time.gmtime(start)), time.strftime("%Y%m%dT%H%MZ", time.gmtime(start))
     key = f"AWSLogs/{ACCOUNT}/vpcflowlogs/{REGION}/{day}/{ACCOUNT}_vpcflowlogs_{REGION}_{flow_log}_{stamp}_0r.log.gz"
     s3.put_object(Bucket="flows", Key=key, Body=gzip.compress("\n".join([REGIONAL_FIELDS, *lines, ""]).encode()))
-    custom = kubernetes.client.CustomObjectsApi(kube_client)
-    try:
-        with (
-            flow_report(custom, "regional", {"natGatewayIds": [gateway_id]}),
-            FaultProxy(moto_server.endpoint_url) as proxy,
-        ):
-            proxy.rewrite("DescribeNatGateways", as_regional(gateway_id, f"{REGION}a", "use1-az1"))
-            done = run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite", proxy.endpoint_url)
-            assert attributions(kube_client, "regional") == {
-                ("Deployment", "web", "pod"): (4000, 9000),
-                ("Node", "ip-node-1", "hostNetwork"): (300, 0),
-            }, done.stderr[-3000:]
-            report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "regional")
-            (status,) = report["status"]["natGateways"]
-            assert (status["natGatewayId"], status["bytesOut"], status["bytesIn"]) == (gateway_id, 4300, 9000)
-            conditions = {c["type"]: c for c in report["status"]["conditions"]}
-            assert conditions["FlowLogsMissing"]["status"] == "False"
-            assert conditions["FormatLacksFields"]["status"] == "False"
-            assert "UnclassifiedNatRecords" in done.stdout + done.stderr
-    finally:
-        ec2.delete_nat_gateway(NatGatewayId=gateway_id)  # the module's other reports see one gateway
+    with regional_report(kubeapi, moto_server, world, tmp_path, kube_client, "regional", gateway_id) as (report, done):
+        assert attributions(kube_client, "regional") == {
+            ("Deployment", "web", "pod"): (4000, 9000),
+            ("Node", "ip-node-1", "hostNetwork"): (300, 0),
+        }, done.stderr[-3000:]
+        (status,) = report["status"]["natGateways"]
+        assert (status["natGatewayId"], status["bytesOut"], status["bytesIn"]) == (gateway_id, 4300, 9000)
+        conditions = {c["type"]: c for c in report["status"]["conditions"]}
+        assert conditions["FlowLogsMissing"]["status"] == "False"
+        assert conditions["FormatLacksFields"]["status"] == "False"
+        assert "UnclassifiedNatRecords" in done.stdout + done.stderr
 
 
 def test_a_regional_nat_gateway_without_a_flow_log_gets_the_regional_command(
@@ -411,18 +424,11 @@ def test_a_regional_nat_gateway_without_a_flow_log_gets_the_regional_command(
     tmp_path: Path,
 ) -> None:
     gateway_id = create_nat_gateway(world)["NatGatewayId"]
-    custom = kubernetes.client.CustomObjectsApi(kube_client)
-    try:
-        with (
-            flow_report(custom, "unlogged-regional", {"natGatewayIds": [gateway_id]}),
-            FaultProxy(moto_server.endpoint_url) as proxy,
-        ):
-            proxy.rewrite("DescribeNatGateways", as_regional(gateway_id, f"{REGION}b", "use1-az2"))
-            run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite", proxy.endpoint_url)
-            report = custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", "unlogged-regional")
-            missing = {c["type"]: c for c in report["status"]["conditions"]}["FlowLogsMissing"]
-            assert missing["status"] == "True"
-            command = f"aws ec2 create-flow-logs --resource-type RegionalNatGateway --resource-ids {gateway_id} "
-            assert command in missing["message"] and "${resource-id}" in missing["message"]
-    finally:
-        world["ec2"].delete_nat_gateway(NatGatewayId=gateway_id)
+    with regional_report(kubeapi, moto_server, world, tmp_path, kube_client, "unlogged-regional", gateway_id) as (
+        report,
+        _,
+    ):
+        missing = {c["type"]: c for c in report["status"]["conditions"]}["FlowLogsMissing"]
+        assert missing["status"] == "True"
+        command = f"aws ec2 create-flow-logs --resource-type RegionalNatGateway --resource-ids {gateway_id} "
+        assert command in missing["message"] and "${resource-id}" in missing["message"]

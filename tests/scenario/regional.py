@@ -251,7 +251,9 @@ def build_regional_scenario(out_dir: Path, *, seed: int, snat: SnatMode = "off",
     on_gateway = [r for r in records if r.gateway == regional.gateway.id]
     elsewhere = [r for r in records if r.gateway != regional.gateway.id]
     files = write_s3(flowlogs_dir, vpc, elsewhere, flow_format, "default", files_rng)
-    files += write_s3(flowlogs_dir, vpc, on_gateway, flow_format, "default", files_rng, REGIONAL_FIELDS, regional.flow_log)
+    files += write_s3(
+        flowlogs_dir, vpc, on_gateway, flow_format, "default", files_rng, REGIONAL_FIELDS, regional.flow_log
+    )
     answered = dataclasses.replace(vpc, gateways=(vpc.gateways[0], regional.gateway))
     return Scenario(out_dir, cluster_dir, aws_dir, flowlogs_dir, seed, snat, flow_format, "default", 1.0, False,
                     answered, cluster, records, files)  # fmt: skip
