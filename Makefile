@@ -7,13 +7,13 @@ STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header --quiet
 
-.PHONY: venv test lint unit demo bench kube-binaries lock clean
+.PHONY: venv test lint unit sanitize demo bench kube-binaries lock clean
 
 # setup.py builds the C line scanner (operator/natflow/flowlogs/_textscan.c) in place.
 $(STAMP): requirements/dev.txt setup.py $(wildcard operator/natflow/flowlogs/*.c)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install -qq --require-hashes --no-deps -r requirements/dev.txt
+	$(BIN)/pip install -qq --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -27,10 +27,16 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not integration and not e2e"
+	$(BIN)/pytest -q -m "not integration and not e2e and not slow"
 
 test: lint kube-binaries $(STAMP)
 	$(BIN)/pytest -q
+	scripts/sanitize.sh
+
+# The C extensions with ASan + UBSan (gcc) in a temporary copy of the package, under the hostile-input
+# corpus, the fuzzer and the scanner/decoder tests (scripts/sanitize.sh).
+sanitize: $(STAMP)
+	scripts/sanitize.sh
 
 demo: $(STAMP)
 	$(BIN)/natflow attribute --cluster examples/cluster --aws examples/aws --flow-logs examples/flowlogs -o table

@@ -12,6 +12,8 @@ sum of the RSS of the child and its descendants, sampled from /proc every 20 ms.
         collected, no reduction: the decoding alone, with all of polars' threads);
     (d) peak memory of (a) at the main size and at ten times it (it must not grow); the larger
         data set repeats the main one's objects under other names (hard links), so it costs no time.
+    (e) cluster dumps: a 150,000-pod `kubectl get pods -A -o json` through load_cluster (bench.dumps);
+        `--only dumps` runs this figure alone.
 
 Both natflow paths must print the same document; the bench says so or fails. Data is generated
 once (seeded) under bench/out/ and reused.
@@ -73,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-file", type=int, default=1_000_000, help="records per object (default 1M, ~26 MB gz)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data", type=Path, default=OUT, help="where generated objects are kept (default bench/out)")
+    parser.add_argument("--only", choices=("dumps",), help="run one figure alone: dumps = (e)")
     args = parser.parse_args(argv)
+    if args.only == "dumps":
+        from bench import dumps
+
+        print_table(dumps.run(args.data, args.quick))
+        return 0
     per_file = 250_000 if args.quick and args.per_file == 1_000_000 else args.per_file
     records = args.records or (1_000_000 if args.quick else 10_000_000)
     large = args.large or records * 10
@@ -125,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         memory(f"    peak RSS, Parquet {size}, all processes", parquet.tree_rss),
         speed(f"    gzip text rec/s, {large / 1e6:g}M", large, big, python_baseline, 5e6, baseline_records=records),
     ]
+    from bench import dumps
+
+    rows += dumps.run(args.data, args.quick)
     rows += other_figures(args.quick)
     print_table(rows)
     verdict = "identical" if same else "DIFFERENT"

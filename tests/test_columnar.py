@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs import columnar
+from natflow.flowlogs.plausible import MAX_RECORD_BYTES, MAX_RECORD_PACKETS
 from natflow.flowlogs.readers import FormatChoices, add_rows, read_parquet
 from natflow.flowlogs.reduce import NatTopology, Reduction
 from natflow.flowlogs.sources import FileKind, FlowLogFile, describe
@@ -139,7 +140,7 @@ def test_only_odd_rows_go_to_the_reference(tmp_path: Path, reference_calls: list
     rows = client_rows(40)
     rows[13] = (*rows[13][:4], -1, *rows[13][5:])  # negative packets: malformed, in the slice of rows 10-19
     rows[17] = (*rows[17][:5], -5, *rows[17][6:])
-    rows[31] = (*rows[31][:5], 10**18, *rows[31][6:])  # 19 digits: Python's integers add it
+    rows[31] = (*rows[31][:5], 10**18, *rows[31][6:])  # 19 digits: more than any interface carries
     file = parquet_file(tmp_path, rows)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(columnar, "PARQUET_SLICE_ROWS", 10)
@@ -149,18 +150,22 @@ def test_only_odd_rows_go_to_the_reference(tmp_path: Path, reference_calls: list
     assert expected.stats.malformed_examples == [
         f"{file.path}:14: packets/bytes is not a number",
         f"{file.path}:18: packets/bytes is not a number",
+        f"{file.path}:32: packets 2 / bytes 1000000000000000000: more than any interface carries in an aggregation "
+        f"interval (at most {MAX_RECORD_PACKETS} packets, {MAX_RECORD_BYTES} bytes)",
     ]
-    assert expected.stats.records_counted == 38
+    assert expected.stats.records_counted == 37
 
 
 def test_sums_past_64_bits_are_python_integers(tmp_path: Path) -> None:
     topology = NatTopology({"eni-0nat1": "nat-1"}, {"10.0.1.10": "eni-0nat1"}, INSIDE)
-    huge = 10**18 - 1  # 18 digits: the scanner takes each, not their sum past 2**64
-    rows = [("eni-0nat1", "10.0.32.5", "10.0.1.10", "52.1.2.3", huge, huge, FIRST, None, None)] * 40
+    # The most a record may carry: the scanner takes each, not their byte sum past 2**64.
+    most_bytes, most_packets, count = MAX_RECORD_BYTES, MAX_RECORD_PACKETS, 18_500
+    rows = [("eni-0nat1", "10.0.32.5", "10.0.1.10", "52.1.2.3", most_packets, most_bytes, FIRST, None, None)] * count
     file = parquet_file(tmp_path, rows)
     bulk = bulk_read(file, topology)
     assert_same(bulk, reference_read(file, topology))
-    assert list(bulk.rows.values()) == [[40 * huge, 40 * huge, FIRST, FIRST, 40]]
+    assert count * most_bytes >= 1 << 64
+    assert list(bulk.rows.values()) == [[count * most_bytes, count * most_packets, FIRST, FIRST, count]]
 
 
 ODD_VALUES = ("", " ", "a b", "é", "None", " None", "None ", "-", "\t5", "５", "10.0.32.5 ", "eni-0nat1 ", "0", "eni é")

@@ -33,6 +33,7 @@ from natflow.flowlogs.fields import (
     column_name,
     parse_log_format,
 )
+from natflow.flowlogs.plausible import LATEST_TIME, MAX_RECORD_BYTES, MAX_RECORD_PACKETS
 from natflow.flowlogs.readers import READERS, FormatChoices
 from natflow.flowlogs.reduce import NatTopology, Reduction
 from natflow.flowlogs.sources import FileKind, FlowLogFile, describe
@@ -255,8 +256,12 @@ def clean_lines(count: int, fields: tuple[str, ...], seed: int = 7, ipv4_only: b
 
 
 def is_clean(fields: dict[str, str]) -> bool:
+    """Plain numbers, and times within the plausible bounds ("007" is 1970: the reference's to refuse)."""
     numbers = (fields[name] for name in ("packets", "bytes", "start", "end"))
-    return all(text == "-" or (text.isdigit() and len(text) < 15) for text in numbers)
+    times = (fields[name] for name in ("start", "end"))
+    return all(text == "-" or (text.isdigit() and len(text) < 15) for text in numbers) and all(
+        not text.startswith("0") for text in times
+    )
 
 
 JUNK_ALPHABET = st.sampled_from(list("abc019 -.:\t\r\x0b\x1cé\u00a0\u2028"))
@@ -484,10 +489,11 @@ def test_numbers_times_and_statuses_take_the_bulk_path(tmp_path: Path) -> None:
 def test_numbers_and_addresses_at_the_edges(tmp_path: Path) -> None:
     """Sums past 64 bits, numbers longer than the scanner reads, addresses Python's ipaddress refuses
     or writes otherwise, and NAT IPs whose ENI is unknown: the reference's answer, every time."""
-    big = "9" * 18  # the longest number the scanner reads; a few of them overflow a 64-bit sum
-    lines = [record_line(bytes=big, packets=big) for _ in range(40)]
-    lines += [record_line(action="REJECT", bytes=big) for _ in range(40)]
-    lines += [record_line(srcaddr="10.0.1.10", dstaddr="52.1.2.3", bytes=big) for _ in range(40)]  # internet legs
+    # The most a record may carry: 18,447 of them overflow a 64-bit sum, which the reference then takes.
+    big, many, most_packets = str(MAX_RECORD_BYTES), 18_500, str(MAX_RECORD_PACKETS)
+    lines = [record_line(bytes=big, packets=most_packets) for _ in range(many)]
+    lines += [record_line(action="REJECT", bytes=big) for _ in range(many)]
+    lines += [record_line(srcaddr="10.0.1.10", dstaddr="52.1.2.3", bytes=big) for _ in range(many)]  # internet legs
     lines += [record_line(bytes="1" + "0" * 20), record_line(start="1" * 19), record_line(packets="0" * 25)]
     odd_addresses = ["10.0.32.05", "10.0.32.256", "10.0.32", "10.0.32.5.1", "010.0.32.5", "10.0.32.5x", "1e.0.0.1"]
     lines += [record_line(srcaddr=address) for address in odd_addresses]
@@ -650,6 +656,9 @@ def parallel_files(tmp_path: Path) -> list[FlowLogFile]:
         lines = clean_lines(200, fields, seed=index)
         lines[index * 10] = "junk line"
         lines[index * 10 + 5] = "more junk"
+        implausible = lines[index * 10 + 7].split(" ")
+        implausible[fields.index("start")] = "007"  # 1970: no time of the objects'
+        lines[index * 10 + 7] = " ".join(implausible)
         name = NAME.replace("T1000Z", f"T10{index}5Z")
         files.append(write_text(tmp_path, [header(fields), *lines], gzipped=bool(index % 2), name=name))
     truncated = Path(files[3].path)
@@ -673,7 +682,8 @@ def test_read_all_parallel_matches_reference(tmp_path: Path, workers: int) -> No
     diagnostics = Diagnostics()
     reduction = vectorised.read_all_parallel(files, PARALLEL_CHOICES, TOPOLOGY, WINDOW, diagnostics, workers=workers)
     assert as_outcome(reduction, diagnostics) == expected
-    assert expected.stats.malformed_records == 13 and expected.stats.records_counted > 100
+    # 12 junk lines, a CloudWatch event, 6 records whose start "007" is no time of the objects'
+    assert expected.stats.malformed_records == 19 and expected.stats.records_counted > 100
     assert len(expected.formats) == 2 and [w["reason"] for w in expected.warnings] == ["DamagedFlowLog"]
 
 
@@ -736,6 +746,44 @@ def test_regional_gateway_records_take_the_bulk_path(tmp_path: Path) -> None:
     assert regional_rows and {key[0] for key in expected.rows} - REGIONAL  # zonal rows too
     assert set(expected.stats.unclassified_by_key) & REGIONAL
     assert expected.stats.internet_leg_records > 10
+
+
+def test_regional_records_with_implausible_numbers_are_malformed(tmp_path: Path) -> None:
+    """The plausible bounds hold for a regional gateway's records too, whatever their role would be:
+    malformed in the reference and in the fast readers (text, Parquet both ways in); at the bounds, counted."""
+    roles = {  # srcaddr, dstaddr
+        "out": ("10.0.32.5", "52.1.2.3"),
+        "in": ("52.1.2.3", "10.0.32.5"),
+        "internet": (REGIONAL_PUBLIC_IP, "52.1.2.3"),
+        "unclassified": ("10.0.32.5", "10.0.32.6"),
+    }
+    implausible = [
+        {"bytes": str(MAX_RECORD_BYTES + 1)},
+        {"packets": str(MAX_RECORD_PACKETS + 1)},
+        {"start": "007"},
+        {"end": str(LATEST_TIME + 1)},
+    ]
+    at_the_bounds = {"bytes": str(MAX_RECORD_BYTES), "packets": str(MAX_RECORD_PACKETS)}
+    lines = [
+        record_line(**{"interface-id": eni, "resource-id": "nat-0regional1", "srcaddr": src, "dstaddr": dst, **change})
+        for src, dst in roles.values()
+        for change in [*implausible, at_the_bounds]
+        for eni in ("-", "eni-0nat1")
+    ]
+    text = write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=True)
+    expected = assert_same([text])
+    stats = expected.stats
+    assert stats.malformed_records == len(roles) * len(implausible) * 2
+    assert (stats.records_counted, stats.internet_leg_records) == (4, 2)
+    assert stats.unclassified_by_key["nat-0regional1"] == [2, 2 * MAX_RECORD_BYTES]
+    assert {key[0] for key in expected.rows} == {"nat-0regional1"}
+    records = [dict(zip(RECOMMENDED, line.split(), strict=True)) for line in lines]
+    parquet = write_parquet(tmp_path, records, RECOMMENDED, {"integers": True, "missing": None, "row_group": 8})
+    for way in ("decoded", "arrow"):
+        with pytest.MonkeyPatch.context() as patch:
+            if way == "arrow":
+                patch.setattr(columnar, "_read_decoded", _not_decodable)
+            assert assert_same([parquet]).stats.malformed_records == stats.malformed_records, way
 
 
 def _not_decodable(*args: Any) -> None:

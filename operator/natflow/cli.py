@@ -9,22 +9,19 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from natflow.attribution.engine import GROUP_BY_CHOICES, Attributor
-from natflow.attribution.pricing import price_per_gb
-from natflow.attribution.report import RunContext, build_document, derive_warnings, human_bytes
+from natflow.attribution.engine import GROUP_BY_CHOICES
+from natflow.attribution.report import RunContext, build_document, human_bytes
 from natflow.aws.files import load_inventory
 from natflow.cluster.dump import load_cluster
 from natflow.diagnostics import Diagnostics
-from natflow.flowlogs.fields import FormatError, LogFormat, parse_log_format
-from natflow.flowlogs.readers import FormatChoices, read_all
+from natflow.flowlogs.fields import FormatError, parse_log_format
+from natflow.flowlogs.readers import read_all
 from natflow.flowlogs.reduce import Reduction
 from natflow.flowlogs.sources import discover
 from natflow.flowlogs.vectorised import read_all_parallel
-from natflow.net import CidrSet
+from natflow.pipeline import PlanError, WindowPlan, WindowSettings, run_window
+from natflow.settings import Settings, SettingsError
 from natflow.timeutil import parse_time
-
-# Where the VPC's CIDRs are unknown, these private ranges stand in for "inside" (with a warning).
-PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 
 
 class UsageError(Exception):
@@ -101,78 +98,50 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
             override = parse_log_format(args.log_format, "--log-format")
         except FormatError as error:
             raise UsageError(str(error)) from None
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.price_per_gb is not None and args.price_per_gb < 0:
+        raise UsageError("--price-per-gb must not be negative")
 
     state, dump_stats = load_cluster(args.cluster, diagnostics)
     inventory, aws_files = load_inventory(args.aws, diagnostics)
-    if not inventory.nat_gateways:
-        raise UsageError("--aws: no NAT Gateways found (give the output of `aws ec2 describe-nat-gateways`)")
-    cidrs = inventory.vpc_cidrs()
-    if not cidrs:
-        cidrs = list(PRIVATE_RANGES)
-        diagnostics.warn(
-            "VpcCidrsUnknown",
-            "--aws has no describe-vpcs output for the NAT Gateways' VPC; 'inside' is taken as the private "
-            f"ranges {', '.join(PRIVATE_RANGES)}",
-        )
-    topology = inventory.topology(CidrSet(cidrs))
-    if not topology.natgw_by_key:
-        raise UsageError("--aws: the NAT Gateways have no NetworkInterfaceId in NatGatewayAddresses")
-    inventory.warn_unmatched_gateways(diagnostics)
-    state.set_interfaces(inventory.instance_interfaces())
+    files, passed_over = discover(args.flow_logs, diagnostics)
 
-    files, passed_over = discover(args.flow_logs)
-    if not files:
-        raise UsageError("--flow-logs: no flow-log files found (.log.gz, .log, .parquet or CloudWatch .json)")
-    for path in passed_over:
-        diagnostics.warn("FileSkipped", f"{path}: not a flow-log file name (.log.gz, .log, .parquet, .json)")
-    choices = FormatChoices(override=override)
-    by_id: dict[str, LogFormat] = {}
-    for flow_log in inventory.flow_logs.values():
-        fmt = flow_log.log_format()
-        if fmt is None:
-            continue
-        by_id[flow_log.FlowLogId] = fmt
-        (choices.s3 if flow_log.destination_type == "s3" else choices.cloudwatch).append(fmt)
-    choices.by_flow_log_id = by_id
+    def read(plan: WindowPlan, diagnostics: Diagnostics) -> Reduction:
+        if not files:
+            raise UsageError("--flow-logs: no flow-log files found (.log.gz, .log, .parquet or CloudWatch .json)")
+        reduction = plan.new_reduction()
+        for topology, group in inventory.files_by_topology(plan.topology, files):  # see files_by_topology
+            if args.reader == "vectorised":
+                part = read_all_parallel(group, plan.choices, topology, plan.window, diagnostics, args.workers)
+            else:
+                part = Reduction(topology, plan.window)
+                read_all(group, plan.choices, part, diagnostics)
+            if not reduction.rows:  # the first group's rows as they are, not copied
+                reduction.rows, part.rows = part.rows, {}
+            reduction.merge(part)
+        return reduction
 
-    bounded = (window[0] or -(1 << 62), window[1] or (1 << 62)) if window != (None, None) else None
-    if args.workers < 1:
-        raise UsageError("--workers must be at least 1")
-    reduction, files_read = Reduction(topology, bounded), 0
-    for group_topology, group in inventory.files_by_topology(topology, files):  # see files_by_topology
-        if args.reader == "vectorised":
-            part = read_all_parallel(group, choices, group_topology, bounded, diagnostics, args.workers)
-            files_read += len(group)
-        else:
-            part = Reduction(group_topology, bounded)
-            files_read += read_all(group, choices, part, diagnostics)
-        if not reduction.rows:  # the first group's rows as they are, not copied
-            reduction.rows, part.rows = part.rows, {}
-        reduction.merge(part)
-
-    if args.price_per_gb is not None:
-        if args.price_per_gb < 0:
-            raise UsageError("--price-per-gb must not be negative")
-        price, price_source = args.price_per_gb, "--price-per-gb"
-    else:
-        region = inventory.region() or next((f.region for f in files if f.region), None)
-        price, price_source = price_per_gb(region)
-
-    attributor = Attributor(
-        state, topology.natgw_by_key, inventory.nat_gateways, inventory.address_owners(), args.group_by, price
+    settings = WindowSettings(
+        group_by=args.group_by,
+        log_format=override,
+        price_per_gb=args.price_per_gb,
+        price_source="--price-per-gb",
+        region=inventory.region() or next((f.region for f in files if f.region), None),
     )
-    result = attributor.attribute(reduction)
-    derive_warnings(result, reduction, state, diagnostics)
-    context = RunContext(
-        files_read=files_read, files_skipped=len(passed_over), price_source=price_source
-    )
+    try:
+        done = run_window(inventory, state, read, window, settings, diagnostics)
+    except PlanError as error:
+        hint = " (give the output of `aws ec2 describe-nat-gateways`)" if error.reason == "NoNatGateways" else ""
+        raise UsageError(f"--aws: {error}{hint}") from None
+    context = RunContext(files_read=len(files), files_skipped=len(passed_over), price_source=done.price_source)
     extra = {
         "clusterFilesRead": dump_stats.files_read,
         "clusterObjectsRead": dump_stats.objects_read,
         "clusterObjectsSkipped": dump_stats.objects_skipped,
         "awsFilesRead": aws_files,
     }
-    return build_document(result, reduction, window, diagnostics, context, extra)
+    return build_document(done.result, done.reduction, window, done.diagnostics, context, extra)
 
 
 def render_table(document: dict[str, Any]) -> str:
@@ -221,11 +190,16 @@ def render_table(document: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        settings = Settings.load()
+    except SettingsError as error:
+        print(f"natflow: error: {error}", file=sys.stderr)
+        return 2
+    try:
         if args.command == "run":
             from natflow.run import run_operator
 
             try:
-                return run_operator(args.once, args.window)
+                return run_operator(args.once, args.window, settings)
             except ValueError as error:
                 raise UsageError(str(error)) from None
         document = attribute(args)
@@ -247,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # never a traceback for the user; NATFLOW_DEBUG=1 shows it
-        if os.environ.get("NATFLOW_DEBUG"):
+        if settings.debug:
             raise
         print(
             f"natflow: internal error: {type(error).__name__}: {error} (NATFLOW_DEBUG=1 shows the traceback)",

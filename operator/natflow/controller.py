@@ -7,18 +7,17 @@ by watch events, AWS through boto3) and the output goes to the API server.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 from cachetools import TTLCache
 
-from natflow.attribution.engine import Attribution, Attributor
-from natflow.attribution.pricing import cost, price_per_gb
-from natflow.attribution.report import derive_warnings
+from natflow.attribution.engine import Attribution
+from natflow.attribution.pricing import cost
 from natflow.aws.athena import (
     AthenaQueryError,
     FlowLogTable,
@@ -27,24 +26,24 @@ from natflow.aws.athena import (
     reduction_sql,
     run_reduction,
 )
-from natflow.aws.discovery import (
-    covering_flow_logs,
-    create_flow_logs_commands,
-    describe_nat_gateways,
-    discover_inventory,
-    log_stream_prefixes,
-    vpc_of_instances,
-)
+from natflow.aws.discovery import describe_nat_gateways, discover_inventory, log_stream_prefixes, vpc_of_instances
 from natflow.aws.flowsource import read_cloudwatch_window, read_s3_objects, window_objects
 from natflow.aws.inventory import CONFIGURED_FLOW_LOG_ID, FlowLog, FlowLogDestinationOptions, Inventory
 from natflow.cluster.state import ClusterState
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs.fields import parse_log_format
-from natflow.flowlogs.readers import FormatChoices
-from natflow.flowlogs.reduce import NatTopology, Reduction
+from natflow.flowlogs.reduce import Reduction
 from natflow.kube import GROUP, VERSION, KubeWriter
-from natflow.net import CidrSet
+from natflow.pipeline import PlanError, WindowPlan, WindowSettings, flow_log_groups, run_window
 from natflow.reports.attributions import merged_spec, object_name, object_namespace
+from natflow.reports.conditions import (
+    Condition,
+    PassProblem,
+    merged,
+    pass_conditions,
+    spec_conditions,
+    window_conditions,
+)
 from natflow.reports.spec import AthenaSpec, FlowReportSpec, SpecError, read_spec
 from natflow.reports.windows import due_windows, period_of
 from natflow.timeutil import format_time, parse_time
@@ -80,15 +79,15 @@ class AwsClients:
     region: str
 
     @classmethod
-    def create(cls) -> AwsClients:
+    def create(cls, max_attempts: int, region: str | None) -> AwsClients:
+        """Clients for the session's region (else `region`, else us-east-1); throttling is retried with
+        backoff up to `max_attempts` calls, and a window that still fails is retried at the next pass."""
         import boto3
         from botocore.config import Config
 
-        # Throttling is retried with backoff here; a window that still fails is retried at the next pass.
-        attempts = int(os.environ.get("NATFLOW_AWS_MAX_ATTEMPTS", "10"))
-        config = Config(retries={"mode": "adaptive", "max_attempts": attempts})
+        config = Config(retries={"mode": "adaptive", "max_attempts": max_attempts})
         session = boto3.session.Session()
-        region = session.region_name or os.environ.get("AWS_REGION") or "us-east-1"
+        region = session.region_name or region or "us-east-1"
         services = ("ec2", "s3", "logs", "sts", "athena")
         clients = {name: session.client(name, region_name=region, config=config) for name in services}
         return cls(clients["ec2"], clients["s3"], clients["logs"], clients["sts"], clients["athena"], region)
@@ -98,33 +97,18 @@ class AwsClients:
 class WindowOutcome:
     gateways: dict[str, dict[str, int]] = field(default_factory=dict)
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
-    missing_flow_logs: list[str] = field(default_factory=list)
     attributions_written: int = 0
+    price_per_gb: float = 0.0
     athena: dict[str, Any] | None = None  # the last Athena query: lastQueryId, bytesScanned, error
 
 
-def set_condition(
-    conditions: list[dict[str, Any]], kind: str, status: str, reason: str, message: str, now: int, generation: int
-) -> None:
-    for condition in conditions:
-        if condition["type"] == kind:
-            if condition["status"] != status:
-                condition["lastTransitionTime"] = format_time(now)
-            condition.update(status=status, reason=reason, message=message[:2000], observedGeneration=generation)
-            return
-    conditions.append(
-        {
-            "type": kind,
-            "status": status,
-            "reason": reason,
-            "message": message[:2000],
-            "lastTransitionTime": format_time(now),
-            "observedGeneration": generation,
-        }
-    )
-
-
 class Controller:
+    """Runs FlowReport passes: AWS and the API server around the shared window pipeline.
+
+    `state_guard()` guards the cluster state (the Runtime's lock, with the queued watch events
+    applied first): held for the join and for reading the nodes, never while flow logs are read.
+    """
+
     def __init__(
         self,
         state: ClusterState,
@@ -132,12 +116,16 @@ class Controller:
         writer: KubeWriter,
         namespace: str,
         clock: Callable[[], float] = time.time,
+        state_guard: Callable[[], AbstractContextManager[object]] = nullcontext,
+        vpc_id: str | None = None,
     ) -> None:
         self.state = state
         self.aws = aws
         self.writer = writer
         self.namespace = namespace
         self.clock = clock
+        self.state_guard = state_guard
+        self.vpc_id = vpc_id
         self._inventories: TTLCache[tuple[str, tuple[str, ...]], Inventory] = TTLCache(maxsize=16, ttl=300)
         self._account: str | None = None
         self._last_event: dict[tuple[str, str], float] = {}
@@ -164,9 +152,10 @@ class Controller:
             )
             vpc = next((g.get("VpcId") for g in found.get("NatGateways", []) if g.get("VpcId")), None)
         else:
-            instances = sorted({n.instance_id for n in self.state.nodes.values() if n.instance_id})
+            with self.state_guard():
+                instances = sorted({n.instance_id for n in self.state.nodes.values() if n.instance_id})
             vpc = self._call("ec2:DescribeNetworkInterfaces", lambda: vpc_of_instances(ec2, instances))
-            vpc = vpc or os.environ.get("NATFLOW_VPC_ID")
+            vpc = vpc or self.vpc_id
         if not vpc:
             raise AwsProblem(
                 "VPCUnknown", "cannot tell the cluster's VPC: no node ENIs found and NATFLOW_VPC_ID is unset"
@@ -200,62 +189,27 @@ class Controller:
     def process_window(self, report: dict[str, Any], spec: FlowReportSpec, window: tuple[int, int]) -> WindowOutcome:
         outcome = WindowOutcome()
         inventory = self.inventory(spec)
-        if not inventory.nat_gateways:
-            raise AwsProblem("NoNatGateways", "no NAT Gateways found in the cluster's VPC")
-        self.state.set_interfaces(inventory.instance_interfaces())
-        topology = inventory.topology(CidrSet(inventory.vpc_cidrs()))
-        inventory.warn_unmatched_gateways(outcome.diagnostics)
-        override = parse_log_format(spec.logFormat, "spec.logFormat") if spec.logFormat else None
-        reduction = Reduction(topology, window)
-        by_flow_log: dict[str, tuple[FlowLog, list[str]]] = {}
-        for eni in sorted(topology.natgw_by_key):  # NAT ENIs and regional NAT Gateways
-            flow_logs = self._configured_flow_logs(spec) or covering_flow_logs(inventory, eni)
-            if not flow_logs:
-                outcome.missing_flow_logs.append(eni)
-                continue
-            chosen = flow_logs[0]
-            by_flow_log.setdefault(chosen.FlowLogId, (chosen, []))[1].append(eni)
-        account = self._account_id(inventory) if by_flow_log else ""
-        for flow_log, keys in by_flow_log.values():
-            # Each resource's records are counted from the one flow log chosen for it, though another
-            # (a VPC's, say) may hold them too.
-            part = Reduction(topology.only(keys), window)
-            enis = [prefix for key in keys for prefix in log_stream_prefixes(inventory, key)]
-            fmt = flow_log.log_format()
-            choices = FormatChoices(
-                override=override,
-                by_flow_log_id={flow_log.FlowLogId: fmt} if fmt else {},
-                cloudwatch=[fmt] if fmt else [],
-            )
-            if flow_log.destination_type == "s3":
-                objects = self._call(
-                    "s3:ListBucket", partial(window_objects, self.aws.s3, flow_log, account, self.aws.region, window)
-                )
-                if spec.athena is not None and sum(o.size for o in objects) > spec.athena.thresholdBytes:
-                    self._reduce_with_athena(spec, spec.athena, flow_log, account, part.topology, window, part, outcome)
-                else:
-                    self._call(
-                        "s3:GetObject",
-                        partial(read_s3_objects, self.aws.s3, flow_log, objects, choices, part, outcome.diagnostics),
-                    )
-            else:
-                group = flow_log.LogGroupName or (flow_log.LogDestination or "").rsplit(":", 1)[-1]
-                self._call(
-                    "logs:FilterLogEvents",
-                    partial(read_cloudwatch_window, self.aws.logs, group, enis, window, choices, part),
-                )
-            reduction.merge(part)
-        price = self._price(spec)
-        attributor = Attributor(
-            self.state, topology.natgw_by_key, inventory.nat_gateways, inventory.address_owners(), spec.groupBy, price
+        settings = WindowSettings(
+            group_by=spec.groupBy,
+            log_format=parse_log_format(spec.logFormat, "spec.logFormat") if spec.logFormat else None,
+            price_per_gb=spec.pricePerGB,
+            price_source="spec.pricePerGB",
+            region=self.aws.region,
         )
-        result = attributor.attribute(reduction)
-        derive_warnings(result, reduction, self.state, outcome.diagnostics)
+
+        def read(plan: WindowPlan, diagnostics: Diagnostics) -> Reduction:
+            return self.read_window(spec, inventory, plan, outcome, diagnostics)
+
+        try:
+            done = run_window(inventory, self.state, read, window, settings, outcome.diagnostics, self.state_guard())
+        except PlanError as error:
+            raise AwsProblem(error.reason, f"the cluster's VPC: {error}") from None
+        outcome.price_per_gb = done.price_per_gb
         period = period_of(window[0], spec.period)
-        for row in result.rows:
-            if self._write(report, row, period, window, price):
+        for row in done.result.rows:
+            if self._write(report, row, period, window, done.price_per_gb):
                 outcome.attributions_written += 1
-        for gateway in result.gateways.values():
+        for gateway in done.result.gateways.values():
             outcome.gateways[gateway.nat_gateway_id] = {
                 "bytesOut": gateway.bytes_out,
                 "bytesIn": gateway.bytes_in,
@@ -265,14 +219,54 @@ class Controller:
             }
         return outcome
 
+    def read_window(
+        self,
+        spec: FlowReportSpec,
+        inventory: Inventory,
+        plan: WindowPlan,
+        outcome: WindowOutcome,
+        diagnostics: Diagnostics,
+    ) -> Reduction:
+        """The window's flow logs from S3, CloudWatch Logs or Athena, reduced (no cluster state needed)."""
+        assert plan.window is not None  # the operator always reads a bounded window
+        window = plan.window
+        reduction = plan.new_reduction()
+        sources = flow_log_groups(inventory, plan, self._configured_flow_logs(spec), diagnostics)
+        account = self._account_id(inventory) if sources.groups else ""
+        for flow_log, keys in sources.groups:
+            # Each resource's records are counted from the one flow log chosen for it, though another
+            # (a VPC's, say) may hold them too.
+            group_plan = replace(plan, topology=plan.topology.only(keys))
+            part = group_plan.new_reduction()
+            choices = plan.choices_for(flow_log)
+            if flow_log.destination_type == "s3":
+                objects = self._call(
+                    "s3:ListBucket", partial(window_objects, self.aws.s3, flow_log, account, self.aws.region, window)
+                )
+                if spec.athena is not None and sum(o.size for o in objects) > spec.athena.thresholdBytes:
+                    self._reduce_with_athena(spec, spec.athena, flow_log, account, group_plan, part, outcome)
+                else:
+                    self._call(
+                        "s3:GetObject",
+                        partial(read_s3_objects, self.aws.s3, flow_log, objects, choices, part, diagnostics),
+                    )
+            else:
+                group = flow_log.LogGroupName or (flow_log.LogDestination or "").rsplit(":", 1)[-1]
+                streams = [prefix for key in keys for prefix in log_stream_prefixes(inventory, key)]
+                self._call(
+                    "logs:FilterLogEvents",
+                    partial(read_cloudwatch_window, self.aws.logs, group, streams, window, choices, part),
+                )
+            reduction.merge(part)
+        return reduction
+
     def _reduce_with_athena(
         self,
         spec: FlowReportSpec,
         athena: AthenaSpec,
         flow_log: FlowLog,
         account: str,
-        topology: NatTopology,
-        window: tuple[int, int],
+        plan: WindowPlan,
         reduction: Reduction,
         outcome: WindowOutcome,
     ) -> None:
@@ -285,11 +279,12 @@ class Controller:
                 self._call("athena:StartQueryExecution (DDL)", partial(
                     ensure_table, self.aws.athena, table, athena.workgroup, athena.outputLocation))  # fmt: skip
                 self._athena_tables.add(table.name)
-            sql = reduction_sql(table, topology, window)
+            assert plan.window is not None
+            sql = reduction_sql(table, plan.topology, plan.window)
             result = self._call("athena:StartQueryExecution", partial(
                 run_reduction, self.aws.athena, sql, athena.workgroup, athena.outputLocation))  # fmt: skip
             rows = self._call("athena:GetQueryResults", partial(
-                reduction_from_rows, result.rows, topology, window, table.log_format))  # fmt: skip
+                reduction_from_rows, result.rows, plan.topology, plan.window, table.log_format))  # fmt: skip
         except AthenaQueryError as error:
             failed = {"lastQueryId": error.query_id, "bytesScanned": 0, "error": str(error)}
             raise AwsProblem("AthenaFailed", str(error), athena=failed) from None
@@ -364,18 +359,14 @@ class Controller:
         meta = report["metadata"]
         name, generation = meta["name"], int(meta.get("generation") or 0)
         status: dict[str, Any] = dict(report.get("status") or {})
-        conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or []]
         now = int(self.clock())
+        found: list[Condition] = []
         try:
             spec = read_spec(report.get("spec"), name)
         except SpecError as error:
-            set_condition(conditions, "InvalidSpec", "True", "InvalidSpec", str(error), now, generation)
-            set_condition(conditions, "Ready", "False", "InvalidSpec", str(error), now, generation)
             self._event(report, "InvalidSpec", str(error), now, 300)
-            status.update(conditions=conditions, observedGeneration=generation)
-            self.writer.patch_report_status(name, status)
-            return status
-        set_condition(conditions, "InvalidSpec", "False", "Valid", "spec is valid", now, generation)
+            return self._write_status(name, status, spec_conditions(str(error)), now, generation)
+        found += spec_conditions(None)
         processed = parse_time(status["processedUntil"]) if status.get("processedUntil") else None
         windows = (
             [only_window] if only_window else due_windows(processed, spec.interval_seconds, spec.delay_seconds, now)
@@ -387,39 +378,24 @@ class Controller:
             except AwsProblem as error:
                 problem = error
                 break  # this window is retried at the next pass, never skipped
-            self._account_window(status, spec, window, outcome, conditions, report, now, generation)
+            found += self._account_window(status, spec, window, outcome, report, now)
             if only_window is None:
                 status["processedUntil"] = format_time(window[1])
             status["windowsProcessed"] = int(status.get("windowsProcessed") or 0) + 1
-        if problem is not None and problem.athena is not None:
-            status["athena"] = problem.athena
-            set_condition(conditions, "AthenaFailed", "True", "AthenaFailed", str(problem), now, generation)
         if problem is not None:
-            denied = problem.reason == "AWSAccessDenied"
-            set_condition(
-                conditions,
-                "AWSAccessDenied",
-                "True" if denied else "False",
-                problem.reason,
-                str(problem) if denied else "no access problem",
-                now,
-                generation,
-            )
-            set_condition(conditions, "Ready", "False", problem.reason, str(problem), now, generation)
+            if problem.athena is not None:
+                status["athena"] = problem.athena
             self._event(report, problem.reason, str(problem), now, spec.interval_seconds)
             log.warning("FlowReport %s: %s", name, problem)
-        else:
-            set_condition(conditions, "AWSAccessDenied", "False", "AccessOK", "AWS calls succeeded", now, generation)
-            set_condition(
-                conditions,
-                "Ready",
-                "True",
-                "WindowsProcessed",
-                f"processed until {status.get('processedUntil', 'now')}",
-                now,
-                generation,
-            )
-        status.update(conditions=conditions, observedGeneration=generation)
+        stopped = PassProblem(problem.reason, str(problem)) if problem is not None else None
+        found += pass_conditions(stopped, status.get("processedUntil", "now"))
+        return self._write_status(name, status, found, now, generation)
+
+    def _write_status(
+        self, name: str, status: dict[str, Any], found: list[Condition], now: int, generation: int
+    ) -> dict[str, Any]:
+        status.update(conditions=merged(status.get("conditions") or [], found, now, generation),
+                      observedGeneration=generation)  # fmt: skip
         self.writer.patch_report_status(name, status)
         return status
 
@@ -429,16 +405,15 @@ class Controller:
         spec: FlowReportSpec,
         window: tuple[int, int],
         outcome: WindowOutcome,
-        conditions: list[dict[str, Any]],
         report: dict[str, Any],
         now: int,
-        generation: int,
-    ) -> None:
+    ) -> list[Condition]:
+        """Add the window's totals to the period's; returns its conditions (and posts their Events)."""
         period_name = period_of(window[0], spec.period)[0]
         if status.get("period") != period_name:
             status["period"], status["natGateways"], status["windowsProcessed"] = period_name, [], 0
         totals = {g["natGatewayId"]: dict(g) for g in status.get("natGateways") or []}
-        price = self._price(spec)
+        price = outcome.price_per_gb
         for gateway_id, add in outcome.gateways.items():
             entry = totals.setdefault(gateway_id, {"natGatewayId": gateway_id})
             for key, value in add.items():
@@ -449,56 +424,23 @@ class Controller:
         status["natGateways"] = [totals[k] for k in sorted(totals)]
         if outcome.athena is not None:
             status["athena"] = outcome.athena
-            set_condition(conditions, "AthenaFailed", "False", "AthenaSucceeded", "the last Athena query succeeded",
-                          now, generation)  # fmt: skip
         status["estimatedCostUSD"] = round(sum(g["estimatedCostUSD"] for g in status["natGateways"]), 6)
-        reasons = {d.reason: d for d in outcome.diagnostics.items}
+        conditions = window_conditions(outcome.diagnostics, athena_queried=outcome.athena is not None)
+        for condition in conditions:
+            if condition.status == "True":
+                self._event(report, condition.reason, condition.message, now, spec.interval_seconds)
         for item in outcome.diagnostics.items:
             if item.reason in GATEWAY_WARNINGS:
                 self._event(report, item.reason, item.message, now, spec.interval_seconds)
                 log.warning("FlowReport %s: %s: %s", report["metadata"]["name"], item.reason, item.message)
-        snat = reasons.get("NodeSNATHidesPodIPs")
+        snat = next((d for d in outcome.diagnostics.items if d.reason == "NodeSNATHidesPodIPs"), None)
         if snat is not None:
-            set_condition(conditions, "SNATHidesPodIPs", "True", "NodeSNATHidesPodIPs", snat.message, now, generation)
-            self._event(report, "NodeSNATHidesPodIPs", snat.message, now, spec.interval_seconds)
             log.warning("FlowReport %s: %s", report["metadata"]["name"], snat.message)
             for node in snat.details.get("nodes", [])[:20]:
                 self._node_event(node["node"], snat.message, now, spec.interval_seconds)
-        else:
-            set_condition(
-                conditions, "SNATHidesPodIPs", "False", "PodIPsVisible", "no bytes hidden by node SNAT", now, generation
-            )
-        if outcome.missing_flow_logs:
-            enis = " ".join(outcome.missing_flow_logs)
-            commands = "; ".join(create_flow_logs_commands(outcome.missing_flow_logs))
-            message = (
-                f"no active flow log covers NAT Gateway ENI(s) or regional NAT Gateway(s) {enis}; create: {commands}"
-            )
-            set_condition(conditions, "FlowLogsMissing", "True", "FlowLogsMissing", message, now, generation)
-            self._event(report, "FlowLogsMissing", message, now, spec.interval_seconds)
-        else:
-            set_condition(
-                conditions, "FlowLogsMissing", "False", "FlowLogsFound", "every NAT ENI has a flow log", now, generation
-            )
-        gaps = reasons.get("FormatLacksFields")
-        if gaps is not None:
-            set_condition(conditions, "FormatLacksFields", "True", "FormatLacksFields", gaps.message, now, generation)
-            self._event(report, "FormatLacksFields", gaps.message, now, spec.interval_seconds)
-        else:
-            set_condition(
-                conditions,
-                "FormatLacksFields",
-                "False",
-                "FormatComplete",
-                "the flow-log format has what attribution needs",
-                now,
-                generation,
-            )
+        return conditions
 
     # -- events, at most one per reason per report per interval ------------------------------------------
-    def _price(self, spec: FlowReportSpec) -> float:
-        return spec.pricePerGB if spec.pricePerGB is not None else price_per_gb(self.aws.region)[0]
-
     def _event(self, report: dict[str, Any], reason: str, message: str, now: int, every: int) -> None:
         meta = report["metadata"]
         involved = {"api_version": f"{GROUP}/{VERSION}", "kind": "FlowReport", "name": meta["name"], "uid": meta["uid"]}

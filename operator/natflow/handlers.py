@@ -7,9 +7,9 @@ natflow never writes annotations, finalizers or status to objects it does not ow
 from __future__ import annotations
 
 import json
-import os
+import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 import kopf
@@ -17,7 +17,10 @@ from kubernetes import client, config
 
 from natflow.kube import GROUP, KubeWriter
 from natflow.reports.spec import SpecError, read_spec
-from natflow.runtime import OperatorConfig, Runtime
+from natflow.runtime import RESYNC_KINDS, ListPage, OperatorConfig, Runtime
+from natflow.settings import Settings
+
+log = logging.getLogger("natflow")
 
 
 def _api() -> client.ApiClient:
@@ -82,26 +85,61 @@ def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Lo
     settings.watching.chunk_size = LIST_CHUNK
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     api = _api()
-    runtime = Runtime(OperatorConfig.from_env(), KubeWriter(api))
+    config: Settings = memo.settings
+    runtime = Runtime(OperatorConfig.of(config), KubeWriter(api))
     ended = runtime.reconcile(lambda: _pod_uids(api), int(time.time()))
     logger.info(f"store: {runtime.loaded} leases loaded, {runtime.pruned} pruned, {ended} ended while down")
-    runtime.start_applier()
+    runtime.start_applier(lambda: _list_cluster(api))
     memo.runtime = runtime
+
+
+@kopf.on.probe(id="eventApplier")
+def applier_health(*, memo: kopf.Memo, **_: Any) -> str:
+    """The liveness probe (kopf's endpoint answers 500 when a probe fails): the pod is restarted
+    when the event applier died or stalled, and the new one reloads the store."""
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    problem = runtime.health() if runtime is not None else None
+    if problem is not None:
+        log.error("liveness: %s", problem)
+        raise kopf.PermanentError(problem)
+    return "ok"
+
+
+def _pages(api: client.ApiClient, kind: str, accept: str | None = None) -> Iterator[dict[str, Any]]:
+    """A list of every object of `kind` in the cluster, a page (parsed JSON) at a time."""
+    core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
+    listers: dict[str, Callable[..., Any]] = {
+        "Node": core.list_node,
+        "Pod": core.list_pod_for_all_namespaces,
+        "ReplicaSet": apps.list_replica_set_for_all_namespaces,
+        "Job": batch.list_job_for_all_namespaces,
+    }
+    lister = listers[kind]
+    headers = {"Accept": accept} if accept else {}
+    token = None
+    while True:
+        response: Any = lister(limit=LIST_CHUNK, _continue=token, _preload_content=False, _headers=headers)
+        page = json.loads(response.data)
+        yield page
+        token = page["metadata"].get("continue")
+        if not token:
+            return
 
 
 def _pod_uids(api: client.ApiClient) -> Iterator[str]:
     """The uid of every pod in the cluster, listed a page at a time, metadata only."""
-    core = client.CoreV1Api(api)
-    token = None
-    while True:
-        response: Any = core.list_pod_for_all_namespaces(
-            limit=LIST_CHUNK, _continue=token, _preload_content=False, _headers={"Accept": METADATA_ONLY}
-        )
-        page = json.loads(response.data)
+    for page in _pages(api, "Pod", METADATA_ONLY):
         yield from (item["metadata"]["uid"] for item in page["items"])
-        token = page["metadata"].get("continue")
-        if not token:
-            return
+
+
+def _list_cluster(api: client.ApiClient) -> Iterator[ListPage]:
+    """The objects the watches feed, listed again for a resync: (kind, a page of objects, the list's
+    resourceVersion, the same on every page of one list)."""
+    for kind in RESYNC_KINDS:
+        version = None
+        for page in _pages(api, kind):
+            version = version or str(page["metadata"].get("resourceVersion") or "")
+            yield kind, page["items"], version
 
 
 def _event(event: kopf.RawEvent, memo: kopf.Memo, kind: str) -> None:
@@ -147,10 +185,10 @@ def report_changed(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         memo.runtime.run_report(dict(body))  # writes the InvalidSpec condition
 
 
-# How often each FlowReport checks for due windows (tests shorten it).
-TIMER_SECONDS = float(os.environ.get("NATFLOW_TIMER_SECONDS", "60"))
-
-
-@kopf.timer("natflow.io", "v1alpha1", "flowreports", interval=TIMER_SECONDS, initial_delay=2)
 def report_timer(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo.runtime.run_report(dict(body))
+
+
+def register_timer(settings: Settings) -> None:
+    """Each FlowReport looks for due windows every NATFLOW_TIMER_SECONDS (a setting, read at start)."""
+    kopf.timer("natflow.io", "v1alpha1", "flowreports", interval=settings.timer_seconds, initial_delay=2)(report_timer)

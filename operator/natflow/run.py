@@ -6,16 +6,12 @@ import asyncio
 import gc
 import json
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
 from natflow.collector import defer_full_collections
+from natflow.settings import Settings
 from natflow.timeutil import parse_time
-
-# The pod's liveness probe (manifests/deployment.yaml); tests and the bench, which may run several
-# operators on one machine, give each its own port.
-LIVENESS_DEFAULT = "http://0.0.0.0:8080/healthz"
 
 
 def parse_window(text: str) -> tuple[int, int]:
@@ -29,7 +25,7 @@ def parse_window(text: str) -> tuple[int, int]:
     return start, end
 
 
-def run_once(window: tuple[int, int]) -> list[dict[str, Any]]:
+def run_once(window: tuple[int, int], settings: Settings) -> list[dict[str, Any]]:
     """List the cluster, process every FlowReport over `window`, return the statuses written."""
     from kubernetes import client
 
@@ -38,7 +34,7 @@ def run_once(window: tuple[int, int]) -> list[dict[str, Any]]:
     from natflow.runtime import OperatorConfig, Runtime
 
     api = _api()
-    runtime = Runtime(OperatorConfig.from_env(), KubeWriter(api))
+    runtime = Runtime(OperatorConfig.of(settings), KubeWriter(api))
     core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
     listings = (
         ("Node", core.list_node),
@@ -58,17 +54,19 @@ def run_once(window: tuple[int, int]) -> list[dict[str, Any]]:
     return [runtime.run_report(report, window) for report in runtime.writer.list_reports()]
 
 
-def run_operator(once: bool, window_text: str | None) -> int:
-    logging.basicConfig(level=os.environ.get("NATFLOW_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
+def run_operator(once: bool, window_text: str | None, settings: Settings) -> int:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
     if once:
         if not window_text:
             raise ValueError("--once needs --window START/END")
-        statuses = run_once(parse_window(window_text))
+        statuses = run_once(parse_window(window_text), settings)
         print(json.dumps(statuses, indent=2))
         return 0
     import kopf
 
-    import natflow.handlers  # noqa: F401  (registers the handlers)
+    from natflow.handlers import register_timer  # importing registers the other handlers
+
+    register_timer(settings)
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # kopf logs "Handler ... succeeded." at INFO for every watch event: a line per pod and change.
@@ -79,8 +77,13 @@ def run_operator(once: bool, window_text: str | None) -> int:
     gc.freeze()
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        liveness = os.environ.get("NATFLOW_LIVENESS", LIVENESS_DEFAULT)
-        kopf.run(loop=runner.get_loop(), standalone=True, clusterwide=True, liveness_endpoint=liveness)
+        kopf.run(
+            loop=runner.get_loop(),
+            standalone=True,
+            clusterwide=True,
+            liveness_endpoint=settings.liveness,
+            memo=kopf.Memo(settings=settings),
+        )
     return 0
 
 

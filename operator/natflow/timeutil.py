@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-# Flow-log start/end are Unix seconds, but some producers write milliseconds.
-MAX_SECONDS = 2_147_483_647
+# Flow-log start/end are Unix seconds, but some producers write milliseconds. The largest value read as
+# seconds is year 5138; the smallest read as milliseconds is 1973. (2**31 - 1 would read every start
+# after January 2038 as milliseconds.)
+MAX_SECONDS = 99_999_999_999
 
 
 def parse_time(text: str) -> int:

@@ -1,11 +1,12 @@
 """An HTTP proxy in front of moto that fails chosen AWS actions, as AWS would (throttling, access denied),
-or rewrites their answers.
+or holds them (a slow S3), or rewrites their answers.
 
 moto answers every call; natflow must also survive the answers AWS gives under load or with a
 missing IAM permission. Requests whose `Action=` (query protocol) or `X-Amz-Target` (JSON protocol)
-names a faulty action get the error; everything else is forwarded to moto unchanged, except the
-successful answers of actions given a rewrite (for what moto cannot represent, such as a regional
-NAT Gateway).
+names a faulty action get the error; S3's REST requests are named GetObject (a GET of a key) or by
+their method. Held actions wait until `release`. Everything else is forwarded to moto unchanged,
+except the successful answers of actions given a rewrite (for what moto cannot represent, such as a
+regional NAT Gateway).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.faults: dict[str, tuple[str, int | None]] = {}
         self.failed: dict[str, int] = {}
+        self.held: dict[str, int] = {}  # action -> requests waiting now
+        self._holding: set[str] = set()
+        self._released = threading.Condition()
         self.rewrites: dict[str, Callable[[bytes], bytes]] = {}
         self._lock = threading.Lock()
         proxy = self
@@ -43,7 +47,8 @@ class FaultProxy:
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                action = proxy._action(self.headers.get("X-Amz-Target"), body, self.path)
+                action = proxy._action(self.headers.get("X-Amz-Target"), body, self.path, self.command)
+                proxy._wait_if_held(action)
                 fault = proxy._take_fault(action)
                 if fault is not None:
                     status = ERRORS[fault]
@@ -84,12 +89,40 @@ class FaultProxy:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @staticmethod
-    def _action(target: str | None, body: bytes, path: str) -> str:
+    def _action(target: str | None, body: bytes, path: str, method: str = "GET") -> str:
         if target:
             return target.rsplit(".", 1)[-1]
         query = urllib.parse.parse_qs(body.decode("utf-8", "replace")) if body else {}
         query = query or urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
-        return query.get("Action", [""])[0]
+        if "Action" in query:
+            return query["Action"][0]
+        parts = urllib.parse.urlsplit(path).path.strip("/").split("/")
+        if method == "GET" and len(parts) >= 2:  # S3, path style: /bucket/key
+            return "GetObject"
+        return ""
+
+    def _wait_if_held(self, action: str) -> None:
+        with self._released:
+            if action not in self._holding:
+                return
+            self.held[action] = self.held.get(action, 0) + 1
+            self._released.wait_for(lambda: action not in self._holding, timeout=300)
+            self.held[action] -= 1
+
+    def hold(self, action: str) -> None:
+        """Requests for `action` wait (a slow S3) until `release`."""
+        with self._released:
+            self._holding.add(action)
+
+    def release(self) -> None:
+        with self._released:
+            self._holding.clear()
+            self._released.notify_all()
+
+    def rewrite(self, action: str, change: Callable[[bytes], bytes]) -> None:
+        """Answer `action` with `change` applied to moto's successful answer body."""
+        with self._lock:
+            self.rewrites[action] = change
 
     def _take_fault(self, action: str) -> str | None:
         with self._lock:
@@ -107,11 +140,6 @@ class FaultProxy:
     def fail(self, action: str, code: str, times: int | None = None) -> None:
         with self._lock:
             self.faults[action] = (code, times)
-
-    def rewrite(self, action: str, change: Callable[[bytes], bytes]) -> None:
-        """Answer `action` with `change` applied to moto's successful answer body."""
-        with self._lock:
-            self.rewrites[action] = change
 
     def clear(self) -> None:
         with self._lock:

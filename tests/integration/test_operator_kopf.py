@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,13 +24,15 @@ from typing import Any
 import kubernetes
 import pytest
 
-from natflow.timeutil import parse_time
+from natflow.timeutil import format_time, parse_time
+from tests.harness.faultproxy import FaultProxy
 from tests.harness.kubeapi import KubeAPI, free_loopback_ports
 from tests.harness.motoserver import MotoServer
 from tests.integration.world import (
     GROUP,
     VERSION,
     create_report,
+    ensure_namespace,
     flow_report,
     prepared_world,
     put_flow_logs,
@@ -56,12 +60,16 @@ def live_world(kubeapi: KubeAPI, moto_server: MotoServer) -> Iterator[dict[str, 
 
 
 @contextmanager
-def running_operator(kubeapi: KubeAPI, moto: MotoServer, store: Path, log: Path) -> Iterator[str]:
+def running_operator(
+    kubeapi: KubeAPI, moto: MotoServer, store: Path, log: Path, endpoint: str | None = None
+) -> Iterator[str]:
     """`natflow run` for the length of a `with` block (its output appended to `log`), then SIGTERM;
-    the block gets the operator's liveness URL (a free port: other operators may run on the machine)."""
+    the block gets the operator's liveness URL (a free port: other operators may run on the machine).
+    `endpoint`: AWS through another URL than moto's (a FaultProxy in front of it)."""
     liveness = f"http://127.0.0.1:{free_loopback_ports(1)[0]}/healthz"
     env = {**os.environ, **moto.env(), "KUBECONFIG": str(kubeapi.user_kubeconfig()), "NATFLOW_LIVENESS": liveness,
-           "NATFLOW_NAMESPACE": "natflow-system", "NATFLOW_STORE": str(store), "NATFLOW_TIMER_SECONDS": "3"}  # fmt: skip
+           "NATFLOW_NAMESPACE": "natflow-system", "NATFLOW_STORE": str(store), "NATFLOW_TIMER_SECONDS": "3",
+           **({"AWS_ENDPOINT_URL": endpoint} if endpoint else {})}  # fmt: skip
     process = subprocess.Popen([NATFLOW, "run"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     try:
         yield liveness
@@ -74,15 +82,23 @@ def running_operator(kubeapi: KubeAPI, moto: MotoServer, store: Path, log: Path)
             process.wait()
 
 
-def web_attribution(api: kubernetes.client.ApiClient) -> dict[str, Any] | None:
+def web_attribution(api: kubernetes.client.ApiClient, report: str = "live") -> dict[str, Any] | None:
     items = kubernetes.client.CustomObjectsApi(api).list_namespaced_custom_object(
-        GROUP, VERSION, NAMESPACE, "flowattributions"
+        GROUP, VERSION, NAMESPACE, "flowattributions", label_selector=f"natflow.io/report={report}"
     )["items"]
     return items[0]["spec"] if items else None
 
 
 def minutes_in(spec: dict[str, Any]) -> int:
     return sum((parse_time(w["end"]) - parse_time(w["start"])) // 60 for w in spec["windows"])
+
+
+def assert_exact(spec: dict[str, Any]) -> None:
+    """The bytes are the flow logs' of exactly the minutes the FlowAttribution lists."""
+    assert (spec["bytesOut"], spec["bytesIn"]) == (
+        BYTES_OUT_PER_MINUTE * minutes_in(spec),
+        BYTES_IN_PER_MINUTE * minutes_in(spec),
+    )
 
 
 def wait_for(predicate: Any, seconds: float, what: str, log: Path) -> Any:
@@ -110,10 +126,7 @@ def test_live_operator_attributes_due_windows_and_survives_a_restart(
         with urllib.request.urlopen(liveness, timeout=10) as probe:  # what the pod's livenessProbe asks
             assert probe.status == 200
         assert spec["workload"] == {"kind": "Deployment", "name": "web", "namespace": NAMESPACE}
-        assert (spec["bytesOut"], spec["bytesIn"]) == (
-            BYTES_OUT_PER_MINUTE * minutes_in(spec),
-            BYTES_IN_PER_MINUTE * minutes_in(spec),
-        )
+        assert_exact(spec)
     assert store.exists()
 
     # Restart: the store brings the IP map back; windows already applied are not applied again.
@@ -124,10 +137,7 @@ def test_live_operator_attributes_due_windows_and_survives_a_restart(
         time.sleep(8)  # a few timer ticks
         after = web_attribution(kube_client)
         assert after is not None and minutes_in(after) >= minutes_in(before)
-        assert (after["bytesOut"], after["bytesIn"]) == (
-            BYTES_OUT_PER_MINUTE * minutes_in(after),
-            BYTES_IN_PER_MINUTE * minutes_in(after),
-        )
+        assert_exact(after)
 
     pod = kubernetes.client.CoreV1Api(kube_client).read_namespaced_pod("web-7d9f-abcde", NAMESPACE)
     assert not pod.metadata.finalizers
@@ -179,3 +189,60 @@ def test_snat_change_is_seen_live_and_warned(
             assert {("FlowReport", "snat"), ("Node", "ip-node-live")} <= warned
         finally:
             set_external_snat("true")
+
+
+CHURN_NAMESPACE, CHURN_PODS = "churn", 200
+
+
+def create_running_pods(api: kubernetes.client.ApiClient, count: int) -> None:
+    """`count` pods as the scheduler and kubelet would leave them: bound to the node, Running with an IP."""
+    core = kubernetes.client.CoreV1Api(api)
+    ensure_namespace(core, CHURN_NAMESPACE)
+
+    def one(index: int) -> None:
+        name = f"churn-{index}"
+        core.create_namespaced_pod(CHURN_NAMESPACE, {"metadata": {"name": name},
+            "spec": {"nodeName": "ip-node-live", "containers": [{"name": "c", "image": "busybox"}]}})  # fmt: skip
+        ip = f"10.0.{200 + index // 250}.{index % 250 + 1}"
+        core.patch_namespaced_pod_status(name, CHURN_NAMESPACE, {"status": {"phase": "Running", "podIP": ip,
+            "podIPs": [{"ip": ip}], "startTime": format_time(int(time.time()))}})  # fmt: skip
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, range(count)))
+
+
+def stored_pods(store: Path, namespace: str) -> int:
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+        return int(db.execute("SELECT count(*) FROM pods WHERE namespace = ?", (namespace,)).fetchone()[0])
+
+
+def test_pod_events_are_applied_while_a_report_pass_waits_on_a_slow_s3(
+    kubeapi: KubeAPI,
+    kube_client: kubernetes.client.ApiClient,
+    moto_server: MotoServer,
+    live_world: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """The real operator: while a pass waits for an S3 object (held by the proxy), pods created
+    meanwhile reach the store (the pass reads without the map's lock); once S3 answers, the
+    attribution is exact and the liveness probe is green. Held until the pods are in: with the lock
+    held for the whole pass, as before, they would not be."""
+    store, log = tmp_path / "state.sqlite", tmp_path / "operator.log"
+    custom = kubernetes.client.CustomObjectsApi(kube_client)
+    with FaultProxy(moto_server.endpoint_url) as proxy:
+        proxy.hold("GetObject")
+        report_spec = {"interval": "1m", "deliveryDelay": "1m"}
+        with flow_report(custom, "stall", report_spec), running_operator(
+            kubeapi, moto_server, store, log, endpoint=proxy.endpoint_url
+        ) as liveness:
+            wait_for(lambda: proxy.held.get("GetObject"), 60, "a pass waiting on S3", log)
+            create_running_pods(kube_client, CHURN_PODS)
+            wait_for(lambda: stored_pods(store, CHURN_NAMESPACE) == CHURN_PODS, 40, "the pods in the store", log)
+            assert proxy.held.get("GetObject")  # the pass is still waiting
+            with urllib.request.urlopen(liveness, timeout=10) as probe:
+                assert probe.status == 200
+            proxy.release()
+            spec = wait_for(lambda: web_attribution(kube_client, "stall"), 60, "the FlowAttribution", log)
+            assert_exact(spec)
+            with urllib.request.urlopen(liveness, timeout=10) as probe:
+                assert probe.status == 200

@@ -25,7 +25,7 @@ from natflow.timeutil import parse_time
 
 NAT_ENI = "eni-1235b8ca123456789"
 TOPOLOGY = NatTopology({NAT_ENI: "nat-0abc"}, {"10.0.0.220": NAT_ENI}, CidrSet(["10.0.0.0/16"]))
-KEY_NAME = "123456789012_vpcflowlogs_us-east-1_fl-1234abcd_20261121T1020Z_fe123456"
+KEY_NAME = "123456789012_vpcflowlogs_us-east-1_fl-1234abcd_20251121T1020Z_fe123456"  # the records' time
 
 # The AWS documentation's NAT Gateway example (format: instance-id interface-id srcaddr dstaddr
 # pkt-srcaddr pkt-dstaddr), with packets/bytes/start/end added so that there are bytes to count.
@@ -41,7 +41,7 @@ NAT_RECORDS = [
 
 
 def run(paths: list[Path], choices: FormatChoices | None = None, window: tuple[int, int] | None = None):
-    files, _ = discover([str(p) for p in paths])
+    files, _ = discover([str(p) for p in paths], Diagnostics())
     reduction = Reduction(TOPOLOGY, window)
     diagnostics = Diagnostics()
     read_all(files, choices or FormatChoices(), reduction, diagnostics)
@@ -122,8 +122,8 @@ def test_format_without_times_takes_the_s3_key_time(tmp_path: Path) -> None:
     record = f"- {NAT_ENI} 10.0.1.5 10.0.0.220 10.0.1.5 203.0.113.5 1 100"
     reduction, _ = run([write_gz(tmp_path / f"{KEY_NAME}.log.gz", [fmt, record])])
     (value,) = reduction.rows.values()
-    assert value[2] == parse_time("2026-11-21T10:20:00Z")
-    assert value[3] == parse_time("2026-11-21T10:24:59Z")
+    assert value[2] == parse_time("2025-11-21T10:20:00Z")
+    assert value[3] == parse_time("2025-11-21T10:24:59Z")
 
 
 def test_key_time_in_every_layout() -> None:
@@ -132,8 +132,8 @@ def test_key_time_in_every_layout() -> None:
     daily = "AWSLogs/1/vpcflowlogs/us-east-1/2026/11/21/x.log.gz"
     assert key_time(daily) == (parse_time("2026-11-21T00:00:00Z"), parse_time("2026-11-21T23:59:59Z"))
     assert key_time(f"a/b/{KEY_NAME}.log.gz") == (
-        parse_time("2026-11-21T10:20:00Z"),
-        parse_time("2026-11-21T10:24:59Z"),
+        parse_time("2025-11-21T10:20:00Z"),
+        parse_time("2025-11-21T10:24:59Z"),
     )
 
 
@@ -231,7 +231,7 @@ def test_records_without_interface_id_are_found_by_nat_private_ip(tmp_path: Path
 def test_directories_are_read_recursively_and_other_files_listed(tmp_path: Path) -> None:
     write_gz(tmp_path / "AWSLogs/1/vpcflowlogs/us-east-1/2026/11/21" / f"{KEY_NAME}.log.gz", [NAT_FORMAT, *NAT_RECORDS])
     (tmp_path / "notes.md").write_text("hello")
-    files, passed_over = discover([str(tmp_path)])
+    files, passed_over = discover([str(tmp_path)], Diagnostics())
     assert len(files) == 1 and files[0].flow_log_id == "fl-1234abcd" and files[0].region == "us-east-1"
     assert passed_over == [str(tmp_path / "notes.md")]
 
@@ -256,4 +256,4 @@ def test_the_seed_articles_format_without_start_end_works_end_to_end(tmp_path: P
     reduction, _ = run([write_gz(tmp_path / f"{KEY_NAME}.log.gz", lines)])
     assert by_direction(reduction) == {("10.0.1.5", OUT): 700, ("10.0.1.5", IN): 9000}
     assert {key[5] for key in reduction.rows} == {"S3"}  # the AWS service is the destination
-    assert {(v[2], v[3]) for v in reduction.rows.values()} == {(parse_time("2026-11-21T10:20:00Z"), parse_time("2026-11-21T10:24:59Z"))}
+    assert {(v[2], v[3]) for v in reduction.rows.values()} == {(parse_time("2025-11-21T10:20:00Z"), parse_time("2025-11-21T10:24:59Z"))}

@@ -19,6 +19,7 @@ from natflow.flowlogs.readers import FormatChoices, read_all
 from natflow.flowlogs.reduce import NatTopology, Reduction, nat_record_role
 from natflow.flowlogs.sources import FileKind, describe
 from natflow.net import CidrSet
+from natflow.pipeline import WindowSettings, attribute_reduction, flow_log_groups, plan_window
 
 REGIONAL, ZONAL = "nat-0regional00000001", "nat-0zonal0000000001"
 T0 = 1_795_255_200
@@ -270,3 +271,28 @@ def test_a_regional_gateways_records_count_only_from_its_own_flow_log(tmp_path: 
     assert (reduction.stats.records_counted, reduction.stats.other_interface_records) == (1, 1)
     without_own = inventory(REGIONAL_JSON, flow_logs=({"FlowLogId": "fl-0vpc", "ResourceId": "vpc-0a"},))
     assert without_own.files_by_topology(topology, files) == [(topology, files)]
+
+
+def test_the_window_pipeline_plans_reads_and_joins_a_regional_gateway() -> None:
+    """A VPC with a regional gateway only is planned (no zonal ENI needed), a gateway natflow cannot
+    count is warned about, the regional gateway's own flow log is chosen for it (the fix named when it
+    has none), and the join keys its rows by its id."""
+    no_eni = {**ZONAL_JSON, "NatGatewayId": "nat-0noeni", "NatGatewayAddresses": [{"PublicIp": "3.5.5.6"}]}
+    on_gateway = {"FlowLogId": "fl-0reg", "ResourceId": REGIONAL, "TrafficType": "ALL", "LogDestinationType": "s3"}
+    found = inventory(REGIONAL_JSON, no_eni, flow_logs=(on_gateway,))
+    diagnostics = Diagnostics()
+    plan = plan_window(found, (None, None), None, diagnostics)
+    assert plan.topology.natgw_by_key == {REGIONAL: REGIONAL}
+    assert [(d.reason, d.details["natGatewayId"]) for d in diagnostics.items] == [("NatGatewayUnmatched", "nat-0noeni")]
+    groups = flow_log_groups(found, plan, [], diagnostics)
+    assert [(f.FlowLogId, keys) for f, keys in groups.groups] == [("fl-0reg", [REGIONAL])] and groups.missing == []
+    missing = Diagnostics()
+    flow_log_groups(inventory(REGIONAL_JSON), plan, [], missing)
+    (warning,) = missing.items
+    assert warning.reason == "FlowLogsMissing" and f"--resource-type RegionalNatGateway --resource-ids {REGIONAL} " in (
+        warning.message
+    )
+    reduction = plan.new_reduction()
+    add(reduction, "10.0.32.5", "52.1.2.3", 1000)
+    done = attribute_reduction(plan, reduction, found, ClusterState(), WindowSettings(price_per_gb=0.045), diagnostics)
+    assert [(r.nat_gateway_id, r.total_bytes) for r in done.result.rows] == [(REGIONAL, 1000)]

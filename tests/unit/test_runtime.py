@@ -4,16 +4,24 @@ the store has pods that still held an IP."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import socket
+import sqlite3
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import kopf
 import pytest
 
 from natflow.cluster.objects import OwnerRef
 from natflow.collector import FULL_DUE, FULL_FORCED, FullCollections
+from natflow.handlers import applier_health
 from natflow.kube import KubeWriter
 from natflow.runtime import APPLY_BATCH, OperatorConfig, Runtime
 from natflow.store import Store
@@ -148,3 +156,145 @@ def test_full_collections_wait_for_a_quiet_moment_unless_long_overdue(collector_
     assert not collections.run(quiet=True)  # not due yet
     after_middle_collections(FULL_FORCED)
     assert collections.run(quiet=False)  # never quiet: collected anyway
+
+
+def versioned(obj: dict[str, Any], version: int) -> dict[str, Any]:
+    return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(version)}}
+
+
+def test_an_overflowing_queue_is_dropped_and_the_cluster_listed_again(tmp_path: Path) -> None:
+    """Memory stays bounded under overload: past the limit the queued events are dropped (and those
+    coming until the resync starts); the resync lists the cluster as the initial sync does, ends the
+    pods the list lacks, and applies only events newer than its list."""
+    config = OperatorConfig("natflow-system", str(tmp_path / "state.sqlite"), 3600, queue_limit=100)
+    live = Runtime(config, cast(KubeWriter, None))
+    live.enqueue(pod("gone", "10.0.2.1"), False)
+    live.flush()  # applied: its deletion will be among the dropped events
+    for index in range(100):
+        live.enqueue(versioned(pod(f"web-{index}", f"10.0.1.{index}"), 100 + index), False)
+    assert live.pending == 100 and live.peak_pending == 100
+    live.enqueue(pod("one-too-many", "10.0.1.200"), False)
+    live.enqueue(pod("gone", "10.0.2.1"), True)
+    assert live.pending == 0 and live.dropped_events == 102
+    assert live.flush() == 0  # nothing queued: the resync will bring it all
+
+    listed = [pod(f"web-{index}", f"10.0.1.{index}") for index in range(100)]
+    listed.append(pod("one-too-many", "10.0.1.200"))
+
+    def relist() -> Iterator[tuple[str, list[dict[str, Any]], str]]:
+        yield "Node", [], "500"
+        # Events that come while the cluster is listed are queued again, for after the list.
+        live.enqueue(versioned(pod("web-1", "10.0.1.1", finished="2026-11-21T00:30:00Z"), 499), False)  # older
+        live.enqueue(versioned(pod("web-2", "10.0.1.2", finished="2026-11-21T01:00:00Z"), 501), False)  # newer
+        assert live.flush() == 0  # a report's join meanwhile applies nothing before the list
+        yield "Pod", listed[:50], "500"
+        yield "Pod", listed[50:], "500"
+
+    live.resync(relist)
+    assert live.resyncs == 1 and len([p for p in live.state.pods if p.startswith("uid-web-")]) == 100
+    gone = live.state.pods["uid-gone"]
+    assert gone.end is not None and gone.end_is_estimate  # deleted while its events were dropped
+    assert live.flush() == 2 and live.stale_events == 1
+    assert live.state.pods["uid-web-1"].end is None  # the list is newer than the event at 499
+    assert live.state.pods["uid-web-2"].end == 1795222800  # the event at 501 is newer than the list
+    assert Store(str(tmp_path / "state.sqlite")).open_pod_uids() == {f"uid-web-{i}" for i in range(100) if i != 2} | {
+        "uid-one-too-many"
+    }
+
+
+def test_the_applier_resyncs_on_overflow_by_itself(tmp_path: Path) -> None:
+    config = OperatorConfig("natflow-system", str(tmp_path / "state.sqlite"), 3600, queue_limit=100)
+    live = Runtime(config, cast(KubeWriter, None))
+    listed = [pod(f"web-{index}", f"10.0.1.{index}") for index in range(150)]
+    live.start_applier(lambda: iter([("Pod", listed, "7")]))
+    with live.lock:  # the applier cannot apply: the queue overflows
+        for obj in listed:
+            live.enqueue(obj, False)
+        assert live.pending < 100 <= live.dropped_events
+    deadline = time.monotonic() + 10
+    while len(live.state.pods) < 150 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(live.state.pods) == 150 and live.resyncs == 1 and live.health() is None
+
+
+def test_a_dead_applier_fails_the_liveness_probe_and_a_restart_recovers_from_the_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = runtime(tmp_path / "state.sqlite")
+    live.enqueue(pod("web-1", "10.0.1.5"), False)
+    live.flush()
+    assert live.health() is None
+
+    def broken(events: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    live.apply = broken  # type: ignore[method-assign]
+    live.start_applier()
+    live.enqueue(pod("web-2", "10.0.1.6"), False)
+    deadline = time.monotonic() + 10
+    while live.health() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert live.health() == "the event applier stopped: OperationalError: database or disk is full"
+    assert "database or disk is full" in caplog.text and "liveness probe fails" in caplog.text
+
+    memo = kopf.Memo(runtime=live)
+    with pytest.raises(kopf.PermanentError, match="disk is full"):
+        applier_health(memo=memo)
+    assert probe_status(memo) == 500  # what the pod's livenessProbe sees from kopf's endpoint
+
+    restarted = runtime(tmp_path / "state.sqlite")  # Kubernetes restarted the pod
+    assert "uid-web-1" in restarted.state.pods and restarted.health() is None
+    assert probe_status(kopf.Memo(runtime=restarted)) == 200
+
+
+def test_a_stalled_applier_fails_the_probe(tmp_path: Path) -> None:
+    config = OperatorConfig("natflow-system", str(tmp_path / "state.sqlite"), 3600, stall_seconds=0.5)
+    live = Runtime(config, cast(KubeWriter, None))
+    live.start_applier()
+    with live.lock:  # a join that never ends
+        live.enqueue(pod("web-1", "10.0.1.5"), False)
+        for _ in range(APPLY_BATCH):
+            live.enqueue(pod("web-1", "10.0.1.5"), False)
+        time.sleep(1.0)
+        assert "no progress" in str(live.health())
+    deadline = time.monotonic() + 5
+    while live.health() is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert live.health() is None
+
+
+def probe_status(memo: kopf.Memo) -> int:
+    """The status kopf's liveness endpoint answers with natflow's probe handlers registered."""
+    from kopf._core.engines.probing import health_reporter
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}/healthz"
+
+    async def ask() -> int:
+        ready = asyncio.Event()
+        server = asyncio.create_task(health_reporter(endpoint, memo=memo, indices=cast(Any, {}),
+                                                     registry=kopf.get_default_registry(),
+                                                     settings=kopf.OperatorSettings(), ready_flag=ready))  # fmt: skip
+        await ready.wait()
+        try:
+            return await asyncio.to_thread(http_status, endpoint)
+        finally:
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
+
+    return asyncio.run(ask())
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=20) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -14,6 +14,8 @@ What the SQL cannot do as the Python readers do:
   count such lines as malformed.
 * A record with neither start nor end gets no time from its object's name: it is reported as
   malformed instead of being counted at the object's time (AWS writes start and end in every record).
+* The bounds of `natflow.flowlogs.plausible` hold, but a record's start and end are held to the
+  absolute range only (2015-2100), not to a day around its object's own time.
 * The IPv6 CIDR test runs in Python on the returned rows (Athena's engine has IPADDRESS, other
   engines do not), so IPv6 legs on the NAT ENIs come back one row per address spelling and key;
   so do a regional NAT Gateway's records with an IPv6 end (both ends, both services), which Python
@@ -41,11 +43,12 @@ from typing import Any
 from natflow.aws.flowsource import S3Location, s3_prefixes
 from natflow.aws.inventory import FlowLog
 from natflow.flowlogs.fields import INTEGER_FIELDS, LogFormat, column_name, default_format
+from natflow.flowlogs.plausible import EARLIEST_TIME, LATEST_TIME, MAX_RECORD_BYTES, MAX_RECORD_PACKETS
 from natflow.flowlogs.reduce import IN, INTERNET, OUT, NatTopology, Reduction, RowKey, regional_leg
 from natflow.flowlogs.reduce import UNCLASSIFIED as UNCLASSIFIED_ROLE
 from natflow.flowlogs.sources import key_time
 from natflow.net import cidr_range, normalize_address
-from natflow.timeutil import MAX_SECONDS
+from natflow.timeutil import MAX_SECONDS, format_time
 
 # Result columns of `reduction_sql`, in order.
 RESULT_COLUMNS = (
@@ -75,6 +78,7 @@ SKIP_DATA = "skipdata"
 OTHER_INTERFACE = "other-interface"
 OUTSIDE_WINDOW = "outside-window"
 UNTIMED = "untimed"
+IMPLAUSIBLE = "implausible"
 
 _BIGINT_FIELDS = frozenset({"packets", "bytes", "start", "end"})
 _IDENTIFIER = re.compile(r"^[a-z0-9_]{1,255}$")
@@ -205,7 +209,7 @@ def _integer_division(expression: str, divisor: int) -> str:
 
 
 def _flow_seconds(expression: str) -> str:
-    """`natflow.timeutil.flow_seconds` in SQL: values above the 32-bit range are milliseconds."""
+    """`natflow.timeutil.flow_seconds` in SQL: values above `MAX_SECONDS` are milliseconds."""
     return f"CASE WHEN {expression} > {MAX_SECONDS} THEN {_integer_division(expression, 1000)} ELSE {expression} END"
 
 
@@ -332,7 +336,10 @@ def reduction_sql(table: FlowLogTable, topology: NatTopology, window: tuple[int,
       WHEN log_status = 'NODATA' THEN '{NO_DATA}'
       WHEN log_status = 'SKIPDATA' THEN '{SKIP_DATA}'
       WHEN NOT on_nat_eni THEN '{OTHER_INTERFACE}'
+      WHEN packets > {MAX_RECORD_PACKETS} OR bytes > {MAX_RECORD_BYTES} THEN '{IMPLAUSIBLE}'
       WHEN start_seconds IS NULL THEN '{UNTIMED}'
+      WHEN start_seconds NOT BETWEEN {EARLIEST_TIME} AND {LATEST_TIME}
+        OR end_seconds NOT BETWEEN {EARLIEST_TIME} AND {LATEST_TIME} THEN '{IMPLAUSIBLE}'
       WHEN start_seconds < {window_start} OR start_seconds >= {window_end} THEN '{OUTSIDE_WINDOW}'
       WHEN COALESCE(action = 'REJECT', FALSE) THEN '{REJECTED}'
       WHEN regional AND {has_ipv6_end} THEN '{REGIONAL_IF_INSIDE}'
@@ -424,6 +431,13 @@ def reduction_from_rows(
             stats.outside_window_records += records
         elif kind == UNTIMED:
             stats.malformed(log_format.origin, f"{records} NAT Gateway record(s) have neither start nor end")
+            stats.malformed_records += records - 1
+        elif kind == IMPLAUSIBLE:
+            stats.malformed(
+                log_format.origin,
+                f"{records} NAT Gateway record(s) carry more than any interface can or a time outside "
+                f"{format_time(EARLIEST_TIME)} .. {format_time(LATEST_TIME)}",
+            )
             stats.malformed_records += records - 1
         else:
             raise ValueError(f"Athena result row of unknown kind {kind!r}")

@@ -80,11 +80,15 @@ def window_objects(
     location = S3Location.from_destination(flow_log.LogDestination or "")
     start, end = window
     found: list[WindowObject] = []
+    listed: set[str] = set()  # a key listed again (overlapping prefixes, a repeated page) is read once
     paginator = s3.get_paginator("list_objects_v2")
     for prefix in s3_prefixes(flow_log, account_id, region, start, end):
         for page in paginator.paginate(Bucket=location.bucket, Prefix=prefix):
             for entry in page.get("Contents", []):
                 key = str(entry["Key"])
+                if key in listed:
+                    continue
+                listed.add(key)
                 kind = kind_by_suffix(key)
                 if kind is None or (flow_log.names_objects and f"_{flow_log.FlowLogId}_" not in os.path.basename(key)):
                     continue
@@ -105,17 +109,36 @@ def read_s3_objects(
     reduction: Reduction,
     diagnostics: Diagnostics,
 ) -> int:
-    """Fetch and reduce objects one at a time through a temporary file; returns objects read."""
+    """Fetch and reduce objects one at a time through a temporary file; returns objects read.
+
+    The temporary file has the object's own name, so that messages name the object and its suffix
+    (.log.gz, .log, .parquet) tells the readers what its bytes must be.
+    """
     bucket = S3Location.from_destination(flow_log.LogDestination or "").bucket
     for item in objects:
-        suffix = ".log.parquet" if item.key.endswith(".parquet") else ".log.gz"
-        with tempfile.NamedTemporaryFile(suffix=suffix) as local:
-            s3.download_fileobj(bucket, item.key, local)
-            local.flush()
-            # Keep the key's time and flow-log id: the temporary name has neither.
-            local_file = dataclasses.replace(item.file, path=local.name)
-            read_file_vectorised(local_file, choices, reduction, diagnostics)
+        with tempfile.TemporaryDirectory(prefix="natflow-") as directory:
+            path = os.path.join(directory, local_name(item.key))
+            with open(path, "wb") as local:
+                s3.download_fileobj(bucket, item.key, local)
+            # Keep the key's time and flow-log id: the key says them, the local path may not.
+            read_file_vectorised(dataclasses.replace(item.file, path=path), choices, reduction, diagnostics)
     return len(objects)
+
+
+# A file name's longest, in bytes, on the file systems a pod's /tmp is on.
+_NAME_BYTES = 255
+
+
+def local_name(key: str) -> str:
+    """A safe local file name for an S3 key: its last part, never '.', '..' or hidden, at most 255
+    bytes with the suffix kept (the middle is cut)."""
+    name = key.rsplit("/", 1)[-1].replace("\x00", "_").lstrip(".") or "object"
+    encoded = name.encode()
+    if len(encoded) <= _NAME_BYTES:
+        return name
+    suffix = next((s for s in (".log.parquet", ".parquet", ".log.gz", ".gz", ".log", ".txt") if name.endswith(s)), "")
+    head = encoded[: _NAME_BYTES - len(suffix)].decode(errors="ignore")
+    return head + suffix
 
 
 def read_cloudwatch_window(

@@ -7,9 +7,11 @@ needs is kept: no managedFields, no specs beyond hostNetwork.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import reprlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from natflow.timeutil import parse_time
@@ -99,11 +101,11 @@ def _time(obj: Mapping[str, Any], value: Any, what: str) -> int | None:
     if value in (None, ""):
         return None
     if not isinstance(value, str):
-        raise ObjectError(f"{describe(obj)}: {what} is not a time: {value!r}")
+        raise ObjectError(f"{describe(obj)}: {what} is not a time: {reprlib.repr(value)}")
     try:
         return parse_time(value)
     except ValueError:
-        raise ObjectError(f"{describe(obj)}: {what} is not a time: {value!r}") from None
+        raise ObjectError(f"{describe(obj)}: {what} is not a time: {reprlib.repr(value)}") from None
 
 
 def controller_owner(meta: Mapping[str, Any]) -> OwnerRef | None:
@@ -117,6 +119,15 @@ def controller_owner(meta: Mapping[str, Any]) -> OwnerRef | None:
 
 def pod_record(obj: Mapping[str, Any], deleted: bool = False) -> PodRecord | None:
     """The pod's IP lease, or None while it has no IP. Raises ObjectError for unusable objects."""
+    as_shown, as_deleted = pod_records(obj)
+    return as_deleted if deleted else as_shown
+
+
+def pod_records(obj: Mapping[str, Any]) -> tuple[PodRecord | None, PodRecord | None]:
+    """The pod's IP lease as the object shows it, and as it is when a DELETED event carried it.
+
+    Both or neither are None; they differ only in the end of a lease that the object leaves open.
+    """
     meta = _metadata(obj)
     spec = member(obj, "spec")
     status = member(obj, "status")
@@ -125,7 +136,7 @@ def pod_record(obj: Mapping[str, Any], deleted: bool = False) -> PodRecord | Non
     if not ips and isinstance(status.get("podIP"), str) and status["podIP"]:
         ips = [status["podIP"]]
     if not ips:
-        return None
+        return None, None
     created = _time(obj, meta.get("creationTimestamp"), "metadata.creationTimestamp")
 
     conditions = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
@@ -149,23 +160,12 @@ def pod_record(obj: Mapping[str, Any], deleted: bool = False) -> PodRecord | Non
     deletion = _time(obj, meta.get("deletionTimestamp"), "metadata.deletionTimestamp")
     if deletion is not None:
         ends.append(deletion)
-    end = min(ends) if ends else None
-    estimate = False
-    if end is None and (deleted or status.get("phase") in TERMINAL_PHASES):
-        # Gone (or finished) without a recorded time: the last time its status changed is the best bound.
-        times = [start]
-        for condition in conditions:
-            found = _time(obj, condition.get("lastTransitionTime"), "condition lastTransitionTime")
-            if found is not None:
-                times.append(found)
-        end, estimate = max(times), True
-    if end is not None and end < start:
-        end = start
+    end = max(min(ends), start) if ends else None
 
     labels = member(meta, "labels")
     annotations = member(meta, "annotations")
     pod_eni = str(annotations.get(POD_ENI_ANNOTATION) or "")
-    return PodRecord(
+    record = PodRecord(
         uid=str(meta.get("uid") or f"{meta.get('namespace')}/{meta['name']}"),
         namespace=str(meta.get("namespace") or "default"),
         name=str(meta["name"]),
@@ -174,11 +174,23 @@ def pod_record(obj: Mapping[str, Any], deleted: bool = False) -> PodRecord | Non
         host_network=bool(spec.get("hostNetwork")),
         start=start,
         end=end,
-        end_is_estimate=estimate,
+        end_is_estimate=False,
         owner=controller_owner(meta),
         template_hash=labels.get("pod-template-hash"),
         branch_eni=pod_eni.strip() not in ("", "[]"),
     )
+    if end is not None:
+        return record, record
+    # Gone (or finished) without a recorded time: the last time its status changed is the best bound.
+    # A condition time that does not parse leaves the estimate alone (and the lease as shown usable).
+    times = [start]
+    for condition in conditions:
+        text = condition.get("lastTransitionTime")
+        if isinstance(text, str) and text:
+            with contextlib.suppress(ValueError):
+                times.append(parse_time(text))
+    ended = replace(record, end=max(times), end_is_estimate=True)
+    return (ended if status.get("phase") in TERMINAL_PHASES else record), ended
 
 
 def instance_id_of(provider_id: str) -> str | None:

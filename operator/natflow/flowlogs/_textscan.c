@@ -6,7 +6,9 @@
  * format's number of fields, plain digits of at most 18 characters, dotted-quad IPv4 addresses in
  * the form Python's ipaddress accepts. Any other line is handed back (its line number and place)
  * for the reference code to add, so that a record is never decided differently from the reference.
- * A sum that would overflow 64 bits hands its line back as well: Python's integers take it.
+ * A sum that would overflow 64 bits hands its line back as well: Python's integers take it. So does
+ * a record outside the bounds of natflow.flowlogs.plausible (packets, bytes, start and end) and a line
+ * longer than any record: the reference counts them as malformed, with their file and line.
  *
  * Regional NAT Gateways: a record whose resource-id is a regional gateway's id is that gateway's,
  * whatever its interface-id, and is classified by which of its ends are inside the VPC (see
@@ -26,7 +28,7 @@
 
 #define MAX_FIELDS 64
 #define MAX_DIGITS 18 /* below 2**63: sums of two never wrap before the overflow test */
-#define MAX_SECONDS 2147483647LL
+#define MAX_SECONDS 99999999999LL /* timeutil.MAX_SECONDS: larger start/end values are milliseconds */
 
 enum { TOKEN = 0, SEPARATOR = 1, NEWLINE = 2, OTHER = 3 };
 static unsigned char byte_class[256];
@@ -93,6 +95,10 @@ typedef struct {
     int64_t window_start, window_end;
     int has_fallback;
     int64_t fallback_start, fallback_end;
+    /* plausible.py's bounds (given by textscan.scanner_for) and fields.MAX_LINE_BYTES */
+    uint64_t max_packets, max_bytes;
+    int64_t earliest, latest;
+    Py_ssize_t max_line;
     uint64_t stats[S_COUNT];
     int has_times;
     int64_t first_time, last_time;
@@ -473,6 +479,7 @@ static int classify_record(Scanner *s, const Record *record, Leg *leg) {
     uint64_t packets, nbytes;
     if (number_field(s, record, F_PACKETS, &packets) != 1) return HAND_BACK; /* malformed or long */
     if (number_field(s, record, F_BYTES, &nbytes) != 1) return HAND_BACK;
+    if (packets > s->max_packets || nbytes > s->max_bytes) return HAND_BACK; /* malformed: implausible */
     Token start_text = field(s, record, F_START), end_text = field(s, record, F_END);
     int64_t start, end;
     if (!is_dash(start_text) || !is_dash(end_text)) {
@@ -488,6 +495,7 @@ static int classify_record(Scanner *s, const Record *record, Leg *leg) {
     } else {
         return HAND_BACK; /* malformed: the reference keeps the example */
     }
+    if (start < s->earliest || start > s->latest || end < s->earliest || end > s->latest) return HAND_BACK;
     /* Reduction.add */
     Token src_text = field(s, record, F_SRC), dst_text = field(s, record, F_DST);
     uint32_t src, dst;
@@ -659,7 +667,7 @@ static int scan_lines(Scanner *s, const char *text, Py_ssize_t size, Py_ssize_t 
             Py_ssize_t line_end = base + __builtin_ctzll(newline) + 1;
             if (odd) count = split_odd_line(text + line_begin, starts);
             int outcome = TAKEN;
-            if (count < 0 || (count != s->width && count != 0))
+            if (count < 0 || (count != s->width && count != 0) || line_end - line_begin - 1 > s->max_line)
                 outcome = HAND_BACK;
             else if (count) {
                 starts[count] = text + line_end;
@@ -1174,20 +1182,33 @@ static int read_tokens(PyObject *items, Py_ssize_t names, Token **tokens, int32_
     return 0;
 }
 
-/* TextScanner(width, fields, eni_names, nat_enis, nat_addresses, inside, window, fallback, regional=())
+/* TextScanner(width, fields, eni_names, nat_enis, nat_addresses, inside, window, fallback, limits, regional=())
  *   fields: F_COUNT field positions (-1 absent), in the order of the F_ enum;
  *   eni_names: tuple of str; nat_enis: tuple of (bytes token, index); nat_addresses: tuple of
  *   (IPv4 as int, index or -1); inside: tuple of (first, last) IPv4 ints; window, fallback: pair or None;
+ *   limits: (max packets, max bytes, earliest, latest start/end, max line bytes) of a record;
  *   regional: tuple of (bytes resource-id of a regional NAT Gateway, index). */
 static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"width", "fields", "eni_names", "nat_enis", "nat_addresses", "inside", "window",
-                               "fallback", "regional", NULL};
+                               "fallback", "limits", "regional", NULL};
     PyObject *fields, *eni_names, *nat_enis, *nat_addresses, *inside_ranges, *window, *fallback, *regional = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!O!O!O!O!OO|O!", keywords, &s->width, &PyTuple_Type, &fields,
-                                     &PyTuple_Type, &eni_names, &PyTuple_Type, &nat_enis, &PyTuple_Type,
-                                     &nat_addresses, &PyTuple_Type, &inside_ranges, &window, &fallback,
-                                     &PyTuple_Type, &regional))
+    unsigned long long max_packets, max_bytes;
+    long long earliest, latest;
+    Py_ssize_t max_line;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!O!O!O!O!OO(KKLLn)|O!", keywords, &s->width, &PyTuple_Type,
+                                     &fields, &PyTuple_Type, &eni_names, &PyTuple_Type, &nat_enis, &PyTuple_Type,
+                                     &nat_addresses, &PyTuple_Type, &inside_ranges, &window, &fallback, &max_packets,
+                                     &max_bytes, &earliest, &latest, &max_line, &PyTuple_Type, &regional))
         return -1;
+    if (max_line < 0) {
+        PyErr_SetString(PyExc_ValueError, "TextScanner: a negative line length");
+        return -1;
+    }
+    s->max_packets = max_packets;
+    s->max_bytes = max_bytes;
+    s->earliest = earliest;
+    s->latest = latest;
+    s->max_line = max_line;
     if (s->nat_enis) { /* __init__ again */
         PyErr_SetString(PyExc_RuntimeError, "TextScanner is initialised once");
         return -1;

@@ -11,6 +11,7 @@ class TextScanner:
         inside: tuple[tuple[int, int], ...],
         window: tuple[int, int] | None,
         fallback: tuple[int, int] | None,
+        limits: tuple[int, int, int, int, int],
         regional: tuple[tuple[bytes, int], ...] = (),
     ) -> None: ...
     def scan(self, buffer: bytes, start: int, end: int, first_line: int) -> tuple[int, list[tuple[int, int, int]]]: ...

@@ -90,6 +90,13 @@ DEFAULT_FORMAT = (
     "${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status}"
 )
 
+# The longest value a field holds: an ARN (ecs-*-arn), up to 2,048 characters; ids, addresses, numbers
+# and tags (128-character key, 256-character value) are shorter.
+MAX_FIELD_BYTES = 2048
+# The longest record line: every field of the catalogue at its longest, each with a separator. A longer
+# line is no record, whatever it holds: it is one malformed record, read past without being kept.
+MAX_LINE_BYTES = len(FIELD_VERSIONS) * (MAX_FIELD_BYTES + 1)
+
 # The fields attribution reads; everything else is parsed only for validation and stats.
 USED_FIELDS = (
     "interface-id",

@@ -11,14 +11,30 @@ import io
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from natflow.diagnostics import Diagnostics
-from natflow.flowlogs.fields import FormatError, LogFormat, canonical_name, default_format, header_format
+from natflow.flowlogs.fields import (
+    MAX_LINE_BYTES,
+    FormatError,
+    LogFormat,
+    canonical_name,
+    default_format,
+    header_format,
+)
+from natflow.flowlogs.plausible import (
+    MAX_NUMBER_DIGITS,
+    MAX_RECORD_BYTES,
+    MAX_RECORD_PACKETS,
+    TOO_LARGE,
+    shown,
+    time_bounds,
+)
 from natflow.flowlogs.reduce import Reduction
 from natflow.flowlogs.sources import FileKind, FlowLogFile
 from natflow.jsonstream import JsonStreamError, iter_member_elements
-from natflow.timeutil import flow_seconds
+from natflow.paths import os_reason
+from natflow.timeutil import flow_seconds, format_time
 
 
 @dataclass
@@ -75,9 +91,12 @@ class Layout:
 
 
 def _number(text: str) -> int | None:
-    """Digits to int, '-' (missing) to 0, anything else None."""
+    """Digits to int (`TOO_LARGE` past `MAX_NUMBER_DIGITS`), '-' (missing) to 0, anything else None."""
     if text.isascii() and text.isdigit():  # str.isdigit() alone takes '²', which int() refuses
-        return int(text)
+        if len(text) <= MAX_NUMBER_DIGITS:
+            return int(text)
+        digits = text.lstrip("0")  # leading zeros change nothing, however many
+        return int(digits or "0") if len(digits) <= MAX_NUMBER_DIGITS else TOO_LARGE
     if text == "-":
         return 0
     return None
@@ -117,6 +136,13 @@ def add_parts(
     if packets is None or nbytes is None:
         stats.malformed(str(where), "packets/bytes is not a number")
         return
+    if nbytes > MAX_RECORD_BYTES or packets > MAX_RECORD_PACKETS:
+        stats.malformed(
+            str(where),
+            f"packets {shown(parts[layout.packets])} / bytes {shown(parts[layout.bytes])}: more than any interface "
+            f"carries in an aggregation interval (at most {MAX_RECORD_PACKETS} packets, {MAX_RECORD_BYTES} bytes)",
+        )
+        return
     start_text, end_text = parts[layout.start], parts[layout.end]
     if start_text != "-" or end_text != "-":
         start, end = _number(start_text), _number(end_text)
@@ -129,6 +155,14 @@ def add_parts(
         start, end = fallback_time
     else:
         stats.malformed(str(where), "no start/end and no time from the event or the object key")
+        return
+    earliest, latest = time_bounds(fallback_time)
+    if not (earliest <= start <= latest and earliest <= end <= latest):
+        stats.malformed(
+            str(where),
+            f"start {shown(start_text)} / end {shown(end_text)}: not between {format_time(earliest)} and "
+            f"{format_time(latest)} (the object's own time, a day either side)",
+        )
         return
     reduction.add(
         eni,
@@ -178,27 +212,110 @@ class Where:
         return f"{self.path}:{self.line}"
 
 
-def _open_text(path: str) -> IO[str]:
+GZIP_MAGIC = b"\x1f\x8b"
+# First bytes of what an S3 text object must not be: the formats a bucket's other writers produce.
+NOT_TEXT = {
+    b"PAR1": "Parquet",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"PK\x03\x04": "zip",
+}
+
+
+class NotTextFlowLog(Exception):
+    """An S3 text object whose bytes are not what its name says (gzip) or not text at all."""
+
+
+def text_problem(path: str, head: bytes) -> str | None:
+    """What is wrong with a text object whose first bytes are `head` (6 or all), or None."""
+    for magic, name in NOT_TEXT.items():
+        if head.startswith(magic):
+            return f"{name} data, not a text flow log"
+    if path.lower().endswith(".gz") and not head.startswith(GZIP_MAGIC):
+        return f"not gzip (named .gz, it starts with {head[:2]!r})" if head else "not gzip (named .gz, it is empty)"
+    return None
+
+
+def _open_text(path: str) -> gzip.GzipFile | io.BufferedReader:
     with open(path, "rb") as probe:
-        magic = probe.read(2)
-    raw = gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")  # noqa: SIM115
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
+        head = probe.read(6)
+    problem = text_problem(path, head)
+    if problem is not None:
+        raise NotTextFlowLog(problem)
+    return gzip.open(path, "rb") if head.startswith(GZIP_MAGIC) else open(path, "rb")
 
 
+# Raised by gzip, zlib and the file for a damaged object (OSError also for one that cannot be read).
 DAMAGE = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
+
+
+class _Blocks(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+# Bytes read at a time: small, so that a damaged gzip loses little before the damage.
+_BLOCK_BYTES = 1 << 14
+
+
+def raw_lines(handle: _Blocks) -> Iterator[bytes | None]:
+    """The lines of a binary stream, without their newline (the last may have had none); None for a
+    line longer than `MAX_LINE_BYTES`, which is read past without being kept."""
+    carry, skipping = b"", False
+    while block := handle.read(_BLOCK_BYTES):
+        if skipping:
+            at = block.find(b"\n")
+            if at < 0:
+                continue
+            block, skipping = block[at + 1 :], False
+        lines = (carry + block if carry else block).split(b"\n")
+        carry = lines.pop()
+        if lines and max(map(len, lines)) > MAX_LINE_BYTES:
+            yield from (line if len(line) <= MAX_LINE_BYTES else None for line in lines)
+        else:
+            yield from lines
+        if len(carry) > MAX_LINE_BYTES:
+            yield None
+            carry, skipping = b"", True
+    if carry:
+        yield carry
+
+
+def text_lines(lines: Iterable[bytes | None]) -> Iterator[str | None]:
+    """Raw lines (split at newlines) as text lines: UTF-8 (undecodable bytes replaced), a lone CR also
+    ends a line, CR LF is one line end (universal newlines); None (a line too long) stays one line."""
+    for line in lines:
+        if line is None:
+            yield None
+            continue
+        text = line.decode("utf-8", "replace")
+        if "\r" not in text:
+            yield text
+            continue
+        pieces = text.split("\r")
+        if not pieces[-1]:  # a CR before the newline (or the end) ended the last line
+            pieces.pop()
+        yield from pieces
+
+
+def add_too_long(reduction: Reduction, where: Any) -> None:
+    """A line longer than any record: one malformed record."""
+    reduction.stats.records_read += 1
+    reduction.stats.malformed(str(where), f"a line longer than any record ({MAX_LINE_BYTES} bytes); skipped")
 
 
 def begin_text(
     file: FlowLogFile,
-    first: str,
+    first: str | None,
     choices: FormatChoices,
     reduction: Reduction,
     diagnostics: Diagnostics,
     where: Where,
 ) -> Layout:
-    """The layout of a text object from its first line (a header or a record, which is then added)."""
+    """The layout of a text object from its first line (a header or a record, which is then added;
+    None: a line too long, a malformed record)."""
     where.line = 1
-    header = header_format(first, f"{file.path} header")
+    header = header_format(first, f"{file.path} header") if first is not None else None
     fmt = choices.text_format(file, header)
     if header is not None and choices.override is not None and header.fields != fmt.fields:
         diagnostics.warn(
@@ -207,21 +324,26 @@ def begin_text(
         )
     layout = Layout(fmt)
     reduction.formats.setdefault(fmt.fields, fmt.origin)
-    if header is None and first.strip():
+    if first is None:
+        add_too_long(reduction, where)
+    elif header is None and first.strip():
         add_parts(first.split(), layout, reduction, where, file.key_time)
     return layout
 
 
 def add_lines(
-    lines: Iterable[str],
+    lines: Iterable[str | None],
     first_number: int,
     layout: Layout,
     reduction: Reduction,
     where: Where,
     fallback_time: tuple[int, int] | None,
 ) -> None:
-    """Split and add record lines; blank lines are skipped, not counted."""
+    """Split and add record lines (None: a line too long); blank lines are skipped, not counted."""
     for where.line, line in enumerate(lines, start=first_number):
+        if line is None:
+            add_too_long(reduction, where)
+            continue
         parts = line.split()
         if parts:
             add_parts(parts, layout, reduction, where, fallback_time)
@@ -232,17 +354,22 @@ def read_text(file: FlowLogFile, choices: FormatChoices, reduction: Reduction, d
     where = Where(file.path)
     try:
         with _open_text(file.path) as handle:
-            layout = begin_text(file, handle.readline(), choices, reduction, diagnostics, where)
-            add_lines(handle, 2, layout, reduction, where, file.key_time)
+            lines = text_lines(raw_lines(handle))
+            layout = begin_text(file, next(lines, ""), choices, reduction, diagnostics, where)
+            add_lines(lines, 2, layout, reduction, where, file.key_time)
     except FormatError as error:
         diagnostics.warn("UnreadableFlowLog", str(error), file=file.path)
-    except DAMAGE as error:
+    except NotTextFlowLog as error:
+        diagnostics.warn("DamagedFlowLog", f"{file.path}: {error}; not read", file=file.path)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         diagnostics.warn(
             "DamagedFlowLog",
             f"{file.path}: truncated or corrupt after line {where.line} ({error}); "
             f"records read before the damage are kept",
             file=file.path,
         )
+    except OSError as error:
+        diagnostics.warn("UnreadableFlowLog", f"{file.path}: cannot be read: {os_reason(error)}", file=file.path)
 
 
 def read_parquet(file: FlowLogFile, choices: FormatChoices, reduction: Reduction, diagnostics: Diagnostics) -> None:
@@ -327,8 +454,10 @@ def read_cloudwatch(file: FlowLogFile, choices: FormatChoices, reduction: Reduct
             f"{file.path}: {error} after event {counted[0]}; events read before it are kept",
             file=file.path,
         )
-    except (OSError, UnicodeError) as error:
+    except UnicodeError as error:
         diagnostics.warn("DamagedFlowLog", f"{file.path}: {error}", file=file.path)
+    except OSError as error:
+        diagnostics.warn("UnreadableFlowLog", f"{file.path}: cannot be read: {os_reason(error)}", file=file.path)
 
 
 class _EventWhere:

@@ -13,6 +13,7 @@ from calendar import timegm
 from dataclasses import dataclass
 from enum import Enum
 
+from natflow.diagnostics import Diagnostics
 from natflow.paths import walk_files
 
 
@@ -102,17 +103,34 @@ def sniff_kind(path: str) -> FileKind:
     return FileKind.TEXT
 
 
-def discover(paths: list[str]) -> tuple[list[FlowLogFile], list[str]]:
-    """Files to read under `paths` (directories recursively, sorted) and files passed over.
+def discover(paths: list[str], diagnostics: Diagnostics) -> tuple[list[FlowLogFile], list[str]]:
+    """Files to read under `paths` (directories recursively, sorted) and files passed over, each with a
+    warning: names that are no flow-log file's, what is not a regular file (never opened: a FIFO would
+    block), and a file met again (the same path twice, overlapping folders, a link to a file already
+    found: the same device and inode), so that each object is read once.
 
     Raises FileNotFoundError for a path that does not exist.
     """
     found: list[FlowLogFile] = []
     passed_over: list[str] = []
-    for path, explicit in walk_files(paths):
+    first_path: dict[tuple[int, int], str] = {}
+
+    def skip(path: str, problem: str) -> None:
+        passed_over.append(path)
+        diagnostics.warn("FileSkipped", f"{path}: {problem}; skipped")
+
+    for path, explicit in walk_files(paths, skip):
+        status = os.stat(path)
+        identity = (status.st_dev, status.st_ino)
+        if identity in first_path:
+            passed_over.append(path)
+            diagnostics.warn("DuplicateFlowLog", f"{path}: the same file as {first_path[identity]}; read once")
+            continue
+        first_path[identity] = path
         kind = sniff_kind(path) if explicit else kind_by_suffix(path)
         if kind is None:
             passed_over.append(path)
+            diagnostics.warn("FileSkipped", f"{path}: not a flow-log file name (.log.gz, .log, .parquet, .json)")
         else:
             found.append(describe(path, kind))
     return found, passed_over

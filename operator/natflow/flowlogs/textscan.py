@@ -13,8 +13,8 @@ Memory is one compressed block, one decompressed piece and the file's reduced ro
 
 from __future__ import annotations
 
-import io
 import ipaddress
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
@@ -23,7 +23,21 @@ from isal import isal_zlib
 
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs._textscan import TextScanner
-from natflow.flowlogs.readers import FormatChoices, Layout, NeedsReference, Where, add_lines, add_parts, begin_text
+from natflow.flowlogs.fields import MAX_LINE_BYTES
+from natflow.flowlogs.plausible import MAX_RECORD_BYTES, MAX_RECORD_PACKETS, time_bounds
+from natflow.flowlogs.readers import (
+    GZIP_MAGIC,
+    FormatChoices,
+    Layout,
+    NeedsReference,
+    Where,
+    add_lines,
+    add_parts,
+    add_too_long,
+    begin_text,
+    text_lines,
+    text_problem,
+)
 from natflow.flowlogs.reduce import NatTopology, Reduction
 from natflow.flowlogs.sources import FlowLogFile
 
@@ -41,6 +55,8 @@ def read_text(file: FlowLogFile, choices: FormatChoices, part: Reduction, diagno
 
     Damage (truncated or corrupt gzip) raises, so that the caller can let the reference reader keep
     what came before it and warn; so does anything the scanner does not take (`NeedsReference`).
+    A line longer than `MAX_LINE_BYTES` is one malformed record: the pieces are read past it to its
+    newline without joining them, so memory stays one piece and one line at most.
     """
     where = Where(file.path)
     pieces = _decompressed(file.path)
@@ -50,42 +66,60 @@ def read_text(file: FlowLogFile, choices: FormatChoices, part: Reduction, diagno
     layout = begin_text(file, head.decode("utf-8", "replace"), choices, part, diagnostics, where)
     scanner = scanner_for(layout, part.topology, part.window, file.key_time)
     reader = _LineReader(scanner, layout, part, where, file.key_time)
-    carry = rest
-    for piece in pieces:
-        cut = piece.rfind(b"\n") + 1
-        if not cut:
-            carry += piece
-            continue
+    carry, skipping = b"", False  # the start of a line that continues in the next piece; or passing one by
+    for piece in itertools.chain((rest,), pieces):
         start = 0
-        if carry:  # the line that spans two pieces
-            start = piece.find(b"\n") + 1
-            reader.read(carry + piece[:start], 0, len(carry) + start)
-        reader.read(piece, start, cut)
-        carry = piece[cut:]
+        if skipping or carry:
+            newline = piece.find(b"\n")
+            if newline < 0:
+                if not skipping and len(carry) + len(piece) <= MAX_LINE_BYTES:
+                    carry += piece
+                elif not skipping:
+                    reader.too_long()
+                    carry, skipping = b"", True
+                continue
+            start = newline + 1
+            if not skipping:  # the line that spans two pieces
+                reader.read(carry + piece[:start], 0, len(carry) + start)
+            carry, skipping = b"", False
+        cut = piece.rfind(b"\n") + 1
+        if cut > start:
+            reader.read(piece, start, cut)
+        carry = piece[max(cut, start) :]
+        if len(carry) > MAX_LINE_BYTES:
+            reader.too_long()
+            carry, skipping = b"", True
     if carry:
         reader.read(carry + b"\n", 0, len(carry) + 1)  # a last line without newline splits the same
     return ScannedText(scanner)
 
 
 def _first_line(pieces: Iterator[bytes]) -> tuple[bytes, bytes]:
-    """The first line (with its newline) and what follows it in the pieces taken so far."""
+    """The first line (with its newline) and what follows it in the pieces taken so far; a first line
+    longer than any record goes to the reference reader."""
     taken = b""
     for piece in pieces:
         taken += piece
         end = taken.find(b"\n") + 1
         if end:
+            if end - 1 > MAX_LINE_BYTES:
+                raise NeedsReference
             return taken[:end], taken[end:]
+        if len(taken) > MAX_LINE_BYTES:
+            raise NeedsReference
     return taken, b""
 
 
 def _decompressed(path: str) -> Iterator[bytes]:
     """The object's bytes, gunzipped when it is gzip; a truncated or corrupt gzip raises (EOFError, IsalError)."""
     with open(path, "rb") as raw:
-        if raw.read(2) != b"\x1f\x8b":
-            raw.seek(0)
+        head = raw.read(6)
+        if text_problem(path, head) is not None:  # the reference reader says what is wrong
+            raise NeedsReference
+        raw.seek(0)
+        if not head.startswith(GZIP_MAGIC):
             yield from iter(lambda: raw.read(TEXT_CHUNK_BYTES), b"")
             return
-        raw.seek(0)
         inflate = isal_zlib.decompressobj(wbits=31)  # gzip framing: the CRC and length are checked too
         while data := raw.read(COMPRESSED_BLOCK_BYTES):
             if inflate.eof:  # a second member or padding: the gzip module's rules, in the reference
@@ -97,6 +131,15 @@ def _decompressed(path: str) -> Iterator[bytes]:
             raise EOFError("Compressed file ended before the end-of-stream marker was reached")
         if inflate.unused_data:
             raise NeedsReference
+
+
+def _raw_lines(data: bytes, start: int, end: int) -> Iterator[bytes | None]:
+    """The lines of data[start:end] (whole lines, the last ending with a newline) as `readers.raw_lines`
+    gives them: without the newline, None for a line longer than `MAX_LINE_BYTES`."""
+    while start < end:
+        stop = data.index(b"\n", start, end)
+        yield data[start:stop] if stop - start <= MAX_LINE_BYTES else None
+        start = stop + 1
 
 
 class _LineReader:
@@ -122,17 +165,32 @@ class _LineReader:
         if start == end:
             return
         if data.find(b"\r", start, end) >= 0:
-            text = io.StringIO(data[start:end].decode("utf-8", "replace"), newline=None)
-            add_lines(text, self.line, self.layout, self.part, self.where, self.fallback_time)
+            add_lines(
+                text_lines(_raw_lines(data, start, end)),
+                self.line,
+                self.layout,
+                self.part,
+                self.where,
+                self.fallback_time,
+            )
             self.line = self.where.line + 1
             return
         lines, handed_back = self.scanner.scan(data, start, end, self.line)
         for number, line_start, line_end in handed_back:
+            self.where.line = number
+            if line_end - line_start - 1 > MAX_LINE_BYTES:
+                add_too_long(self.part, self.where)
+                continue
             parts = data[line_start:line_end].decode("utf-8", "replace").split()
             if parts:
-                self.where.line = number
                 add_parts(parts, self.layout, self.part, self.where, self.fallback_time)
         self.line += lines
+
+    def too_long(self) -> None:
+        """The next line is longer than any record: one malformed record."""
+        self.where.line = self.line
+        add_too_long(self.part, self.where)
+        self.line += 1
 
 
 class ScannedText:
@@ -231,6 +289,7 @@ def scanner_for(
     if layout.width > 64 or not all(value in _INT64 for value in times):
         raise NeedsReference
     seen = _topology(topology)
+    earliest, latest = time_bounds(fallback)
     return TextScanner(
         layout.width,
         tuple(-1 if index >= layout.width else index for index in fields),
@@ -240,5 +299,6 @@ def scanner_for(
         seen.inside,
         window,
         fallback,
+        (MAX_RECORD_PACKETS, MAX_RECORD_BYTES, earliest, latest, MAX_LINE_BYTES),
         seen.regional,
     )
