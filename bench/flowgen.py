@@ -137,6 +137,9 @@ def records(seed: int, first_index: int, count: int, slot: int) -> pa.Table:
         "pkt-src-aws-service": _text(np.zeros(count), ["AMAZON"], service & client_in),
         "pkt-dst-aws-service": _text(np.zeros(count), ["AMAZON"], service & client_out),
         "flow-direction": _text(outbound, ["ingress", "egress"], data),
+        "az-id": _text(np.zeros(count), ["use1-az1"]),
+        # Zonal gateways' and nodes' records: the flow log's resource, their ENI
+        "resource-id": _text(np.where(is_nat, nat, len(NAT_GATEWAYS) + pod // PODS_PER_NODE), ENIS),
     }
     return pa.table(columns)
 

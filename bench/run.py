@@ -215,11 +215,13 @@ def memory(figure: str, peak: int) -> Row:
 
 
 def other_figures(quick: bool) -> list[Row]:
-    """The IP map's and the operator's figures from their own modules, as rows of the same table."""
-    from bench import ipmap, operator_events
+    """The IP map's, the operator's and regional NAT records' figures from their own modules, as rows of the
+    same table."""
+    from bench import ipmap, operator_events, regional
 
     found: list[Row] = []
-    for figure, value, baseline, target, unit in [*ipmap.run(quick), *operator_events.run(quick)]:
+    figures = [*ipmap.run(quick), *operator_events.run(quick), *regional.run(quick)]
+    for figure, value, baseline, target, unit in figures:
         # Memory and seconds: lower is better; rates: higher.
         lower_is_better = figure.endswith((" MB", " s")) or unit.startswith("MB")
         verdict = "pass" if (value <= target if lower_is_better else value >= target) else "fail"

@@ -27,8 +27,15 @@ from hypothesis import strategies as st
 
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs import columnar, textscan, vectorised
-from natflow.flowlogs.fields import DEFAULT_FORMAT, RECOMMENDED_FORMAT, LogFormat, column_name, parse_log_format
-from natflow.flowlogs.plausible import MAX_RECORD_BYTES, MAX_RECORD_PACKETS
+from natflow.flowlogs.fields import (
+    DEFAULT_FORMAT,
+    FIELD_VERSIONS,
+    RECOMMENDED_FORMAT,
+    LogFormat,
+    column_name,
+    parse_log_format,
+)
+from natflow.flowlogs.plausible import LATEST_TIME, MAX_RECORD_BYTES, MAX_RECORD_PACKETS
 from natflow.flowlogs.readers import READERS, FormatChoices
 from natflow.flowlogs.reduce import NatTopology, Reduction
 from natflow.flowlogs.sources import FileKind, FlowLogFile, describe
@@ -36,7 +43,8 @@ from natflow.net import CidrSet
 
 NAT_ENIS = {"eni-0nat1": "nat-1", "eni-0nat2": "nat-2"}
 NAT_IPS = {"10.0.1.10": "eni-0nat1", "10.0.1.11": "eni-0nat1", "10.0.2.10": "eni-0nat2"}
-TOPOLOGY = NatTopology(NAT_ENIS, NAT_IPS, CidrSet(["10.0.0.0/16", "2600:1f18::/56"]))
+REGIONAL = frozenset({"nat-0regional1", "nat-0regional2"})
+TOPOLOGY = NatTopology(NAT_ENIS, NAT_IPS, CidrSet(["10.0.0.0/16", "2600:1f18::/56"]), REGIONAL)
 PODS = ("10.0.32.5", "10.0.32.6", "10.0.33.7", "2600:1f18:0:0::5", "2600:1f18::5")
 PEERS = ("52.1.2.3", "52.1.2.4", "3.3.3.3", "2a00:1450:0::1", "198.51.100.7")
 FIRST = 1_795_255_200  # 2026-11-21T10:00:00Z, the time in NAME
@@ -143,8 +151,13 @@ def counting_reference_calls() -> Iterator[list[str]]:
 
 NUMBER_JUNK = ("12a", "+5", "-3", "-0", "1.5", "99999999999999999999999", "007", "0x10")
 KINDS = ["client-out"] * 4 + ["client-in"] * 3 + [
-    "internet-out", "internet-in", "other", "other", "nodata", "skipdata", "unclassified", "nat-to-nat"
+    "internet-out", "internet-in", "other", "other", "nodata", "skipdata", "unclassified", "nat-to-nat",
+    "regional-out", "regional-out", "regional-in", "regional-in", "regional-internet", "regional-unfit",
 ]  # fmt: skip
+# A regional gateway's public IP, and what its records may carry in interface-id and resource-id.
+REGIONAL_PUBLIC_IP = "3.216.41.7"
+REGIONAL_INTERFACES = ("-", "-", "eni-0node1", "eni-0nat1")
+OTHER_RESOURCES = ("-", "-", "nat-1", "eni-0nat1", "nat-0unknown")
 
 
 class Picker(Protocol):
@@ -188,7 +201,11 @@ def make_record(pick: Picker) -> dict[str, str]:
         "internet-out": (nat_ip, peer, nat_ip, peer),
         "internet-in": (peer, nat_ip, peer, nat_ip),
         "nat-to-nat": (nat_ip, "10.0.2.10", nat_ip, "10.0.2.10"),
+        "regional-in": (peer, pod, peer, pod),
+        "regional-internet": (REGIONAL_PUBLIC_IP, peer, REGIONAL_PUBLIC_IP, peer),
+        "regional-unfit": (pod, pick.choice(PODS), pod, "-"),
     }.get(kind, (pod, peer, pod, peer))
+    regional = kind.startswith("regional")
     start = pick.integer(FIRST - 30, FIRST + 330)
     end = start + pick.integer(-5, 60)
 
@@ -201,10 +218,14 @@ def make_record(pick: Picker) -> dict[str, str]:
         return pick.choice((*NUMBER_JUNK, "-")) if pick.integer(0, 30) == 0 else str(pick.integer(0, high))
 
     on_nat = kind not in ("other", "unclassified") or pick.integer(0, 1) == 1
+    if regional:
+        interface = pick.choice(REGIONAL_INTERFACES)
+    else:
+        interface = pick.choice(sorted(NAT_ENIS)) if on_nat else pick.choice(["eni-0node1", "-"])
     fields = {
         "version": "5",
         "account-id": "123456789012",
-        "interface-id": pick.choice(sorted(NAT_ENIS)) if on_nat else pick.choice(["eni-0node1", "-"]),
+        "interface-id": interface,
         "srcaddr": src,
         "dstaddr": dst,
         "srcport": str(pick.integer(0, 65535)),
@@ -222,9 +243,11 @@ def make_record(pick: Picker) -> dict[str, str]:
         "pkt-src-aws-service": pick.choice(["-", "-", "AMAZON", "S3"]),
         "pkt-dst-aws-service": pick.choice(["-", "-", "AMAZON", "S3"]),
         "flow-direction": pick.choice(["ingress", "egress", "-"]),
+        "az-id": pick.choice(["use1-az1", "-"]),
+        "resource-id": pick.choice(sorted(REGIONAL)) if regional else pick.choice(OTHER_RESOURCES),
     }
     if kind in ("nodata", "skipdata"):  # as AWS writes them: ENI, times and status only
-        kept = ("version", "account-id", "interface-id", "start", "end")
+        kept = ("version", "account-id", "interface-id", "resource-id", "start", "end")
         fields = {name: value if name in kept else "-" for name, value in fields.items()}
         fields |= {"start": time_text(start), "end": str(end), "log-status": kind.upper()}
     return fields
@@ -245,8 +268,12 @@ def clean_lines(count: int, fields: tuple[str, ...], seed: int = 7, ipv4_only: b
 
 
 def is_clean(fields: dict[str, str]) -> bool:
+    """Plain numbers, and times within the plausible bounds ("007" is 1970: the reference's to refuse)."""
     numbers = (fields[name] for name in ("packets", "bytes", "start", "end"))
-    return all(text == "-" or (text.isdigit() and len(text) < 15) for text in numbers)
+    times = (fields[name] for name in ("start", "end"))
+    return all(text == "-" or (text.isdigit() and len(text) < 15) for text in numbers) and all(
+        not text.startswith("0") for text in times
+    )
 
 
 JUNK_ALPHABET = st.sampled_from(list("abc019 -.:\t\r\x0b\x1cé\u00a0\u2028"))
@@ -339,7 +366,10 @@ def test_only_a_bad_line_goes_to_the_reference(tmp_path: Path) -> None:
         expected = assert_same([file])
     assert calls == ["add_parts"]
     assert expected.stats.malformed_records == 1
-    assert expected.stats.malformed_examples[0].endswith(f"{NAME}.log.gz:302: 21 fields, the format has 20")
+    width = len(RECOMMENDED)
+    assert expected.stats.malformed_examples[0].endswith(
+        f"{NAME}.log.gz:302: {width + 1} fields, the format has {width}"
+    )
 
 
 def test_header_and_override(tmp_path: Path) -> None:
@@ -638,6 +668,9 @@ def parallel_files(tmp_path: Path) -> list[FlowLogFile]:
         lines = clean_lines(200, fields, seed=index)
         lines[index * 10] = "junk line"
         lines[index * 10 + 5] = "more junk"
+        implausible = lines[index * 10 + 7].split(" ")
+        implausible[fields.index("start")] = "007"  # 1970: no time of the objects'
+        lines[index * 10 + 7] = " ".join(implausible)
         name = NAME.replace("T1000Z", f"T10{index}5Z")
         files.append(write_text(tmp_path, [header(fields), *lines], gzipped=bool(index % 2), name=name))
     truncated = Path(files[3].path)
@@ -661,7 +694,7 @@ def test_read_all_parallel_matches_reference(tmp_path: Path, workers: int) -> No
     diagnostics = Diagnostics()
     reduction = vectorised.read_all_parallel(files, PARALLEL_CHOICES, TOPOLOGY, WINDOW, diagnostics, workers=workers)
     assert as_outcome(reduction, diagnostics) == expected
-    # 12 junk lines, a CloudWatch event, 6 records whose start or end "007" is no time of the objects'
+    # 12 junk lines, a CloudWatch event, 6 records whose start "007" is no time of the objects'
     assert expected.stats.malformed_records == 19 and expected.stats.records_counted > 100
     assert len(expected.formats) == 2 and [w["reason"] for w in expected.warnings] == ["DamagedFlowLog"]
 
@@ -682,3 +715,155 @@ def test_files_done_out_of_order_merge_in_file_order(tmp_path: Path) -> None:
         diagnostics = Diagnostics()
         reduction = vectorised.read_all_parallel(files, PARALLEL_CHOICES, TOPOLOGY, WINDOW, diagnostics, workers=2)
     assert as_outcome(reduction, diagnostics) == expected
+
+
+# -- regional NAT gateways and the fields of versions 9 to 11 ----------------------------------------
+
+
+def regional_lines(count: int, fields: tuple[str, ...], seed: int = 11) -> list[str]:
+    """Clean IPv4 records, at least half of them of the regional gateways (every role there)."""
+    pick = Seeded(seed)
+    lines = []
+    while len(lines) < count:
+        record = make_record(pick)
+        if not is_clean(record) or (not record["resource-id"].startswith("nat-0regional") and pick.integer(0, 1)):
+            continue
+        line = " ".join(record[name] for name in fields)
+        if ":" not in line:
+            lines.append(line)
+    return lines
+
+
+def test_regional_gateway_records_take_the_bulk_path(tmp_path: Path) -> None:
+    """Records of regional gateways (by resource-id, whatever interface-id) are reduced by the scanner,
+    from text and from Parquet (both ways in), exactly as the reference reduces them."""
+    lines = regional_lines(900, RECOMMENDED)
+    text = write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=True)
+    with small_chunks(), counting_reference_calls() as calls:
+        expected = assert_same([text], window=WINDOW)
+    assert calls == []
+    with no_whole_file_fallback():
+        outcome(vectorised.read_file_vectorised, [text], FormatChoices(), WINDOW)
+    records = [dict(zip(RECOMMENDED, line.split(), strict=True)) for line in lines]
+    parquet = write_parquet(tmp_path, records, RECOMMENDED, {"integers": True, "missing": None, "row_group": 64})
+    with small_chunks(parquet_rows=50), counting_reference_calls() as calls:  # in this process: patches apply
+        assert assert_same([parquet], window=WINDOW, read=in_process).stats == expected.stats
+        with no_whole_file_fallback():
+            outcome(in_process, [parquet], FormatChoices(), WINDOW)
+    assert calls == []
+    assert assert_same([parquet], window=WINDOW).stats == expected.stats  # and in the decoder processes
+    regional_rows = [key for key in expected.rows if key[0] in REGIONAL]
+    assert regional_rows and {key[0] for key in expected.rows} - REGIONAL  # zonal rows too
+    assert set(expected.stats.unclassified_by_key) & REGIONAL
+    assert expected.stats.internet_leg_records > 10
+
+
+def test_regional_records_with_implausible_numbers_are_malformed(tmp_path: Path) -> None:
+    """The plausible bounds hold for a regional gateway's records too, whatever their role would be:
+    malformed in the reference and in the fast readers (text, Parquet both ways in); at the bounds, counted."""
+    roles = {  # srcaddr, dstaddr
+        "out": ("10.0.32.5", "52.1.2.3"),
+        "in": ("52.1.2.3", "10.0.32.5"),
+        "internet": (REGIONAL_PUBLIC_IP, "52.1.2.3"),
+        "unclassified": ("10.0.32.5", "10.0.32.6"),
+    }
+    implausible = [
+        {"bytes": str(MAX_RECORD_BYTES + 1)},
+        {"packets": str(MAX_RECORD_PACKETS + 1)},
+        {"start": "007"},
+        {"end": str(LATEST_TIME + 1)},
+    ]
+    at_the_bounds = {"bytes": str(MAX_RECORD_BYTES), "packets": str(MAX_RECORD_PACKETS)}
+    lines = [
+        record_line(**{"interface-id": eni, "resource-id": "nat-0regional1", "srcaddr": src, "dstaddr": dst, **change})
+        for src, dst in roles.values()
+        for change in [*implausible, at_the_bounds]
+        for eni in ("-", "eni-0nat1")
+    ]
+    text = write_text(tmp_path, [header(RECOMMENDED), *lines], gzipped=True)
+    expected = assert_same([text])
+    stats = expected.stats
+    assert stats.malformed_records == len(roles) * len(implausible) * 2
+    assert (stats.records_counted, stats.internet_leg_records) == (4, 2)
+    assert stats.unclassified_by_key["nat-0regional1"] == [2, 2 * MAX_RECORD_BYTES]
+    assert {key[0] for key in expected.rows} == {"nat-0regional1"}
+    records = [dict(zip(RECOMMENDED, line.split(), strict=True)) for line in lines]
+    parquet = write_parquet(tmp_path, records, RECOMMENDED, {"integers": True, "missing": None, "row_group": 8})
+    for read in (in_process, vectorised.read_file_vectorised):
+        assert assert_same([parquet], read=read).stats.malformed_records == stats.malformed_records, read
+
+
+@contextmanager
+def no_whole_file_fallback() -> Iterator[None]:
+    """Fails the test if a fast reader hands a whole file to the reference reader."""
+
+    def refused(file: FlowLogFile, *args: Any) -> None:
+        raise AssertionError(f"{file.path} fell back to the reference reader")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vectorised, "READERS", dict.fromkeys(FileKind, refused))
+        yield
+
+
+ALL_FIELDS = tuple(FIELD_VERSIONS)  # every catalogued field, up to version 11
+V11_VALUES = {
+    "version": "11",
+    "encryption-status": "1",
+    "interface-type": "regional_nat_gateway",
+    "next-hop-interface-id": "eni-0next",
+    "next-hop-subnet-id": "subnet-0next",
+    "next-hop-az-id": "use1-az2",
+    "next-hop-vpc-id": "vpc-1",
+    "next-hop-interface-type": "nat_gateway",
+    "instance-tag": "team%3Dpayments",
+    "instance-tag-2": "-",
+    "interface-tag": "my%2Dapp",
+    "interface-tag-2": "owner%3Dplatform%20team",
+    "asg-tag": "-",
+    "asg-tag-2": "eks%3Anodegroup%2Dname%3Dgeneral",
+    "ecs-cluster-arn": "-",
+    "reject-reason": "-",
+    "traffic-path": "8",
+    "tcp-flags": "3",
+}
+
+
+def test_a_version_11_format_takes_the_bulk_path(tmp_path: Path) -> None:
+    """All 55 catalogued fields (v2 to v11: resource-id, encryption-status, the next-hop and the
+    percent-encoded tag fields) in text and Parquet: no line or row falls back to the reference."""
+    assert {"resource-id", "encryption-status", "next-hop-az-id", "asg-tag-2"} <= set(ALL_FIELDS)
+    pick = Seeded(5)
+    records = []
+    while len(records) < 400:
+        record = make_record(pick)
+        if is_clean(record) and ":" not in record["srcaddr"] + record["dstaddr"]:
+            records.append({name: V11_VALUES.get(name, record.get(name, "-")) for name in ALL_FIELDS})
+    text = write_text(tmp_path, [header(ALL_FIELDS), *(" ".join(r.values()) for r in records)], gzipped=True)
+    with counting_reference_calls() as calls:
+        expected = assert_same([text])
+    with no_whole_file_fallback():
+        outcome(vectorised.read_file_vectorised, [text], FormatChoices(), None)
+    assert calls == [] and expected.stats.records_counted > 100
+    assert list(expected.formats) == [ALL_FIELDS]
+    parquet = write_parquet(tmp_path, records, ALL_FIELDS, {"integers": True, "missing": None, "row_group": 100})
+    with counting_reference_calls() as calls:  # in this process: patches apply
+        assert assert_same([parquet], read=in_process).stats == expected.stats
+        with no_whole_file_fallback():
+            outcome(in_process, [parquet], FormatChoices(), None)
+    assert calls == []
+    assert assert_same([parquet]).stats == expected.stats  # and in the decoder processes
+
+
+def test_the_topology_sent_to_the_decoders_keeps_every_field() -> None:
+    """Parquet objects are reduced in decoder processes with a copy of the topology: a field left out
+    (regional gateways were, once) silently loses those gateways' bytes."""
+    from dataclasses import fields
+
+    topology = NatTopology({"eni-1": "nat-1"}, {"10.0.0.5": "eni-1"}, CidrSet(["10.0.0.0/16"]),
+                           frozenset({"nat-2"}), {"10.0.9.9": "nat-2"})  # fmt: skip
+    portable = vectorised._portable(topology)
+    for name in (f.name for f in fields(NatTopology)):
+        if name == "inside":
+            assert portable.inside.cidrs == topology.inside.cidrs
+        else:
+            assert getattr(portable, name) == getattr(topology, name), name

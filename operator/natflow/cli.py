@@ -115,10 +115,16 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
     def read(plan: WindowPlan, diagnostics: Diagnostics) -> Reduction:
         if not files:
             raise UsageError("--flow-logs: no flow-log files found (.log.gz, .log, .parquet or CloudWatch .json)")
-        if args.reader == "vectorised":
-            return read_all_parallel(files, plan.choices, plan.topology, plan.window, diagnostics, args.workers)
         reduction = plan.new_reduction()
-        read_all(files, plan.choices, reduction, diagnostics)
+        for topology, group in inventory.files_by_topology(plan.topology, files):  # see files_by_topology
+            if args.reader == "vectorised":
+                part = read_all_parallel(group, plan.choices, topology, plan.window, diagnostics, args.workers)
+            else:
+                part = Reduction(topology, plan.window)
+                read_all(group, plan.choices, part, diagnostics)
+            if not reduction.rows:  # the first group's rows as they are, not copied
+                reduction.rows, part.rows = part.rows, {}
+            reduction.merge(part)
         return reduction
 
     settings = WindowSettings(

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -26,11 +26,12 @@ from natflow.aws.athena import (
     reduction_sql,
     run_reduction,
 )
-from natflow.aws.discovery import discover_inventory, vpc_of_instances
+from natflow.aws.discovery import describe_nat_gateways, discover_inventory, log_stream_prefixes, vpc_of_instances
 from natflow.aws.flowsource import read_cloudwatch_window, read_s3_objects, window_objects
 from natflow.aws.inventory import CONFIGURED_FLOW_LOG_ID, FlowLog, FlowLogDestinationOptions, Inventory
 from natflow.cluster.state import ClusterState
 from natflow.diagnostics import Diagnostics
+from natflow.flowlogs import decoders
 from natflow.flowlogs.fields import parse_log_format
 from natflow.flowlogs.reduce import Reduction
 from natflow.kube import GROUP, VERSION, KubeWriter
@@ -49,6 +50,13 @@ from natflow.reports.windows import due_windows, period_of
 from natflow.timeutil import format_time, parse_time
 
 log = logging.getLogger("natflow.controller")
+# Warnings that say data contradicts what natflow assumes about a NAT Gateway: an Event and a log line each.
+GATEWAY_WARNINGS = (
+    "NatGatewayUnmatched",
+    "UnclassifiedNatRecords",
+    "RegionalNatOwnAddress",
+    "RegionalNatGatewayUnseen",
+)
 # Events about cluster-scoped objects (FlowReports, Nodes) must live in "default": the API server
 # rejects them elsewhere.
 CLUSTER_EVENTS_NAMESPACE = "default"
@@ -155,6 +163,14 @@ class Controller:
             )
         key = (vpc, tuple(spec.natGatewayIds))
         cached = self._inventories.get(key)
+        if cached is not None:  # NAT Gateways every pass: a regional gateway's AZs come and go
+            gateways = self._call(
+                "ec2:DescribeNatGateways", lambda: describe_nat_gateways(ec2, vpc, spec.natGatewayIds or None)
+            )
+            if {g.NatGatewayId for g in gateways} == set(cached.nat_gateways):
+                cached.add_nat_gateways(gateways)
+            else:  # a gateway came or went: its flow logs and ENIs too
+                cached = None
         if cached is None:
             cached = self._call("ec2:Describe*", lambda: discover_inventory(ec2, vpc, spec.natGatewayIds or None))
             self._inventories[key] = cached
@@ -189,6 +205,8 @@ class Controller:
             done = run_window(inventory, self.state, read, window, settings, outcome.diagnostics, self.state_guard())
         except PlanError as error:
             raise AwsProblem(error.reason, f"the cluster's VPC: {error}") from None
+        finally:
+            decoders.stop_idle()  # a Parquet decoder process holds ~85 MB; windows are minutes apart
         outcome.price_per_gb = done.price_per_gb
         period = period_of(window[0], spec.period)
         for row in done.result.rows:
@@ -218,25 +236,31 @@ class Controller:
         reduction = plan.new_reduction()
         sources = flow_log_groups(inventory, plan, self._configured_flow_logs(spec), diagnostics)
         account = self._account_id(inventory) if sources.groups else ""
-        for flow_log, enis in sources.groups:
+        for flow_log, keys in sources.groups:
+            # Each resource's records are counted from the one flow log chosen for it, though another
+            # (a VPC's, say) may hold them too.
+            group_plan = replace(plan, topology=plan.topology.only(keys))
+            part = group_plan.new_reduction()
             choices = plan.choices_for(flow_log)
             if flow_log.destination_type == "s3":
                 objects = self._call(
                     "s3:ListBucket", partial(window_objects, self.aws.s3, flow_log, account, self.aws.region, window)
                 )
                 if spec.athena is not None and sum(o.size for o in objects) > spec.athena.thresholdBytes:
-                    self._reduce_with_athena(spec, spec.athena, flow_log, account, plan, reduction, outcome)
+                    self._reduce_with_athena(spec, spec.athena, flow_log, account, group_plan, part, outcome)
                 else:
                     self._call(
                         "s3:GetObject",
-                        partial(read_s3_objects, self.aws.s3, flow_log, objects, choices, reduction, diagnostics),
+                        partial(read_s3_objects, self.aws.s3, flow_log, objects, choices, part, diagnostics),
                     )
             else:
                 group = flow_log.LogGroupName or (flow_log.LogDestination or "").rsplit(":", 1)[-1]
+                streams = [prefix for key in keys for prefix in log_stream_prefixes(inventory, key)]
                 self._call(
                     "logs:FilterLogEvents",
-                    partial(read_cloudwatch_window, self.aws.logs, group, enis, window, choices, reduction),
+                    partial(read_cloudwatch_window, self.aws.logs, group, streams, window, choices, part),
                 )
+            reduction.merge(part)
         return reduction
 
     def _reduce_with_athena(
@@ -408,6 +432,10 @@ class Controller:
         for condition in conditions:
             if condition.status == "True":
                 self._event(report, condition.reason, condition.message, now, spec.interval_seconds)
+        for item in outcome.diagnostics.items:
+            if item.reason in GATEWAY_WARNINGS:
+                self._event(report, item.reason, item.message, now, spec.interval_seconds)
+                log.warning("FlowReport %s: %s: %s", report["metadata"]["name"], item.reason, item.message)
         snat = next((d for d in outcome.diagnostics.items if d.reason == "NodeSNATHidesPodIPs"), None)
         if snat is not None:
             log.warning("FlowReport %s: %s", report["metadata"]["name"], snat.message)

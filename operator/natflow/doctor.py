@@ -30,7 +30,7 @@ from functools import partial
 from typing import Any
 
 from natflow.attribution.report import format_gaps, missing_fields
-from natflow.aws.discovery import create_flow_logs_command, discover_inventory, gateway_flow_logs, vpc_of_instances
+from natflow.aws.discovery import create_flow_logs_commands, discover_inventory, gateway_flow_logs, vpc_of_instances
 from natflow.aws.inventory import FlowLog, Inventory, NatGateway
 from natflow.cluster.objects import ObjectError, describe
 from natflow.cluster.snat import LOOKED_FOR, SnatDecision, source_kind
@@ -294,14 +294,13 @@ def flow_log_checks(inventory: Inventory) -> list[Check]:
 
 
 def _gateway_check(inventory: Inventory, gateway: NatGateway) -> Check:
-    regional = gateway.AvailabilityMode == "regional"
+    regional = gateway.regional
     subject = f"{gateway.NatGatewayId} ({'regional' if regional else 'zonal'})"
     enis = [a.NetworkInterfaceId for a in gateway.NatGatewayAddresses if a.NetworkInterfaceId]
     flow_logs = gateway_flow_logs(inventory, gateway)
+    fix = "; ".join(create_flow_logs_commands([gateway.NatGatewayId] if regional else enis, RECOMMENDED_FORMAT))
     if not flow_logs:
-        kind, ids = ("RegionalNatGateway", [gateway.NatGatewayId]) if regional else ("NetworkInterface", enis)
-        return Check("flowLog", subject, False, f"no active flow log covers {subject}",
-                     create_flow_logs_command(kind, ids, RECOMMENDED_FORMAT))  # fmt: skip
+        return Check("flowLog", subject, False, f"no active flow log covers {subject}", fix)
     gaps: list[tuple[FlowLog, list[str]]] = []
     for flow_log in flow_logs:
         fields = (flow_log.log_format() or default_format()).fields
@@ -313,13 +312,12 @@ def _gateway_check(inventory: Inventory, gateway: NatGateway) -> Check:
             )
         gaps.append((flow_log, missing))
     flow_log, missing = min(gaps, key=lambda gap: len(gap[1]))
-    kind, ids = ("RegionalNatGateway", [gateway.NatGatewayId]) if regional else ("NetworkInterface", enis)
     message = (
         f"{flow_log.FlowLogId} covers it but its format lacks {', '.join(missing)}: {format_gaps(missing)}"
         if set(missing) - set(REGIONAL_FIELDS) else
         f"{flow_log.FlowLogId} covers it but its format lacks resource-id: a regional gateway's records are found by it"
     )  # fmt: skip
-    return Check("flowLog", subject, False, message, create_flow_logs_command(kind, ids, RECOMMENDED_FORMAT))
+    return Check("flowLog", subject, False, message, fix)
 
 
 # -- the run ---------------------------------------------------------------------------------------

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from natflow.attribution.engine import AttributionResult, Attributor, GroupBy
 from natflow.attribution.pricing import price_per_gb
 from natflow.attribution.report import derive_warnings
-from natflow.aws.discovery import covering_flow_logs
+from natflow.aws.discovery import covering_flow_logs, create_flow_logs_commands
 from natflow.aws.inventory import FlowLog, Inventory
 from natflow.cluster.state import ClusterState
 from natflow.diagnostics import Diagnostics
-from natflow.flowlogs.fields import RECOMMENDED_FORMAT, LogFormat
+from natflow.flowlogs.fields import LogFormat
 from natflow.flowlogs.readers import FormatChoices
 from natflow.flowlogs.reduce import NatTopology, Reduction
 from natflow.net import CidrSet
@@ -129,15 +129,17 @@ def plan_window(
     if not inventory.nat_gateways:
         raise PlanError("NoNatGateways", "no NAT Gateways found")
     topology = inventory.topology(inside_cidrs(inventory, diagnostics))
-    if not topology.natgw_by_eni:
+    if not topology.natgw_by_key:
         raise PlanError("NoNatInterfaces", "the NAT Gateways have no NetworkInterfaceId in NatGatewayAddresses")
+    inventory.warn_unmatched_gateways(diagnostics)
     choices = format_choices(inventory.flow_logs.values(), log_format)
     return WindowPlan(bounds(window), topology, choices, log_format)
 
 
 @dataclass
 class FlowLogGroups:
-    """The flow log that each NAT ENI is read from; ENIs no active flow log covers are `missing`."""
+    """The flow log that each NAT ENI or regional NAT Gateway is read from; those no active flow log
+    covers are `missing`."""
 
     groups: list[tuple[FlowLog, list[str]]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -146,11 +148,12 @@ class FlowLogGroups:
 def flow_log_groups(
     inventory: Inventory, plan: WindowPlan, configured: list[FlowLog], diagnostics: Diagnostics
 ) -> FlowLogGroups:
-    """One flow log per NAT ENI (the configured one, else the first covering it), ENIs grouped by it;
-    a FlowLogsMissing warning names the ENIs that none covers, with the command that fixes it."""
+    """One flow log per NAT ENI or regional NAT Gateway (the configured one, else the first covering
+    it), grouped by it; a FlowLogsMissing warning names those that none covers, with the commands that
+    fix it."""
     found = FlowLogGroups()
     by_flow_log: dict[str, tuple[FlowLog, list[str]]] = {}
-    for eni in sorted(plan.topology.natgw_by_eni):
+    for eni in sorted(plan.topology.natgw_by_key):  # NAT ENIs and regional NAT Gateways
         flow_logs = configured or covering_flow_logs(inventory, eni)
         if not flow_logs:
             found.missing.append(eni)
@@ -162,10 +165,8 @@ def flow_log_groups(
         enis = " ".join(found.missing)
         diagnostics.warn(
             "FlowLogsMissing",
-            f"no active flow log covers NAT Gateway ENI(s) {enis}; create one: aws ec2 create-flow-logs "
-            f"--resource-type NetworkInterface --resource-ids {enis} --traffic-type ALL "
-            f"--log-destination-type s3 --log-destination arn:aws:s3:::BUCKET --max-aggregation-interval 60 "
-            f"--log-format '{RECOMMENDED_FORMAT}'",
+            f"no active flow log covers NAT Gateway ENI(s) or regional NAT Gateway(s) {enis}; create: "
+            + "; ".join(create_flow_logs_commands(found.missing)),
             enis=list(found.missing),
         )
     return found
@@ -192,7 +193,7 @@ def attribute_reduction(
     state.set_interfaces(inventory.instance_interfaces())
     attributor = Attributor(
         state,
-        plan.topology.natgw_by_eni,
+        plan.topology.natgw_by_key,
         inventory.nat_gateways,
         inventory.address_owners(),
         settings.group_by,

@@ -242,7 +242,8 @@ FIRST = 1_795_255_200  # 2026-11-21T10:00:00Z
 RULES_WINDOW = (FIRST + 60, FIRST + 3600)
 NAT_ENIS = {"eni-0nat1": "nat-1", "eni-0nat2": "nat-2"}
 NAT_IPS = {"10.0.1.10": "eni-0nat1", "10.0.1.11": "eni-0nat1", "10.0.2.10": "eni-0nat2"}
-RULES_TOPOLOGY = NatTopology(NAT_ENIS, NAT_IPS, CidrSet(["10.0.0.0/16", "2600:1f18::/56"]))
+REGIONAL_NAT = "nat-0regional"
+RULES_TOPOLOGY = NatTopology(NAT_ENIS, NAT_IPS, CidrSet(["10.0.0.0/16", "2600:1f18::/56"]), frozenset({REGIONAL_NAT}))
 RULES_FLOW_LOG_ID = "fl-0rules"
 
 
@@ -251,7 +252,7 @@ def record(eni: str, src: str, dst: str, start: int | str, end: int | str, **mor
         "version": 5, "account-id": ACCOUNT, "interface-id": eni, "srcaddr": src, "dstaddr": dst, "srcport": 40000,
         "dstport": 443, "protocol": 6, "packets": 10, "bytes": 1500, "start": start, "end": end, "action": "ACCEPT",
         "log-status": "OK", "vpc-id": "vpc-0a", "pkt-srcaddr": src, "pkt-dstaddr": dst, "pkt-src-aws-service": "-",
-        "pkt-dst-aws-service": "-", "flow-direction": "ingress",
+        "pkt-dst-aws-service": "-", "flow-direction": "ingress", "az-id": "use1-az1", "resource-id": "-",
     }  # fmt: skip
     values.update({name.replace("_", "-"): value for name, value in more.items()})
     return {name: str(value) for name, value in values.items()}
@@ -287,6 +288,22 @@ RULE_RECORDS = [
     record("eni-0nat1", "10.0.32.5", "10.0.1.10", FIRST + 59, T + 70),  # starts before the window
     record("eni-0nat1", "10.0.32.5", "10.0.1.10", RULES_WINDOW[0], T + 70),  # first second of the window
     record("eni-0nat1", "10.0.32.5", "10.0.1.10", RULES_WINDOW[1], T + 3700),  # the window's end is excluded
+    # a regional NAT Gateway's records: by resource-id, whatever interface-id; one end inside counts
+    record("-", "10.0.32.5", "52.1.2.3", T + 700, T + 710, resource_id=REGIONAL_NAT, pkt_dst_aws_service="S3"),
+    record("-", "52.1.2.3", "10.0.32.5", T + 701, T + 712, resource_id=REGIONAL_NAT, pkt_src_aws_service="S3"),
+    record("eni-0nat1", "10.0.32.6", "52.1.2.4", T + 702, T + 713, resource_id=REGIONAL_NAT, bytes=21),
+    record("eni-0node", "52.1.2.4", "10.0.32.6", T + 703, T + 713, resource_id=REGIONAL_NAT, bytes=23),
+    record("-", "3.216.41.7", "52.1.2.3", T + 704, T + 714, resource_id=REGIONAL_NAT, bytes=25),  # internet side
+    record("-", "10.0.32.5", "10.0.33.7", T + 705, T + 715, resource_id=REGIONAL_NAT, bytes=27),  # both inside
+    record("-", "-", "52.1.2.3", T + 706, T + 716, resource_id=REGIONAL_NAT, bytes=29),  # no source: unclassified
+    record("-", "010.0.32.5", "52.1.2.3", T + 707, T + 717, resource_id=REGIONAL_NAT, bytes=31),
+    record("-", "10.0.32.5", "52.1.2.3", T + 708, T + 718, resource_id=REGIONAL_NAT, action="REJECT", bytes=33),
+    record("-", "2600:1f18::5", "2a00:1450::1", T + 709, T + 719, resource_id=REGIONAL_NAT, bytes=35),
+    record("-", "2a00:1450::1", "2600:1f18:0::5", T + 710, T + 719, resource_id=REGIONAL_NAT, pkt_src_aws_service="EC2"),
+    record("-", "2600:1f18::5", "10.0.32.5", T + 711, T + 719, resource_id=REGIONAL_NAT, bytes=37),  # both inside
+    record("-", "2a00:1450::1", "52.1.2.3", T + 712, T + 719, resource_id=REGIONAL_NAT, bytes=39),  # internet side
+    record("-", "2600:1f18::5", "-", T + 713, T + 719, resource_id=REGIONAL_NAT, bytes=41),  # no destination
+    record("-", "10.0.32.5", "52.1.2.3", T + 714, T + 719, resource_id="nat-0unknown", bytes=43),  # no gateway of ours
     record("eni-0node", "-", "-", T + 600, T + 659, srcport="-", dstport="-", protocol="-", packets="-", bytes="-", action="-", log_status="NODATA"),
     record("eni-0nat2", "-", "-", T + 660, T + 719, srcport="-", dstport="-", protocol="-", packets="-", bytes="-", action="-", log_status="SKIPDATA"),
     record("eni-0nat2", "-", "-", T + 3720, T + 3779, srcport="-", dstport="-", protocol="-", packets="-", bytes="-", action="-", log_status="SKIPDATA"),
@@ -345,8 +362,19 @@ def test_athena_sql_follows_each_rule_of_the_readers(tmp_path: Path, format_name
     assert python.stats.malformed_records >= 3  # the implausible ones
     if format_name != "no-interface-id":  # without it, records with no NAT IP belong to no NAT ENI
         assert python.stats.unclassified_nat_records
-    if format_name != "default":  # the v2 format has no packet addresses
+    if format_name != "default":  # the v2 format has no packet addresses, nor resource-id
         assert ("eni-0nat1", "2600:1f18::5", 0, (FIRST + 500) // 60, "2a00:1450::1", "") in python.rows
+        regional = {key: value[0] for key, value in python.rows.items() if key[0] == REGIONAL_NAT}
+        minute = (FIRST + 700) // 60
+        assert regional == {
+            (REGIONAL_NAT, "10.0.32.5", 0, minute, "52.1.2.3", "S3"): 1500,
+            (REGIONAL_NAT, "10.0.32.5", 1, minute, "52.1.2.3", "S3"): 1500,
+            (REGIONAL_NAT, "10.0.32.6", 0, minute, "52.1.2.4", ""): 21,
+            (REGIONAL_NAT, "10.0.32.6", 1, minute, "52.1.2.4", ""): 23,
+            (REGIONAL_NAT, "2600:1f18::5", 0, minute, "2a00:1450::1", ""): 35,
+            (REGIONAL_NAT, "2600:1f18::5", 1, minute, "2a00:1450::1", "EC2"): 1500,
+        }
+        assert python.stats.unclassified_by_key[REGIONAL_NAT] == [5, 27 + 29 + 31 + 37 + 41]
 
 
 def test_a_record_without_any_time_is_malformed_for_athena_only(tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
 """An HTTP proxy in front of moto that fails chosen AWS actions, as AWS would (throttling, access denied),
-or holds them (a slow S3).
+or holds them (a slow S3), or rewrites their answers.
 
 moto answers every call; natflow must also survive the answers AWS gives under load or with a
 missing IAM permission. Requests whose `Action=` (query protocol) or `X-Amz-Target` (JSON protocol)
 names a faulty action get the error; S3's REST requests are named GetObject (a GET of a key) or by
-their method. Held actions wait until `release`. Everything else is forwarded to moto unchanged.
+their method. Held actions wait until `release`. Everything else is forwarded to moto unchanged,
+except the successful answers of actions given a rewrite (for what moto cannot represent, such as a
+regional NAT Gateway).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import http.server
 import threading
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -33,6 +36,7 @@ class FaultProxy:
         self.held: dict[str, int] = {}  # action -> requests waiting now
         self._holding: set[str] = set()
         self._released = threading.Condition()
+        self.rewrites: dict[str, Callable[[bytes], bytes]] = {}
         self._lock = threading.Lock()
         proxy = self
 
@@ -67,6 +71,9 @@ class FaultProxy:
                         status, headers, data = response.status, response.headers.items(), response.read()
                 except urllib.error.HTTPError as error:
                     status, headers, data = error.code, error.headers.items(), error.read()
+                rewrite = proxy.rewrites.get(action)
+                if rewrite is not None and status == 200:
+                    data = rewrite(data)
                 self.send_response(status)
                 for name, value in headers:
                     if name.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -111,6 +118,11 @@ class FaultProxy:
         with self._released:
             self._holding.clear()
             self._released.notify_all()
+
+    def rewrite(self, action: str, change: Callable[[bytes], bytes]) -> None:
+        """Answer `action` with `change` applied to moto's successful answer body."""
+        with self._lock:
+            self.rewrites[action] = change
 
     def _take_fault(self, action: str) -> str | None:
         with self._lock:

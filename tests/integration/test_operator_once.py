@@ -10,13 +10,16 @@ does not rely on either.)
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import kubernetes
 import pytest
@@ -30,8 +33,10 @@ from tests.harness.faultproxy import FaultProxy
 from tests.harness.kubeapi import KubeAPI
 from tests.harness.motoserver import MotoServer
 from tests.integration.world import (
+    ACCOUNT,
     FLOW_FIELDS,
     GROUP,
+    REGION,
     VERSION,
     create_job_and_reuse,
     create_report,
@@ -306,3 +311,124 @@ def test_cloudwatch_logs_source(
     with flow_report(custom, "cloudwatch", {"flowLogs": source, "logFormat": log_format}):
         run_once(kubeapi, moto_server, world["window"], tmp_path / "state.sqlite")
         assert attributions(kube_client, "cloudwatch") == EXPECTED
+
+
+# -- a regional NAT Gateway ------------------------------------------------------------------------------
+def as_regional(gateway_id: str, zone: str, zone_id: str) -> Callable[[bytes], bytes]:
+    """A DescribeNatGateways answer rewritten as AWS describes a regional gateway (moto has no
+    AvailabilityMode): no subnet, AvailabilityMode regional, each address with its AZ and no private IP."""
+
+    def change(body: bytes) -> bytes:
+        root = ElementTree.fromstring(body)
+        tag = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""  # the EC2 API's namespace
+        ElementTree.register_namespace("", tag[1:-1])
+        for item in root.iter(f"{tag}item"):
+            if item.findtext(f"{tag}natGatewayId") != gateway_id:
+                continue
+            for subnet in item.findall(f"{tag}subnetId"):
+                item.remove(subnet)
+            ElementTree.SubElement(item, f"{tag}availabilityMode").text = "regional"
+            for address in item.iterfind(f"{tag}natGatewayAddressSet/{tag}item"):
+                for private_ip in address.findall(f"{tag}privateIp"):
+                    address.remove(private_ip)
+                ElementTree.SubElement(address, f"{tag}availabilityZone").text = zone
+                ElementTree.SubElement(address, f"{tag}availabilityZoneId").text = zone_id
+        return bytes(ElementTree.tostring(root, encoding="utf-8"))
+
+    return change
+
+
+def create_nat_gateway(world: dict[str, Any]) -> dict[str, Any]:
+    """Another NAT Gateway in the world's VPC (made regional by `as_regional` in a proxy)."""
+    ec2 = world["ec2"]
+    subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [world["vpc"]]}])["Subnets"][0]
+    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    gateway: dict[str, Any] = ec2.create_nat_gateway(SubnetId=subnet["SubnetId"], AllocationId=allocation)["NatGateway"]
+    return gateway
+
+
+@contextmanager
+def regional_report(
+    kubeapi: KubeAPI,
+    moto: MotoServer,
+    world: dict[str, Any],
+    tmp_path: Path,
+    kube_client: kubernetes.client.ApiClient,
+    name: str,
+    gateway_id: str,
+) -> Iterator[tuple[dict[str, Any], subprocess.CompletedProcess[str]]]:
+    """A FlowReport of the gateway, one `natflow run --once` with the gateway made regional in a proxy;
+    yields the report and the run. The gateway is deleted afterwards: the module's other reports see one."""
+    custom = kubernetes.client.CustomObjectsApi(kube_client)
+    try:
+        with flow_report(custom, name, {"natGatewayIds": [gateway_id]}), FaultProxy(moto.endpoint_url) as proxy:
+            proxy.rewrite("DescribeNatGateways", as_regional(gateway_id, f"{REGION}a", "use1-az1"))
+            done = run_once(kubeapi, moto, world["window"], tmp_path / "state.sqlite", proxy.endpoint_url)
+            yield custom.get_cluster_custom_object(GROUP, VERSION, "flowreports", name), done
+    finally:
+        world["ec2"].delete_nat_gateway(NatGatewayId=gateway_id)
+
+
+REGIONAL_FIELDS = "version interface-id srcaddr dstaddr packets bytes start end action log-status az-id resource-id"
+
+
+def test_a_regional_nat_gateway_through_the_operator(
+    kubeapi: KubeAPI,
+    kube_client: kubernetes.client.ApiClient,
+    moto_server: MotoServer,
+    world: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """A regional gateway (moto's NAT Gateway, its DescribeNatGateways answer rewritten in a proxy) with
+    a flow log of resource type RegionalNatGateway (moto takes it): found by the gateway's id, its
+    records (interface-id '-', resource-id the gateway) counted by the contract, and written as
+    FlowAttributions and status like a zonal gateway's."""
+    ec2, s3 = world["ec2"], world["s3"]
+    gateway = create_nat_gateway(world)
+    gateway_id, public_ip = gateway["NatGatewayId"], gateway["NatGatewayAddresses"][0]["PublicIp"]
+    flow_log = ec2.create_flow_logs(
+        ResourceIds=[gateway_id], ResourceType="RegionalNatGateway", TrafficType="ALL", LogDestinationType="s3",
+        LogDestination="arn:aws:s3:::flows", LogFormat=" ".join(f"${{{f}}}" for f in REGIONAL_FIELDS.split()),
+    )["FlowLogIds"][0]  # fmt: skip
+    start = world["window"][0] + 120
+    records = [
+        ("10.0.1.5", "52.9.9.9", 4000),  # the web pod, out
+        ("52.9.9.9", "10.0.1.5", 9000),  # and in
+        (world["node_ip"], "54.9.9.9", 300),  # the node itself
+        (public_ip, "52.9.9.9", 4000),  # the internet side: tallied, not counted
+        ("52.9.9.9", public_ip, 9000),
+        ("10.0.1.5", "10.0.9.9", 77),  # both ends inside: fits neither
+    ]
+    lines = [f"11 - {src} {dst} 3 {n} {start} {start + 30} ACCEPT OK use1-az1 {gateway_id}" for src, dst, n in records]
+    day, stamp = time.strftime("%Y/%m/%d", time.gmtime(start)), time.strftime("%Y%m%dT%H%MZ", time.gmtime(start))
+    key = f"AWSLogs/{ACCOUNT}/vpcflowlogs/{REGION}/{day}/{ACCOUNT}_vpcflowlogs_{REGION}_{flow_log}_{stamp}_0r.log.gz"
+    s3.put_object(Bucket="flows", Key=key, Body=gzip.compress("\n".join([REGIONAL_FIELDS, *lines, ""]).encode()))
+    with regional_report(kubeapi, moto_server, world, tmp_path, kube_client, "regional", gateway_id) as (report, done):
+        assert attributions(kube_client, "regional") == {
+            ("Deployment", "web", "pod"): (4000, 9000),
+            ("Node", "ip-node-1", "hostNetwork"): (300, 0),
+        }, done.stderr[-3000:]
+        (status,) = report["status"]["natGateways"]
+        assert (status["natGatewayId"], status["bytesOut"], status["bytesIn"]) == (gateway_id, 4300, 9000)
+        conditions = {c["type"]: c for c in report["status"]["conditions"]}
+        assert conditions["FlowLogsMissing"]["status"] == "False"
+        assert conditions["FormatLacksFields"]["status"] == "False"
+        assert "UnclassifiedNatRecords" in done.stdout + done.stderr
+
+
+def test_a_regional_nat_gateway_without_a_flow_log_gets_the_regional_command(
+    kubeapi: KubeAPI,
+    kube_client: kubernetes.client.ApiClient,
+    moto_server: MotoServer,
+    world: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    gateway_id = create_nat_gateway(world)["NatGatewayId"]
+    with regional_report(kubeapi, moto_server, world, tmp_path, kube_client, "unlogged-regional", gateway_id) as (
+        report,
+        _,
+    ):
+        missing = {c["type"]: c for c in report["status"]["conditions"]}["FlowLogsMissing"]
+        assert missing["status"] == "True"
+        command = f"aws ec2 create-flow-logs --resource-type RegionalNatGateway --resource-ids {gateway_id} "
+        assert command in missing["message"] and "${resource-id}" in missing["message"]

@@ -58,7 +58,7 @@ FlowFormat = Literal["text", "parquet", "cloudwatch"]
 KeyLayout = Literal["default", "hive"]
 GroupBy = Literal["workload", "pod", "namespace"]
 Direction = Literal["out", "in"]
-Role = Literal["client", "internet", "reject", "other", "nodata", "skipdata", "malformed"]
+Role = Literal["client", "internet", "reject", "other", "nodata", "skipdata", "malformed", "unclassified"]
 Damage = Literal["truncated", "bad-bytes", "bogus"]
 # (NAT Gateway, namespace, workload kind, workload name, source): one row of natflow's answer
 RowKey = tuple[str, str, str, str, str]
@@ -105,7 +105,7 @@ CLOUDWATCH_FIELDS = (
     "sublocation-type", "sublocation-id", "action", "tcp-flags", "pkt-srcaddr", "pkt-dstaddr",
     "pkt-src-aws-service", "pkt-dst-aws-service", "traffic-path", "flow-direction", "log-status",
 )  # fmt: skip
-INT32_FIELDS = frozenset({"version", "srcport", "dstport", "protocol", "tcp-flags", "traffic-path"})
+INT32_FIELDS = frozenset({"version", "srcport", "dstport", "protocol", "tcp-flags", "traffic-path", "encryption-status"})
 INT64_FIELDS = frozenset({"packets", "bytes", "start", "end"})
 
 Value = int | str | None
@@ -1291,27 +1291,28 @@ def _s3_prefix(root: Path, layout: KeyLayout, bucket_start: int) -> Path:
 
 
 def write_s3(root: Path, vpc: Vpc, records: list[FlowRecord], flow_format: FlowFormat, layout: KeyLayout,
-             rng: random.Random) -> int:  # fmt: skip
-    """One object per 5 minutes of record end times, named and placed as AWS does; returns the count."""
+             rng: random.Random, fields: Sequence[str] = S3_FIELDS, flow_log: str | None = None) -> int:  # fmt: skip
+    """One object per 5 minutes of record end times, named and placed as AWS does; returns the count.
+    The S3 flow log's `fields` and id unless others are given."""
     objects: dict[int, list[FlowRecord]] = defaultdict(list)
     for record in records:
         objects[record.end - record.end % S3_OBJECT_SECONDS].append(record)
     for bucket_start in sorted(objects):
         contents = sorted(objects[bucket_start], key=lambda r: (r.start, r.interface_id))
         stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(bucket_start))
-        name = f"{ACCOUNT}_vpcflowlogs_{REGION}_{vpc.s3_flow_log}_{stamp}_{rng.getrandbits(32):08x}"
+        name = f"{ACCOUNT}_vpcflowlogs_{REGION}_{flow_log or vpc.s3_flow_log}_{stamp}_{rng.getrandbits(32):08x}"
         directory = _s3_prefix(root, layout, bucket_start)
         directory.mkdir(parents=True, exist_ok=True)
         if flow_format == "parquet":
-            write_parquet(directory / f"{name}.log.parquet", contents)
+            write_parquet(directory / f"{name}.log.parquet", contents, fields)
         else:
-            text = "\n".join([" ".join(S3_FIELDS), *(r.line(S3_FIELDS) for r in contents)]) + "\n"
+            text = "\n".join([" ".join(fields), *(r.line(fields) for r in contents)]) + "\n"
             with open(directory / f"{name}.log.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
                 gz.write(text.encode())
     return len(objects)
 
 
-def write_parquet(path: Path, records: list[FlowRecord]) -> None:
+def write_parquet(path: Path, records: list[FlowRecord], fields: Sequence[str] = S3_FIELDS) -> None:
     """AWS's Parquet layout: underscore column names, INT_32/INT_64/STRING, nulls for '-'."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -1319,8 +1320,8 @@ def write_parquet(path: Path, records: list[FlowRecord]) -> None:
     def column_type(name: str) -> Any:
         return pa.int32() if name in INT32_FIELDS else pa.int64() if name in INT64_FIELDS else pa.string()
 
-    schema = pa.schema([(name.replace("-", "_"), column_type(name)) for name in S3_FIELDS])
-    columns = {name.replace("-", "_"): [r.values[name] for r in records] for name in S3_FIELDS}
+    schema = pa.schema([(name.replace("-", "_"), column_type(name)) for name in fields])
+    columns = {name.replace("-", "_"): [r.values[name] for r in records] for name in fields}
     pq.write_table(pa.Table.from_pydict(columns, schema=schema), path, compression="snappy")
 
 
@@ -1470,6 +1471,9 @@ class Scenario:
             elif record.role == "internet":
                 stats["internetLegRecords"] += 1
                 stats["internetLegBytes"] += record.number("bytes")
+            elif record.role == "unclassified":  # on a NAT Gateway, neither a client leg nor the internet side
+                stats["unclassifiedNatRecords"] += 1
+                stats["unclassifiedNatBytes"] += record.number("bytes")
             else:
                 nbytes = record.number("bytes")
                 column = 0 if record.direction == "out" else 1
@@ -1499,6 +1503,8 @@ class Scenario:
             warnings.add("MalformedRecords")
         if stats["skipDataRecords"]:
             warnings.add("SkippedData")
+        if stats["unclassifiedNatRecords"]:
+            warnings.add("UnclassifiedNatRecords")
         if stats["splitRows"]:
             warnings.add("RecordsSplitAcrossHolders")
         return Expected(

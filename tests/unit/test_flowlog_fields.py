@@ -53,3 +53,33 @@ def test_header_lines_are_told_apart_from_records() -> None:
 def test_parquet_column_names_map_to_field_names() -> None:
     assert canonical_name("pkt_src_aws_service") == "pkt-src-aws-service"
     assert canonical_name("log_status") == "log-status"
+
+
+V9_TO_V11 = {
+    "resource-id": (9, "string"),
+    "encryption-status": (10, "int"),
+    "interface-type": (11, "string"),
+    "next-hop-interface-id": (11, "string"),
+    "next-hop-subnet-id": (11, "string"),
+    "next-hop-az-id": (11, "string"),
+    "next-hop-vpc-id": (11, "string"),
+    "next-hop-interface-type": (11, "string"),
+    "instance-tag": (11, "string"),
+    "instance-tag-2": (11, "string"),
+    "interface-tag": (11, "string"),
+    "interface-tag-2": (11, "string"),
+    "asg-tag": (11, "string"),
+    "asg-tag-2": (11, "string"),
+}
+
+
+def test_fields_of_versions_9_to_11_are_catalogued_with_their_athena_types() -> None:
+    from natflow.aws.athena import column_types
+
+    assert {name: FIELD_VERSIONS[name] for name in V9_TO_V11} == {n: v for n, (v, _) in V9_TO_V11.items()}
+    fmt = parse_log_format(" ".join(f"${{{name}}}" for name in V9_TO_V11), "v11")
+    assert column_types(fmt) == [(name.replace("-", "_"), kind) for name, (_, kind) in V9_TO_V11.items()]
+    # A header of them is a header (the parquet names map back to the fields).
+    header = header_format(" ".join(V9_TO_V11), "h")
+    assert header is not None and header.fields == tuple(V9_TO_V11)
+    assert canonical_name("next_hop_az_id") == "next-hop-az-id"

@@ -37,18 +37,33 @@ _FORMAT_NEEDS = {
     "action": "REJECT records cannot be told apart and are counted",
     "log-status": "NODATA/SKIPDATA records cannot be counted",
 }
+# ... and what is lost without it when the VPC has a regional NAT Gateway
+_REGIONAL_FORMAT_NEEDS = {
+    "resource-id": "records of regional NAT Gateways (interface-id '-') cannot be found: those gateways show 0 bytes",
+}
 
 
-def missing_fields(fields: Collection[str]) -> list[str]:
-    """The fields attribution needs that a flow-log format lacks (`_FORMAT_NEEDS` says what each gives)."""
-    missing = [name for name in _FORMAT_NEEDS if name not in fields]
+def format_needs(reduction: Reduction) -> dict[str, str]:
+    """The fields attribution needs of the formats read, each with what is lost without it."""
+    # A regional gateway's own flow log has resource-id; another (a VPC's) may lack it and lose nothing.
+    regional_unseen = reduction.topology.regional and not any("resource-id" in f for f in reduction.formats)
+    needs = {**_FORMAT_NEEDS, **(_REGIONAL_FORMAT_NEEDS if regional_unseen else {})}
+    if reduction.topology.regional and not reduction.topology.natgw_by_eni:  # regional only: the far end is dst/src
+        for name in ("interface-id", "pkt-dstaddr", "pkt-srcaddr"):
+            del needs[name]
+    return needs
+
+
+def missing_fields(fields: Collection[str], needs: Mapping[str, str] = _FORMAT_NEEDS) -> list[str]:
+    """The fields attribution needs that a flow-log format lacks (`needs` says what each gives)."""
+    missing = [name for name in needs if name not in fields]
     if "start" in missing and "end" in fields:
         missing.remove("start")
     return missing
 
 
-def format_gaps(missing: list[str]) -> str:
-    return "; ".join(_FORMAT_NEEDS[name] for name in missing)
+def format_gaps(missing: list[str], needs: Mapping[str, str] = _FORMAT_NEEDS) -> str:
+    return "; ".join(needs[name] for name in missing)
 
 
 def _names(names: list[str]) -> str:
@@ -136,13 +151,14 @@ def derive_warnings(
             nodes=sorted({node for _, counts in unknown for node in counts}),
             bytes=sum(sum(counts.values()) for _, counts in unknown),
         )  # fmt: skip
+    needs = format_needs(reduction)
     for fields, origin in sorted(reduction.formats.items()):
-        missing = missing_fields(fields)
+        missing = missing_fields(fields, needs)
         if missing:
             diagnostics.warn(
                 "FormatLacksFields",
                 f"{origin} lacks {', '.join(missing)}: "
-                + format_gaps(missing)
+                + format_gaps(missing, needs)
                 + f". Recommended flow-log format: {RECOMMENDED_FORMAT}",
                 missing=missing,
                 recommendedFormat=RECOMMENDED_FORMAT,
@@ -155,6 +171,9 @@ def derive_warnings(
             count=stats.malformed_records,
             examples=list(stats.malformed_examples),
         )
+    _warn_unclassified(reduction, diagnostics)
+    _warn_regional_own_addresses(reduction, diagnostics)
+    _warn_regional_unseen(reduction, diagnostics)
     if stats.skip_data_records:
         diagnostics.warn(
             "SkippedData",
@@ -183,6 +202,66 @@ def derive_warnings(
             "OverlappingLeases",
             f"{state.ipmap.lease_conflicts} pod lease(s) lay wholly inside another pod's lease of the same IP "
             "and were ignored",
+        )
+
+
+def _warn_unclassified(reduction: Reduction, diagnostics: Diagnostics) -> None:
+    """Records on a NAT Gateway that are neither a client leg nor the internet side: never guessed."""
+    topology = reduction.topology
+    by_gateway: dict[str, list[int]] = {}
+    for key, (records, nbytes) in reduction.stats.unclassified_by_key.items():
+        counts = by_gateway.setdefault(topology.natgw_of(key) or key, [0, 0])
+        counts[0] += records
+        counts[1] += nbytes
+    if not by_gateway:
+        return
+    named = ", ".join(
+        f"{gateway}{' (regional)' if gateway in topology.regional else ''}: {records} record(s), {human_bytes(nbytes)}"
+        for gateway, (records, nbytes) in sorted(by_gateway.items())
+    )
+    diagnostics.warn(
+        "UnclassifiedNatRecords",
+        f"NAT Gateway records that are neither a client leg nor the internet side were not counted ({named}). "
+        "On a zonal gateway, neither end was one of its private IPs; on a regional gateway, neither exactly "
+        "one end was inside the VPC's CIDRs (both inside, or an end that is no address), which contradicts "
+        "natflow's assumption that a regional gateway's records show the client and the final destination",
+        gateways=[{"natGatewayId": g, "records": r, "bytes": b} for g, (r, b) in sorted(by_gateway.items())],
+    )
+
+
+def _warn_regional_unseen(reduction: Reduction, diagnostics: Diagnostics) -> None:
+    """A regional gateway of which no record was found, although records with resource-id were read."""
+    topology = reduction.topology
+    if not topology.regional or not any("resource-id" in fields for fields in reduction.formats):
+        return  # nothing read, or FormatLacksFields says why
+    seen = {key for key, *_ in reduction.rows} | set(reduction.stats.unclassified_by_key)
+    for gateway in sorted(topology.regional - seen):
+        diagnostics.warn(
+            "RegionalNatGatewayUnseen",
+            f"regional NAT Gateway {gateway}: no record with resource-id {gateway} between an address inside the "
+            "VPC and one outside was found. If it carried traffic in this window, its records do not name it "
+            "in resource-id as natflow assumes, or its flow log (resource type RegionalNatGateway) was not read",
+            natGatewayId=gateway,
+        )
+
+
+def _warn_regional_own_addresses(reduction: Reduction, diagnostics: Diagnostics) -> None:
+    """Bytes counted for a regional gateway's own private IP: its records then show the NAT in the
+    middle (as a zonal gateway's do), not the client and the final destination as assumed."""
+    topology = reduction.topology
+    own = topology.regional_nat_ips
+    counted: dict[str, int] = {}
+    for (key, address, *_), value in reduction.rows.items() if own else ():
+        if key in topology.regional and own.get(address) == key:
+            counted[key] = counted.get(key, 0) + value[0]
+    for gateway, nbytes in sorted(counted.items()):
+        diagnostics.warn(
+            "RegionalNatOwnAddress",
+            f"regional NAT Gateway {gateway}: {human_bytes(nbytes)} were counted for the gateway's own private "
+            "IP(s) as the inside address; its records seem to show the NAT in the middle, so these bytes are "
+            "its internet side again and its client legs went unclassified. Check a record of it and report it",
+            natGatewayId=gateway,
+            bytes=nbytes,
         )
 
 

@@ -17,7 +17,14 @@ What the SQL cannot do as the Python readers do:
 * The bounds of `natflow.flowlogs.plausible` hold, but a record's start and end are held to the
   absolute range only (2015-2100), not to a day around its object's own time.
 * The IPv6 CIDR test runs in Python on the returned rows (Athena's engine has IPADDRESS, other
-  engines do not), so IPv6 legs on the NAT ENIs come back one row per address spelling and key.
+  engines do not), so IPv6 legs on the NAT ENIs come back one row per address spelling and key;
+  so do a regional NAT Gateway's records with an IPv6 end (both ends, both services), which Python
+  classifies by `reduce.regional_leg`.
+
+Regional NAT Gateways follow `natflow.flowlogs.reduce`: a record whose resource-id is one is that
+gateway's (keyed by its id), counted when exactly one end is inside the VPC, the internet side when
+both are outside, unclassified otherwise; unclassified rows carry their key, for the warning that
+names the gateway.
 
 Partition projection maps the window to the key prefixes that `natflow.aws.flowsource` would list,
 for every layout (default or Hive, daily or per hour); no partitions are ever added by hand.
@@ -37,7 +44,8 @@ from natflow.aws.flowsource import S3Location, s3_prefixes
 from natflow.aws.inventory import FlowLog
 from natflow.flowlogs.fields import INTEGER_FIELDS, LogFormat, column_name, default_format
 from natflow.flowlogs.plausible import EARLIEST_TIME, LATEST_TIME, MAX_RECORD_BYTES, MAX_RECORD_PACKETS
-from natflow.flowlogs.reduce import IN, OUT, NatTopology, Reduction, RowKey
+from natflow.flowlogs.reduce import IN, INTERNET, OUT, NatTopology, Reduction, RowKey, regional_leg
+from natflow.flowlogs.reduce import UNCLASSIFIED as UNCLASSIFIED_ROLE
 from natflow.flowlogs.sources import key_time
 from natflow.net import cidr_range, normalize_address
 from natflow.timeutil import MAX_SECONDS, format_time
@@ -61,6 +69,7 @@ RESULT_COLUMNS = (
 # Kinds of result rows: the reduced rows, and one row per kind of record that is only counted.
 COUNTED = "counted"
 COUNTED_IF_INSIDE = "counted-if-inside"  # an IPv6 client-side address: Python tests the CIDRs
+REGIONAL_IF_INSIDE = "regional-if-inside"  # a regional gateway's record with an IPv6 end: Python classifies it
 REJECTED = "rejected"
 INTERNET_LEG = "internet-leg"
 UNCLASSIFIED = "unclassified"
@@ -269,6 +278,7 @@ def reduction_sql(table: FlowLogTable, topology: NatTopology, window: tuple[int,
         on_nat_eni = "eni IS NOT NULL"
     else:
         eni, on_nat_eni = "CAST(NULL AS VARCHAR)", "FALSE"
+    regional = _is_in("resource", topology.regional) if "resource-id" in fields else "FALSE"
     ranges = sorted(cidr_range(cidr) for cidr in topology.inside.cidrs)
     ipv4_ranges = [r for r in ranges if r[1] < _IPV4_SPACE]
     window_start, window_end = window
@@ -281,7 +291,9 @@ def reduction_sql(table: FlowLogTable, topology: NatTopology, window: tuple[int,
     path_filter = ""
     if table.flow_log.names_objects:  # as flowsource: objects named after this flow log
         path_filter = f'\n    AND strpos("$path", {_literal("_" + table.flow_log.FlowLogId + "_")}) > 0'
-    keyed = f"kind IN ('{COUNTED}', '{COUNTED_IF_INSIDE}')"
+    keyed = f"kind IN ('{COUNTED}', '{COUNTED_IF_INSIDE}', '{REGIONAL_IF_INSIDE}')"
+    src_inside, dst_inside = _within("src_number", ipv4_ranges), _within("dst_number", ipv4_ranges)
+    has_ipv6_end = "(strpos(COALESCE(srcaddr, ''), ':') > 0 OR strpos(COALESCE(dstaddr, ''), ':') > 0)"
     return f"""WITH records AS (
   SELECT
     {text("srcaddr")} AS srcaddr,
@@ -297,13 +309,16 @@ def reduction_sql(table: FlowLogTable, topology: NatTopology, window: tuple[int,
     {value("start")} AS status_start_value,
     {text("action")} AS action,
     {text("log-status")} AS log_status,
+    {text("resource-id")} AS resource,
     {eni} AS eni
   FROM {table.qualified_name}
   WHERE {_partition_predicate(table, window)}{path_filter}
 ), timed AS (
   SELECT
     *,
-    {on_nat_eni} AS on_nat_eni,
+    {regional} AS regional,
+    {regional} OR {on_nat_eni} AS on_nat_eni,
+    CASE WHEN {regional} THEN resource ELSE eni END AS nat_key,
     {_flow_seconds("start_value")} AS start_seconds,
     {_flow_seconds("end_value")} AS end_seconds,
     {_flow_seconds("status_start_value")} AS status_start_seconds,
@@ -327,28 +342,39 @@ def reduction_sql(table: FlowLogTable, topology: NatTopology, window: tuple[int,
         OR end_seconds NOT BETWEEN {EARLIEST_TIME} AND {LATEST_TIME} THEN '{IMPLAUSIBLE}'
       WHEN start_seconds < {window_start} OR start_seconds >= {window_end} THEN '{OUTSIDE_WINDOW}'
       WHEN COALESCE(action = 'REJECT', FALSE) THEN '{REJECTED}'
+      WHEN regional AND {has_ipv6_end} THEN '{REGIONAL_IF_INSIDE}'
+      WHEN regional AND (src_number IS NULL OR dst_number IS NULL) THEN '{UNCLASSIFIED}'
+      WHEN regional AND {src_inside} AND NOT {dst_inside} THEN '{COUNTED}'
+      WHEN regional AND {dst_inside} AND NOT {src_inside} THEN '{COUNTED}'
+      WHEN regional AND NOT {src_inside} AND NOT {dst_inside} THEN '{INTERNET_LEG}'
+      WHEN regional THEN '{UNCLASSIFIED}'
       WHEN dst_is_nat AND NOT src_is_nat AND {_within("src_number", ipv4_ranges)} THEN '{COUNTED}'
       WHEN src_is_nat AND NOT dst_is_nat AND {_within("dst_number", ipv4_ranges)} THEN '{COUNTED}'{candidates}
       WHEN src_is_nat OR dst_is_nat THEN '{INTERNET_LEG}'
       ELSE '{UNCLASSIFIED}'
     END AS kind,
-    dst_is_nat AND NOT src_is_nat AS outbound
+    CASE WHEN regional THEN {src_inside} ELSE dst_is_nat AND NOT src_is_nat END AS outbound
   FROM timed
 )
 SELECT
   kind,
-  CASE WHEN {keyed} THEN eni END AS eni,
-  CASE WHEN {keyed} THEN CASE WHEN outbound THEN srcaddr ELSE dstaddr END END AS address,
-  CASE WHEN {keyed} THEN CASE WHEN outbound THEN {OUT} ELSE {IN} END END AS direction,
+  CASE WHEN {keyed} OR kind = '{UNCLASSIFIED}' THEN nat_key END AS eni,
+  CASE WHEN kind = '{REGIONAL_IF_INSIDE}' THEN srcaddr
+    WHEN {keyed} THEN CASE WHEN outbound THEN srcaddr ELSE dstaddr END END AS address,
+  CASE WHEN kind = '{REGIONAL_IF_INSIDE}' THEN NULL
+    WHEN {keyed} THEN CASE WHEN outbound THEN {OUT} ELSE {IN} END END AS direction,
   CASE WHEN {keyed} THEN {_integer_division("start_seconds", 60)} END AS minute,
-  CASE WHEN {keyed} THEN
+  CASE WHEN kind = '{REGIONAL_IF_INSIDE}' THEN dstaddr
+    WHEN regional AND {keyed} THEN CASE WHEN outbound THEN dstaddr ELSE srcaddr END
+    WHEN {keyed} THEN
     CASE WHEN outbound THEN
       CASE WHEN pkt_dstaddr = dstaddr THEN '' ELSE COALESCE(pkt_dstaddr, '') END
     ELSE
       CASE WHEN pkt_srcaddr = srcaddr THEN '' ELSE COALESCE(pkt_srcaddr, '') END
     END
   END AS peer,
-  CASE WHEN {keyed} THEN COALESCE(CASE WHEN outbound THEN dst_service ELSE src_service END, '') END AS service,
+  CASE WHEN kind = '{REGIONAL_IF_INSIDE}' THEN COALESCE(src_service, '-') || ' ' || COALESCE(dst_service, '-')
+    WHEN {keyed} THEN COALESCE(CASE WHEN outbound THEN dst_service ELSE src_service END, '') END AS service,
   SUM(bytes) AS bytes,
   SUM(packets) AS packets,
   MIN(start_seconds) AS first_start,
@@ -374,7 +400,9 @@ def reduction_from_rows(
         kind = row[0]
         nbytes, packets, first_start, last_end, records = (int(v) if v is not None else 0 for v in row[7:])
         stats.records_read += records
-        if kind in (COUNTED, COUNTED_IF_INSIDE):
+        if kind == REGIONAL_IF_INSIDE:
+            _add_regional(reduction, row, (nbytes, packets, first_start, last_end, records))
+        elif kind in (COUNTED, COUNTED_IF_INSIDE):
             eni, address, direction, minute, peer, service = row[1:7]
             if eni is None or address is None or direction is None or minute is None:
                 raise ValueError(f"Athena result row without its key: {row!r}")
@@ -384,12 +412,7 @@ def reduction_from_rows(
                 stats.internet_leg_bytes += nbytes
                 continue
             key: RowKey = (eni, address, int(direction), int(minute), peer or "", service or "")
-            _add_row(reduction, key, [nbytes, packets, first_start, last_end, records])
-            stats.records_counted += records
-            if reduction.first_time is None or first_start < reduction.first_time:
-                reduction.first_time = first_start
-            if reduction.last_time is None or last_end > reduction.last_time:
-                reduction.last_time = last_end
+            _add_counted(reduction, key, [nbytes, packets, first_start, last_end, records])
         elif kind == REJECTED:
             stats.rejected_records += records
             stats.rejected_bytes += nbytes
@@ -397,8 +420,7 @@ def reduction_from_rows(
             stats.internet_leg_records += records
             stats.internet_leg_bytes += nbytes
         elif kind == UNCLASSIFIED:
-            stats.unclassified_nat_records += records
-            stats.unclassified_nat_bytes += nbytes
+            stats.unclassified(row[1] or "", records, nbytes)
         elif kind == NO_DATA:
             stats.no_data_records += records
         elif kind == SKIP_DATA:
@@ -422,6 +444,37 @@ def reduction_from_rows(
     if stats.records_read:  # as the readers: the formats of the records read
         reduction.formats[log_format.fields] = log_format.origin
     return reduction
+
+
+def _add_regional(reduction: Reduction, row: ResultRow, sums: tuple[int, int, int, int, int]) -> None:
+    """Rows of a regional gateway's records with an IPv6 end, classified as `Reduction.add` does."""
+    nbytes, packets, first_start, last_end, records = sums
+    eni, srcaddr, _, minute, dstaddr, services = row[1:7]
+    if eni is None or minute is None or services is None:
+        raise ValueError(f"Athena result row without its key: {row!r}")
+    src_service, dst_service = (None if s == "-" else s for s in services.split(" ", 1))
+    role, address, peer, service = regional_leg(
+        reduction.topology.inside, normalize_address(srcaddr or "-"), normalize_address(dstaddr or "-"),
+        src_service, dst_service,
+    )  # fmt: skip
+    if role == INTERNET:
+        reduction.stats.internet_leg_records += records
+        reduction.stats.internet_leg_bytes += nbytes
+    elif role == UNCLASSIFIED_ROLE or address is None:
+        reduction.stats.unclassified(eni, records, nbytes)
+    else:
+        key: RowKey = (eni, address, role, int(minute), peer or "", service or "")
+        _add_counted(reduction, key, [nbytes, packets, first_start, last_end, records])
+
+
+def _add_counted(reduction: Reduction, key: RowKey, value: list[int]) -> None:
+    _add_row(reduction, key, value)
+    reduction.stats.records_counted += value[4]
+    first_start, last_end = value[2], value[3]
+    if reduction.first_time is None or first_start < reduction.first_time:
+        reduction.first_time = first_start
+    if reduction.last_time is None or last_end > reduction.last_time:
+        reduction.last_time = last_end
 
 
 def _add_row(reduction: Reduction, key: RowKey, value: list[int]) -> None:

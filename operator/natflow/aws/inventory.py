@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field
 
 from natflow.cluster.state import InterfaceAddresses
+from natflow.diagnostics import Diagnostics
 from natflow.flowlogs import fields
 from natflow.flowlogs.fields import FormatError, parse_log_format
 from natflow.flowlogs.reduce import NatTopology
+from natflow.flowlogs.sources import FlowLogFile
 from natflow.net import CidrSet
 
 # A real flow log's id; a destination configured in a FlowReport has a placeholder id instead.
@@ -33,6 +35,10 @@ class NatGatewayAddress(_Model):
     PrivateIp: str | None = None
     PublicIp: str | None = None
     IsPrimary: bool | None = None
+    # A regional gateway's address: the AZ where this EIP handles outbound traffic (no PrivateIp).
+    AvailabilityZone: str | None = None
+    AvailabilityZoneId: str | None = None
+    Status: str | None = None
 
 
 class NatGateway(_Model):
@@ -41,8 +47,19 @@ class NatGateway(_Model):
     SubnetId: str | None = None
     State: str | None = None
     ConnectivityType: str | None = None
-    AvailabilityMode: str | None = None  # zonal (absent: zonal) or regional
+    AvailabilityMode: str | None = None  # zonal (also when absent) | regional
     NatGatewayAddresses: list[NatGatewayAddress] = Field(default_factory=list)
+
+    @property
+    def regional(self) -> bool:
+        """A regional NAT Gateway: found in flow logs by resource-id, not by ENI and private IP."""
+        return (self.AvailabilityMode or "").lower() == "regional"
+
+    def availability_zones(self) -> list[tuple[str | None, str | None]]:
+        """The (AZ, AZ id) pairs its addresses serve, in order: a regional gateway's set changes over
+        time (it expands and contracts with the subnets), so it is read from each describe."""
+        zones = ((a.AvailabilityZone, a.AvailabilityZoneId) for a in self.NatGatewayAddresses)
+        return list(dict.fromkeys(zone for zone in zones if zone != (None, None)))
 
 
 class BlockState(_Model):
@@ -215,7 +232,10 @@ class Inventory:
     def topology(self, inside: CidrSet) -> NatTopology:
         natgw_by_eni: dict[str, str] = {}
         eni_by_ip: dict[str, str] = {}
+        regional = frozenset(g.NatGatewayId for g in self.nat_gateways.values() if g.regional)
         for gateway in self.nat_gateways.values():
+            if gateway.regional:  # found by resource-id: its ENIs and addresses match no record
+                continue
             for address in gateway.NatGatewayAddresses:
                 if address.NetworkInterfaceId:
                     natgw_by_eni[address.NetworkInterfaceId] = gateway.NatGatewayId
@@ -227,7 +247,79 @@ class Inventory:
             if interface is not None:
                 for private_ip in interface.addresses():
                     eni_by_ip.setdefault(private_ip, eni_id)
-        return NatTopology(natgw_by_eni=natgw_by_eni, eni_by_nat_ip=eni_by_ip, inside=inside)
+        return NatTopology(
+            natgw_by_eni=natgw_by_eni,
+            eni_by_nat_ip=eni_by_ip,
+            inside=inside,
+            regional=regional,
+            regional_nat_ips=self.regional_private_ips(),
+        )
+
+    def files_by_topology(
+        self, topology: NatTopology, files: Iterable[FlowLogFile]
+    ) -> list[tuple[NatTopology, list[FlowLogFile]]]:
+        """Files with the topology to read them with, so that a regional gateway's records are counted
+        only from its own flow log (resource type RegionalNatGateway) when it has one: another flow log
+        (a VPC's) might hold them too. One group, the whole topology, when no regional gateway has one."""
+        own = {f.FlowLogId: f.ResourceId for f in self.flow_logs.values() if f.ResourceId in topology.regional}
+        if not own:
+            return [(topology, list(files))]
+        others = topology.only([*topology.natgw_by_eni, *(topology.regional - set(own.values()))])
+        groups: dict[str | None, list[FlowLogFile]] = {}
+        for file in files:
+            groups.setdefault(file.flow_log_id if file.flow_log_id in own else None, []).append(file)
+        return [
+            (others if flow_log is None else topology.only([str(own[flow_log])]), group)
+            for flow_log, group in groups.items()
+        ]
+
+    def regional_private_ips(self) -> dict[str, str]:
+        """Private IPs of regional gateways' ENIs (when AWS lists any) -> the gateway: an inside address
+        that is one of them contradicts the assumption that a regional record's ends are the client
+        and the final destination."""
+        found: dict[str, str] = {}
+        for gateway in self.nat_gateways.values():
+            if not gateway.regional:
+                continue
+            for address in gateway.NatGatewayAddresses:
+                if address.PrivateIp:
+                    found.setdefault(address.PrivateIp, gateway.NatGatewayId)
+                interface = self.interfaces.get(address.NetworkInterfaceId or "")
+                for private_ip in interface.addresses() if interface is not None else ():
+                    found.setdefault(private_ip, gateway.NatGatewayId)
+        return found
+
+    def unmatched_gateways(self) -> dict[str, str]:
+        """Gateways whose records natflow cannot find or classify -> why (they would show 0 bytes).
+
+        A zonal gateway is found by its ENIs and its client legs are told by its private IPs; a
+        regional gateway needs neither (its records are found by resource-id)."""
+        problems: dict[str, str] = {}
+        for gateway in self.nat_gateways.values():
+            if gateway.regional:
+                continue
+            enis = [a.NetworkInterfaceId for a in gateway.NatGatewayAddresses if a.NetworkInterfaceId]
+            if not enis:
+                problems[gateway.NatGatewayId] = "its NatGatewayAddresses list no NetworkInterfaceId"
+                continue
+            private_ips = [a.PrivateIp for a in gateway.NatGatewayAddresses if a.PrivateIp]
+            private_ips += [ip for eni in enis if (i := self.interfaces.get(eni)) is not None for ip in i.addresses()]
+            if not private_ips:
+                problems[gateway.NatGatewayId] = (
+                    "neither its NatGatewayAddresses nor describe-network-interfaces give a private IP of "
+                    f"its ENI(s) {', '.join(enis)}, so its client legs cannot be told from its internet legs"
+                )
+        return problems
+
+    def warn_unmatched_gateways(self, diagnostics: Diagnostics) -> None:
+        """A `NatGatewayUnmatched` warning for each gateway natflow cannot count (never a silent 0)."""
+        for gateway_id, why in sorted(self.unmatched_gateways().items()):
+            diagnostics.warn(
+                "NatGatewayUnmatched",
+                f"NAT Gateway {gateway_id}: {why}; its bytes cannot be counted and it shows 0 (describe it "
+                "again with ec2:DescribeNatGateways and ec2:DescribeNetworkInterfaces permissions)",
+                natGatewayId=gateway_id,
+            )
 
     def instance_interfaces(self) -> dict[str, list[InterfaceAddresses]]:
         """ENIs attached to instances, by instance id, for the nodes' address ownership."""

@@ -10,6 +10,11 @@
  * a record outside the bounds of natflow.flowlogs.plausible (packets, bytes, start and end) and a line
  * longer than any record: the reference counts them as malformed, with their file and line.
  *
+ * Regional NAT Gateways: a record whose resource-id is a regional gateway's id is that gateway's,
+ * whatever its interface-id, and is classified by which of its ends are inside the VPC (see
+ * reduce.regional_leg); unclassified records are also counted per reduced-row key, for the warning
+ * that names the gateway.
+ *
  * One TextScanner reads one file (the caller merges files). `scan` releases the GIL while it works.
  */
 #define PY_SSIZE_T_CLEAN
@@ -31,7 +36,7 @@ static unsigned char byte_class[256];
 /* Field slots of the layout, in this order; -1 = absent (reads as "-"). */
 enum {
     F_ENI, F_SRC, F_DST, F_PKT_SRC, F_PKT_DST, F_SRC_SERVICE, F_DST_SERVICE,
-    F_PACKETS, F_BYTES, F_START, F_END, F_ACTION, F_STATUS, F_COUNT
+    F_PACKETS, F_BYTES, F_START, F_END, F_ACTION, F_STATUS, F_RESOURCE, F_COUNT
 };
 
 /* Counters, named as ReductionStats' fields. */
@@ -71,11 +76,17 @@ typedef struct {
     PyObject_HEAD
     int width;
     int field[F_COUNT];
-    PyObject *kept; /* (eni_names, nat_enis) once initialised: the ENIs rows are keyed by, the bytes nat_enis point into */
+    PyObject *kept; /* (eni_names, nat_enis, regional): the keys rows are keyed by, the bytes the tokens point into */
     Token *nat_enis;         /* interface-id tokens of NAT Gateway ENIs */
     int32_t *nat_eni_index;  /* their index in eni_names */
     uint64_t *nat_eni_key;   /* their token_key */
     Py_ssize_t nat_eni_count;
+    Token *regional;         /* resource-id tokens of regional NAT Gateways (their rows are keyed by the id) */
+    int32_t *regional_index; /* their index in eni_names */
+    uint64_t *regional_key;
+    Py_ssize_t regional_count;
+    uint64_t *unclassified;  /* per eni_names index: unclassified records, their bytes */
+    Py_ssize_t name_count;
     NatAddress *nat_addresses; /* sorted by address */
     Py_ssize_t nat_address_count;
     uint32_t *inside_first, *inside_last; /* IPv4 ranges inside the VPC */
@@ -98,6 +109,7 @@ typedef struct {
     char *arena;
     size_t arena_size, arena_capacity;
     int failed; /* out of memory during a scan */
+    int initialised;
 } Scanner;
 
 /* What one scan hands back to the reference: (line number, start, end) triples of lines, or row positions. */
@@ -216,13 +228,18 @@ static inline uint64_t token_key(Token t) {
     return key ^ (uint64_t)t.length;
 }
 
-static inline int32_t nat_eni_of(const Scanner *s, Token t) {
+/* The eni_names index of token `t` among `count` known tokens, or -1. */
+static inline int32_t known_token(const Token *tokens, const uint64_t *keys, const int32_t *index, Py_ssize_t count,
+                                  Token t) {
     uint64_t key = token_key(t);
-    for (Py_ssize_t i = 0; i < s->nat_eni_count; i++)
-        if (key == s->nat_eni_key[i] && t.length == s->nat_enis[i].length &&
-            same_bytes(t.text, s->nat_enis[i].text, t.length))
-            return s->nat_eni_index[i];
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (key == keys[i] && t.length == tokens[i].length && same_bytes(t.text, tokens[i].text, t.length))
+            return index[i];
     return -1;
+}
+
+static inline int32_t nat_eni_of(const Scanner *s, Token t) {
+    return known_token(s->nat_enis, s->nat_eni_key, s->nat_eni_index, s->nat_eni_count, t);
 }
 
 /* -- the reduced rows ---------------------------------------------------------------------------- */
@@ -376,6 +393,12 @@ static inline Token field(const Scanner *s, const Record *r, int slot) {
     return (Token){r->starts[index], end - r->starts[index]};
 }
 
+/* A record's regional NAT Gateway (its eni_names index) by its resource-id, or -1. */
+static inline int32_t regional_of(const Scanner *s, const Record *r) {
+    if (!s->regional_count || s->field[F_RESOURCE] < 0) return -1;
+    return known_token(s->regional, s->regional_key, s->regional_index, s->regional_count, field(s, r, F_RESOURCE));
+}
+
 /* A number field's token `t` as read_number reads it, or an integer column's value (already checked). */
 static inline int token_number(const Record *r, int slot, Token t, uint64_t *value) {
     if (!t.text) {
@@ -390,6 +413,24 @@ static inline int number_field(const Scanner *s, const Record *r, int slot, uint
 }
 
 static inline int add_to(uint64_t *total, uint64_t value) { return __builtin_add_overflow(*total, value, total); }
+
+/* An internet-side or unclassified record of the reduced-row key `eni`, counted: TAKEN, or HAND_BACK
+ * when a sum would pass 64 bits. */
+static int tally_record(Scanner *s, int32_t eni, int internet, uint64_t nbytes) {
+    uint64_t *stats = s->stats;
+    uint64_t total = stats[internet ? S_INTERNET_BYTES : S_UNCLASSIFIED_BYTES], own = 0;
+    if (add_to(&total, nbytes)) return HAND_BACK;
+    if (!internet) {
+        own = s->unclassified[2 * eni + 1];
+        if (add_to(&own, nbytes)) return HAND_BACK;
+        s->unclassified[2 * eni]++;
+        s->unclassified[2 * eni + 1] = own;
+    }
+    stats[internet ? S_INTERNET_BYTES : S_UNCLASSIFIED_BYTES] = total;
+    stats[S_RECORDS_READ]++;
+    stats[internet ? S_INTERNET : S_UNCLASSIFIED]++;
+    return TAKEN;
+}
 
 /* readers.add_parts + Reduction.add for a record of exactly `width` tokens, up to the reduced row:
  * CLIENT_LEG with `leg` filled for add_leg, or TAKEN (counted) or HAND_BACK. */
@@ -425,8 +466,9 @@ static int classify_record(Scanner *s, const Record *record, Leg *leg) {
         stats[no_data ? S_NO_DATA : S_SKIP_DATA]++;
         return TAKEN;
     }
-    int32_t eni = -1;
-    if (s->field[F_ENI] >= 0) {
+    int32_t eni = regional_of(s, record);
+    int regional = eni >= 0;
+    if (!regional && s->field[F_ENI] >= 0) {
         eni = nat_eni_of(s, field(s, record, F_ENI));
         if (eni < 0) {
             stats[S_RECORDS_READ]++;
@@ -485,7 +527,16 @@ static int classify_record(Scanner *s, const Record *record, Leg *leg) {
     uint8_t direction;
     uint32_t address;
     Token peer, service, far_end;
-    if (dst_nat >= 0 && src_nat < 0 && inside(s, src)) {
+    int src_inside = regional && inside(s, src), dst_inside = regional && inside(s, dst);
+    if (regional && src_inside != dst_inside) { /* reduce.regional_leg: the far end is the peer */
+        direction = src_inside ? 0 : 1;
+        address = src_inside ? src : dst;
+        peer = src_inside ? dst_text : src_text;
+        service = field(s, record, src_inside ? F_DST_SERVICE : F_SRC_SERVICE);
+        far_end = (Token){NULL, -1}; /* never equal: the peer stays */
+    } else if (regional) {
+        return tally_record(s, eni, !src_inside, nbytes);
+    } else if (dst_nat >= 0 && src_nat < 0 && inside(s, src)) {
         direction = 0; /* reduce.OUT */
         address = src;
         peer = field(s, record, F_PKT_DST);
@@ -498,13 +549,7 @@ static int classify_record(Scanner *s, const Record *record, Leg *leg) {
         service = field(s, record, F_SRC_SERVICE);
         far_end = src_text;
     } else {
-        int leg = src_nat >= 0 || dst_nat >= 0;
-        uint64_t total = stats[leg ? S_INTERNET_BYTES : S_UNCLASSIFIED_BYTES];
-        if (add_to(&total, nbytes)) return HAND_BACK;
-        stats[leg ? S_INTERNET_BYTES : S_UNCLASSIFIED_BYTES] = total;
-        stats[S_RECORDS_READ]++;
-        stats[leg ? S_INTERNET : S_UNCLASSIFIED]++;
-        return TAKEN;
+        return tally_record(s, eni, src_nat >= 0 || dst_nat >= 0, nbytes);
     }
     /* `peer or ""`: '-' and the leg's own far end read as no peer; '-' service as none */
     if (is_dash(peer) || (peer.length == far_end.length && same_bytes(peer.text, far_end.text, peer.length)))
@@ -664,7 +709,7 @@ enum { VALUE_TOKEN = 1, VALUE_ODD = 0, VALUE_CORRUPT = -1 };
  * scanner's NAT ENIs are; a peer or service ASCII, as merge_rows makes its str. */
 enum { CHECK_NONE = 0, CHECK_TOKEN = 1, CHECK_ASCII = 2 };
 static const unsigned char slot_check[F_COUNT] = {
-    [F_ENI] = CHECK_TOKEN, [F_PKT_SRC] = CHECK_ASCII, [F_PKT_DST] = CHECK_ASCII,
+    [F_ENI] = CHECK_TOKEN, [F_RESOURCE] = CHECK_TOKEN, [F_PKT_SRC] = CHECK_ASCII, [F_PKT_DST] = CHECK_ASCII,
     [F_SRC_SERVICE] = CHECK_ASCII, [F_DST_SERVICE] = CHECK_ASCII,
 };
 
@@ -772,6 +817,10 @@ static void Scanner_dealloc(Scanner *s) {
     PyMem_Free(s->nat_enis);
     PyMem_Free(s->nat_eni_index);
     PyMem_Free(s->nat_eni_key);
+    PyMem_Free(s->regional);
+    PyMem_Free(s->regional_index);
+    PyMem_Free(s->regional_key);
+    PyMem_Free(s->unclassified);
     PyMem_Free(s->nat_addresses);
     PyMem_Free(s->inside_first);
     PyMem_Free(s->inside_last);
@@ -805,22 +854,49 @@ static int compare_nat_addresses(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* TextScanner(width, fields, eni_names, nat_enis, nat_addresses, inside, window, fallback, limits)
+/* (bytes token, index) pairs of `items` into tokens, their eni_names index and token_key; -1 on error. */
+static int read_tokens(PyObject *items, Py_ssize_t names, Token **tokens, int32_t **index, uint64_t **keys) {
+    Py_ssize_t count = PyTuple_GET_SIZE(items);
+    *tokens = PyMem_Calloc((size_t)count + 1, sizeof(Token));
+    *index = PyMem_Calloc((size_t)count + 1, sizeof(int32_t));
+    *keys = PyMem_Calloc((size_t)count + 1, sizeof(uint64_t));
+    if (!*tokens || !*index || !*keys) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *token;
+        int position;
+        /* the bytes objects stay alive in the tuple, which the tokens point into: keep it */
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(items, i), "Si", &token, &position)) return -1;
+        if (position < 0 || position >= names) {
+            PyErr_SetString(PyExc_ValueError, "TextScanner: ENI index outside eni_names");
+            return -1;
+        }
+        (*tokens)[i] = (Token){PyBytes_AS_STRING(token), PyBytes_GET_SIZE(token)};
+        (*index)[i] = position;
+        (*keys)[i] = token_key((*tokens)[i]);
+    }
+    return 0;
+}
+
+/* TextScanner(width, fields, eni_names, nat_enis, nat_addresses, inside, window, fallback, limits, regional=())
  *   fields: F_COUNT field positions (-1 absent), in the order of the F_ enum;
  *   eni_names: tuple of str; nat_enis: tuple of (bytes token, index); nat_addresses: tuple of
  *   (IPv4 as int, index or -1); inside: tuple of (first, last) IPv4 ints; window, fallback: pair or None;
- *   limits: (max packets, max bytes, earliest, latest start/end, max line bytes) of a record. */
+ *   limits: (max packets, max bytes, earliest, latest start/end, max line bytes) of a record;
+ *   regional: tuple of (bytes resource-id of a regional NAT Gateway, index). */
 static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"width", "fields", "eni_names", "nat_enis", "nat_addresses", "inside", "window",
-                               "fallback", "limits", NULL};
-    PyObject *fields, *eni_names, *nat_enis, *nat_addresses, *inside_ranges, *window, *fallback;
+                               "fallback", "limits", "regional", NULL};
+    PyObject *fields, *eni_names, *nat_enis, *nat_addresses, *inside_ranges, *window, *fallback, *regional = NULL;
     unsigned long long max_packets, max_bytes;
     long long earliest, latest;
     Py_ssize_t max_line;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!O!O!O!O!OO(KKLLn)", keywords, &s->width, &PyTuple_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!O!O!O!O!OO(KKLLn)|O!", keywords, &s->width, &PyTuple_Type,
                                      &fields, &PyTuple_Type, &eni_names, &PyTuple_Type, &nat_enis, &PyTuple_Type,
                                      &nat_addresses, &PyTuple_Type, &inside_ranges, &window, &fallback, &max_packets,
-                                     &max_bytes, &earliest, &latest, &max_line))
+                                     &max_bytes, &earliest, &latest, &max_line, &PyTuple_Type, &regional))
         return -1;
     if (max_line < 0) {
         PyErr_SetString(PyExc_ValueError, "TextScanner: a negative line length");
@@ -849,32 +925,27 @@ static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
         s->field[i] = (int)index;
     }
     Py_ssize_t names = PyTuple_GET_SIZE(eni_names);
+    s->name_count = names;
     s->nat_eni_count = PyTuple_GET_SIZE(nat_enis);
-    s->nat_enis = PyMem_Calloc((size_t)s->nat_eni_count + 1, sizeof(Token));
-    s->nat_eni_index = PyMem_Calloc((size_t)s->nat_eni_count + 1, sizeof(int32_t));
-    s->nat_eni_key = PyMem_Calloc((size_t)s->nat_eni_count + 1, sizeof(uint64_t));
+    if (read_tokens(nat_enis, names, &s->nat_enis, &s->nat_eni_index, &s->nat_eni_key) < 0) return -1;
+    if (!regional) regional = PyTuple_New(0);
+    else Py_INCREF(regional);
+    if (!regional) return -1;
+    s->regional_count = PyTuple_GET_SIZE(regional);
+    s->kept = PyTuple_Pack(3, eni_names, nat_enis, regional); /* the bytes the tokens point into */
+    Py_DECREF(regional);
+    if (!s->kept || read_tokens(PyTuple_GET_ITEM(s->kept, 2), names, &s->regional, &s->regional_index,
+                                &s->regional_key) < 0)
+        return -1;
+    s->unclassified = PyMem_Calloc(2 * (size_t)names + 1, sizeof(uint64_t));
     s->nat_address_count = PyTuple_GET_SIZE(nat_addresses);
     s->nat_addresses = PyMem_Calloc((size_t)s->nat_address_count + 1, sizeof(NatAddress));
     s->inside_count = PyTuple_GET_SIZE(inside_ranges);
     s->inside_first = PyMem_Calloc((size_t)s->inside_count + 1, sizeof(uint32_t));
     s->inside_last = PyMem_Calloc((size_t)s->inside_count + 1, sizeof(uint32_t));
-    if (!s->nat_enis || !s->nat_eni_index || !s->nat_eni_key || !s->nat_addresses || !s->inside_first || !s->inside_last) {
+    if (!s->unclassified || !s->nat_addresses || !s->inside_first || !s->inside_last) {
         PyErr_NoMemory();
         return -1;
-    }
-    for (Py_ssize_t i = 0; i < s->nat_eni_count; i++) {
-        PyObject *token;
-        int index;
-        /* the bytes objects stay alive in the tuple, which eni tokens point into: keep it */
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(nat_enis, i), "Si", &token, &index)) return -1;
-        if (index < 0 || index >= names) {
-            PyErr_SetString(PyExc_ValueError, "TextScanner: ENI index outside eni_names");
-            return -1;
-        }
-        s->nat_enis[i].text = PyBytes_AS_STRING(token);
-        s->nat_enis[i].length = PyBytes_GET_SIZE(token);
-        s->nat_eni_index[i] = index;
-        s->nat_eni_key[i] = token_key(s->nat_enis[i]);
     }
     for (Py_ssize_t i = 0; i < s->nat_address_count; i++) {
         long long address, index;
@@ -900,8 +971,8 @@ static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
     if (read_optional_pair(window, "window", &s->has_window, &s->window_start, &s->window_end) < 0 ||
         read_optional_pair(fallback, "fallback", &s->has_fallback, &s->fallback_start, &s->fallback_end) < 0)
         return -1;
-    s->kept = PyTuple_Pack(2, eni_names, nat_enis);
-    return s->kept ? 0 : -1;
+    s->initialised = 1;
+    return 0;
 }
 
 /* scan(buffer, start, end, first_line) -> (lines, handed_back): the lines of buffer[start:end]
@@ -910,7 +981,7 @@ static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwargs) {
 static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
     Py_buffer view;
     Py_ssize_t start, end, first_line;
-    if (!s->kept) {
+    if (!s->initialised) {
         PyErr_SetString(PyExc_RuntimeError, "TextScanner is not initialised");
         return NULL;
     }
@@ -985,7 +1056,7 @@ static int column_read(PyObject *item, Py_ssize_t rows, Column *c) {
 static PyObject *Scanner_scan_columns(Scanner *s, PyObject *args) {
     PyObject *items;
     Py_ssize_t rows;
-    if (!s->kept) {
+    if (!s->initialised) {
         PyErr_SetString(PyExc_RuntimeError, "TextScanner is not initialised");
         return NULL;
     }
@@ -1150,7 +1221,7 @@ static PyObject *Scanner_merge_rows(Scanner *s, PyObject *rows) {
         PyErr_SetString(PyExc_TypeError, "merge_rows: a dict expected");
         return NULL;
     }
-    if (!s->kept) Py_RETURN_NONE;
+    if (!s->initialised) Py_RETURN_NONE;
     ObjectCache cache = {NULL, NULL, 0, 0};
     /* New keys and values make no cycles: the collector would only walk the growing dict again and again */
     int collecting = PyGC_Disable();
@@ -1207,6 +1278,19 @@ static PyObject *Scanner_stats(Scanner *s, PyObject *Py_UNUSED(ignored)) {
     return stats;
 }
 
+/* unclassified() -> {eni_names entry: (records, bytes)} of the unclassified records, by reduced-row key */
+static PyObject *Scanner_unclassified(Scanner *s, PyObject *Py_UNUSED(ignored)) {
+    PyObject *found = PyDict_New();
+    for (Py_ssize_t i = 0; found && s->initialised && i < s->name_count; i++) {
+        if (!s->unclassified[2 * i]) continue;
+        PyObject *pair = Py_BuildValue("(KK)", (unsigned long long)s->unclassified[2 * i],
+                                       (unsigned long long)s->unclassified[2 * i + 1]);
+        if (!pair || PyDict_SetItem(found, PyTuple_GET_ITEM(PyTuple_GET_ITEM(s->kept, 0), i), pair) < 0) Py_CLEAR(found);
+        Py_XDECREF(pair);
+    }
+    return found;
+}
+
 /* times() -> (first start, last end) of the counted records, or None */
 static PyObject *Scanner_times(Scanner *s, PyObject *Py_UNUSED(ignored)) {
     if (!s->has_times) Py_RETURN_NONE;
@@ -1219,6 +1303,7 @@ static PyMethodDef Scanner_methods[] = {
     {"merge_rows", (PyCFunction)Scanner_merge_rows, METH_O, "Add the reduced rows into a dict of reduce.RowKey."},
     {"stats", (PyCFunction)Scanner_stats, METH_NOARGS, "The counters, by ReductionStats field."},
     {"times", (PyCFunction)Scanner_times, METH_NOARGS, "(first start, last end) of the counted records."},
+    {"unclassified", (PyCFunction)Scanner_unclassified, METH_NOARGS, "Unclassified (records, bytes) by row key."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -251,6 +251,8 @@ class _BatchReader:
         self.first = 0  # the file's row number of the next batch's first row
         topology = part.topology
         self.enis = _TextSet(topology.natgw_by_eni) if "interface-id" in self.used else None
+        # A regional NAT Gateway's rows are found by resource-id, whatever their interface-id.
+        self.regional = _TextSet(topology.regional) if topology.regional and "resource-id" in self.used else None
         self.statuses = _TextSet(_STATUS_KEPT) if "log-status" in self.used else None
 
     def read(self, batch: pa.RecordBatch) -> None:
@@ -270,11 +272,13 @@ class _BatchReader:
         self.first += rows
 
     def _picked(self, batch: pa.RecordBatch) -> np.ndarray | None:
-        """The positions of the rows the scanner reads: on a NAT ENI or NODATA/SKIPDATA (None: every
-        row; without interface-id, the ENI comes from the addresses)."""
+        """The positions of the rows the scanner reads: on a NAT ENI, of a regional NAT Gateway or
+        NODATA/SKIPDATA (None: every row; without interface-id, the ENI comes from the addresses)."""
         if self.enis is None:
             return None
         found = self.enis.found(batch.column(self.used.index("interface-id")))
+        if self.regional is not None:
+            found |= self.regional.found(batch.column(self.used.index("resource-id")))
         if self.statuses is not None:
             found |= self.statuses.found(batch.column(self.used.index("log-status")))
         return np.flatnonzero(found)

@@ -51,6 +51,7 @@ FIELD_VERSIONS: dict[str, int] = {
     "ecs-task-arn": 7,
     "ecs-task-id": 7,
     "reject-reason": 8,
+    # A regional NAT Gateway's records name it here (their interface-id is '-').
     "resource-id": 9,
     "encryption-status": 10,
     "interface-type": 11,
@@ -59,6 +60,7 @@ FIELD_VERSIONS: dict[str, int] = {
     "next-hop-az-id": 11,
     "next-hop-vpc-id": 11,
     "next-hop-interface-type": 11,
+    # Tag values of the keys in the flow log's TagFieldSpecifications, percent-encoded (my%2Dapp).
     "instance-tag": 11,
     "instance-tag-2": 11,
     "interface-tag": 11,
@@ -110,13 +112,15 @@ USED_FIELDS = (
     "end",
     "action",
     "log-status",
+    "resource-id",
 )
 
 # The custom format natflow recommends when a flow log lacks what attribution needs.
 RECOMMENDED_FORMAT = (
     "${version} ${account-id} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} "
     "${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status} ${vpc-id} "
-    "${pkt-srcaddr} ${pkt-dstaddr} ${pkt-src-aws-service} ${pkt-dst-aws-service} ${flow-direction}"
+    "${pkt-srcaddr} ${pkt-dstaddr} ${pkt-src-aws-service} ${pkt-dst-aws-service} ${flow-direction} "
+    "${az-id} ${resource-id}"
 )
 
 _TOKEN = re.compile(r"\$\{([A-Za-z0-9_-]+)\}")

@@ -87,6 +87,7 @@ class Layout:
         self.packets, self.bytes = at("packets"), at("bytes")
         self.start, self.end = at("start"), at("end")
         self.action, self.status = at("action"), at("log-status")
+        self.resource = at("resource-id")
 
 
 def _number(text: str) -> int | None:
@@ -124,7 +125,10 @@ def add_parts(
         _count_status(status, parts[layout.start], reduction, fallback_time)
         return
     eni = parts[layout.eni] if layout.eni is not None else None
-    if eni is not None and eni not in reduction.topology.natgw_by_eni:
+    resource = parts[layout.resource]
+    topology = reduction.topology
+    regional = resource in topology.regional
+    if eni is not None and not regional and eni not in topology.natgw_by_eni:
         stats.other_interface_records += 1
         return
     packets = _number(parts[layout.packets])
@@ -173,6 +177,7 @@ def add_parts(
         start,
         end,
         _optional(parts[layout.action]),
+        resource if regional else None,
     )
 
 

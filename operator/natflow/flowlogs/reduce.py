@@ -4,28 +4,40 @@ Every reader (S3 text, Parquet, CloudWatch Logs) feeds records into one `Reducti
 reduced rows, far fewer than the records, meet the IP map. The rules that decide which bytes a
 NAT Gateway processed live here, in one place:
 
-* only records on a NAT Gateway network interface count;
-* of those, the client legs: inside address -> NAT private IP is ``out`` (bytesOut of the inside
-  address), NAT private IP -> inside address is ``in``; the internet legs (NAT <-> outside) carry
-  the same bytes again and are tallied for reconciliation only;
+* a record belongs to a regional NAT Gateway G when its ``resource-id`` is G's id, whatever its
+  ``interface-id``; its row is keyed by G's id. It counts when exactly one of srcaddr/dstaddr is
+  inside the VPC: inside -> outside is ``out`` (bytesOut of the inside address), outside -> inside
+  is ``in``. Both ends outside is the internet side, tallied only; anything else (both inside, an
+  end that is no address) is unclassified, counted per gateway and warned about, never guessed;
+* otherwise only records on a (zonal) NAT Gateway network interface count, keyed by the ENI;
+  of those, the client legs: inside address -> NAT private IP is ``out``, NAT private IP -> inside
+  address is ``in``; the internet legs (NAT <-> outside) carry the same bytes again and are
+  tallied for reconciliation only;
 * only ACCEPT records count; REJECT bytes are reported separately;
 * NODATA/SKIPDATA records are counted, not errors.
+
+`nat_record_role` tells, for one record, which NAT Gateway it belongs to and what it is there.
 """
 
 from __future__ import annotations
 
 import marshal
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from natflow.diagnostics import Diagnostic, Diagnostics
 from natflow.flowlogs._textscan import row_columns
-from natflow.net import CidrSet, normalize_address
+from natflow.net import CidrSet, address_key, normalize_address
 
 OUT = 0
 IN = 1
 DIRECTIONS = ("out", "in")
+
+# What a record is on its NAT Gateway (`nat_record_role`); OUT and IN are the counted client legs.
+INTERNET = 2  # the internet side: its bytes are the client legs' again
+UNCLASSIFIED = 3  # on the gateway, but neither a client leg nor the internet side
+ROLES = ("out", "in", "internet", "unclassified")
 
 MAX_EXAMPLES = 5
 
@@ -37,9 +49,130 @@ class NatTopology:
     natgw_by_eni: Mapping[str, str]
     eni_by_nat_ip: Mapping[str, str]
     inside: CidrSet
+    # Regional NAT Gateways' ids: their records are found by resource-id, and their rows keyed by the id.
+    regional: frozenset[str] = frozenset()
+    # Private IPs of regional gateways' ENIs, if AWS lists any -> the gateway (for a warning only).
+    regional_nat_ips: Mapping[str, str] = field(default_factory=dict)
 
     def natgw_of(self, eni: str) -> str | None:
-        return self.natgw_by_eni.get(eni)
+        """The NAT Gateway of a row key's first member (a zonal gateway's ENI or a regional gateway's id)."""
+        found = self.natgw_by_eni.get(eni)
+        if found is None and eni in self.regional:
+            return eni
+        return found
+
+    def only(self, keys: Collection[str]) -> NatTopology:
+        """The topology of some NAT ENIs and regional gateways only: what one flow log is read for, so
+        that records of a resource read through another flow log are not counted twice."""
+        enis = {eni: gateway for eni, gateway in self.natgw_by_eni.items() if eni in keys}
+        nat_ips = {ip: eni for ip, eni in self.eni_by_nat_ip.items() if eni in enis or (not eni and enis)}
+        return NatTopology(enis, nat_ips, self.inside, self.regional & frozenset(keys), self.regional_nat_ips)
+
+    @property
+    def natgw_by_key(self) -> dict[str, str]:
+        """Row key's first member -> NAT Gateway id, for every gateway (what attribution joins on)."""
+        return {**self.natgw_by_eni, **{gateway: gateway for gateway in self.regional}}
+
+
+@dataclass(frozen=True, slots=True)
+class NatRecordRole:
+    """Which NAT Gateway a record belongs to and what it is there (`nat_record_role`)."""
+
+    nat_gateway_id: str
+    key: str  # the reduced row's first member: the zonal gateway's ENI or the regional gateway's id
+    regional: bool
+    role: str  # one of ROLES
+    address: str | None = None  # the inside address of a client leg
+    peer: str | None = None  # its far end (destination out, source in), when the record tells it
+    service: str | None = None  # pkt-dst-aws-service out, pkt-src-aws-service in
+
+
+def _is_address(text: str) -> bool:
+    return address_key(text) is not None
+
+
+def regional_leg(
+    inside: CidrSet, srcaddr: str, dstaddr: str, src_service: str | None, dst_service: str | None
+) -> tuple[int, str | None, str | None, str | None]:
+    """(role, inside address, peer, service) of a regional NAT Gateway's record (addresses normalised)."""
+    if not (_is_address(srcaddr) and _is_address(dstaddr)):
+        return UNCLASSIFIED, None, None, None
+    src_inside, dst_inside = srcaddr in inside, dstaddr in inside
+    if src_inside and not dst_inside:
+        return OUT, srcaddr, dstaddr, dst_service
+    if dst_inside and not src_inside:
+        return IN, dstaddr, srcaddr, src_service
+    if not src_inside and not dst_inside:
+        return INTERNET, None, None, None
+    return UNCLASSIFIED, None, None, None
+
+
+def zonal_leg(
+    topology: NatTopology,
+    srcaddr: str,
+    dstaddr: str,
+    pkt_srcaddr: str | None,
+    pkt_dstaddr: str | None,
+    src_service: str | None,
+    dst_service: str | None,
+) -> tuple[int, str | None, str | None, str | None]:
+    """(role, inside address, peer, service) of a record on a zonal NAT Gateway's ENI (addresses normalised)."""
+    nat_ips = topology.eni_by_nat_ip
+    src_is_nat = srcaddr in nat_ips
+    dst_is_nat = dstaddr in nat_ips
+    inside = topology.inside
+    if dst_is_nat and not src_is_nat and srcaddr in inside:
+        return OUT, srcaddr, (None if pkt_dstaddr == dstaddr else pkt_dstaddr), dst_service
+    if src_is_nat and not dst_is_nat and dstaddr in inside:
+        return IN, dstaddr, (None if pkt_srcaddr == srcaddr else pkt_srcaddr), src_service
+    if src_is_nat or dst_is_nat:
+        return INTERNET, None, None, None
+    return UNCLASSIFIED, None, None, None
+
+
+def nat_record_key(
+    topology: NatTopology, eni: str | None, resource: str | None, srcaddr: str, dstaddr: str
+) -> str | None:
+    """The row key's first member of a record (regional gateway id, or NAT ENI); None: not a NAT record.
+
+    Without interface-id in the format (`eni` None) a NAT private IP on either side names the ENI."""
+    if resource is not None and resource in topology.regional:
+        return resource
+    if eni is None:
+        nat_ips = topology.eni_by_nat_ip
+        return nat_ips.get(srcaddr) or nat_ips.get(dstaddr) or None  # an empty ENI id names none
+    return eni if eni in topology.natgw_by_eni else None
+
+
+def nat_record_role(
+    topology: NatTopology,
+    eni: str | None,
+    resource: str | None,
+    srcaddr: str,
+    dstaddr: str,
+    pkt_srcaddr: str | None = None,
+    pkt_dstaddr: str | None = None,
+    src_service: str | None = None,
+    dst_service: str | None = None,
+) -> NatRecordRole | None:
+    """Which NAT Gateway a record belongs to and its role there, by the rules `Reduction.add` counts
+    with (before the window and ACTION tests); None when the record is on no NAT Gateway.
+    '-' (missing) is given as None, except for the addresses, given as they are written."""
+    if ":" in srcaddr or ":" in dstaddr:
+        srcaddr, dstaddr = normalize_address(srcaddr), normalize_address(dstaddr)
+    key = nat_record_key(topology, eni, resource, srcaddr, dstaddr)
+    if key is None:
+        return None
+    regional = key in topology.regional
+    if regional:
+        role, address, peer, service = regional_leg(topology.inside, srcaddr, dstaddr, src_service, dst_service)
+    else:
+        role, address, peer, service = zonal_leg(
+            topology, srcaddr, dstaddr, pkt_srcaddr, pkt_dstaddr, src_service, dst_service
+        )
+    gateway = topology.natgw_of(key)
+    assert gateway is not None  # a key names a gateway
+    return NatRecordRole(gateway, key, regional, ROLES[role], address, peer, service)
 
 
 @dataclass
@@ -62,22 +195,40 @@ class ReductionStats:
     damaged_files: int = 0  # objects with a DamagedFlowLog warning
     lost_records: int = 0  # records a damaged object claims and did not give (where it says how many)
     malformed_examples: list[str] = field(default_factory=list)
+    # row key's first member (NAT ENI or regional gateway id) -> [unclassified records, their bytes]
+    unclassified_by_key: dict[str, list[int]] = field(default_factory=dict)
 
     def malformed(self, where: str, why: str) -> None:
         self.malformed_records += 1
         if len(self.malformed_examples) < MAX_EXAMPLES:
             self.malformed_examples.append(f"{where}: {why}")
 
+    def unclassified(self, key: str, records: int, nbytes: int) -> None:
+        self.unclassified_nat_records += records
+        self.unclassified_nat_bytes += nbytes
+        known = self.unclassified_by_key.get(key)
+        if known is None:
+            self.unclassified_by_key[key] = [records, nbytes]
+        else:
+            known[0] += records
+            known[1] += nbytes
+
     def merge(self, other: ReductionStats) -> None:
         for name, value in vars(other).items():
             if name == "malformed_examples":
                 room = MAX_EXAMPLES - len(self.malformed_examples)
                 self.malformed_examples.extend(value[: max(room, 0)])
+            elif name == "unclassified_by_key":
+                for key, (records, nbytes) in value.items():
+                    known = self.unclassified_by_key.setdefault(key, [0, 0])
+                    known[0] += records
+                    known[1] += nbytes
             else:
                 setattr(self, name, getattr(self, name) + value)
 
 
-# Reduced row key: (nat ENI, inside address, direction, minute, destination address, destination service)
+# Reduced row key: (NAT ENI or regional NAT Gateway id, inside address, direction, minute, destination
+# address, destination service)
 RowKey = tuple[str, str, int, int, str, str]
 # Reduced row value: [bytes, packets, first start, last end, records]
 RowValue = list[int]
@@ -136,16 +287,13 @@ class Reduction:
         start: int,
         end: int,
         action: str | None,
+        resource: str | None = None,
     ) -> None:
-        """One ACCEPT/REJECT record (NODATA/SKIPDATA are counted by the reader) on any ENI."""
+        """One ACCEPT/REJECT record (NODATA/SKIPDATA are counted by the reader) on any ENI;
+        `resource` is its resource-id (None when '-' or not in the format)."""
         topology = self.topology
-        nat_ips = topology.eni_by_nat_ip
-        if eni is None:  # format lacks interface-id: a NAT private IP on either side marks NAT legs
-            eni = nat_ips.get(srcaddr) or nat_ips.get(dstaddr) or None  # an empty ENI id names none
-            if eni is None:
-                self.stats.other_interface_records += 1
-                return
-        elif eni not in topology.natgw_by_eni:
+        key = nat_record_key(topology, eni, resource, srcaddr, dstaddr)
+        if key is None:
             self.stats.other_interface_records += 1
             return
         window = self.window
@@ -158,32 +306,26 @@ class Reduction:
             return
         if ":" in srcaddr or ":" in dstaddr:
             srcaddr, dstaddr = normalize_address(srcaddr), normalize_address(dstaddr)
-        src_is_nat = srcaddr in nat_ips
-        dst_is_nat = dstaddr in nat_ips
-        inside = topology.inside
-        if dst_is_nat and not src_is_nat and srcaddr in inside:
-            direction, address = OUT, srcaddr
-            peer, service = pkt_dstaddr, dst_service
-            if peer == dstaddr:
-                peer = None
-        elif src_is_nat and not dst_is_nat and dstaddr in inside:
-            direction, address = IN, dstaddr
-            peer, service = pkt_srcaddr, src_service
-            if peer == srcaddr:
-                peer = None
-        elif src_is_nat or dst_is_nat:
+        if key in topology.regional:
+            direction, address, peer, service = regional_leg(
+                topology.inside, srcaddr, dstaddr, src_service, dst_service
+            )
+        else:
+            direction, address, peer, service = zonal_leg(
+                topology, srcaddr, dstaddr, pkt_srcaddr, pkt_dstaddr, src_service, dst_service
+            )
+        if direction == INTERNET:
             self.stats.internet_leg_records += 1
             self.stats.internet_leg_bytes += nbytes
             return
-        else:
-            self.stats.unclassified_nat_records += 1
-            self.stats.unclassified_nat_bytes += nbytes
+        if direction == UNCLASSIFIED or address is None:
+            self.stats.unclassified(key, 1, nbytes)
             return
         self.stats.records_counted += 1
-        key = (eni, address, direction, start // 60, peer or "", service or "")
-        row = self.rows.get(key)
+        row_key = (key, address, direction, start // 60, peer or "", service or "")
+        row = self.rows.get(row_key)
         if row is None:
-            self.rows[key] = [nbytes, packets, start, end, 1]
+            self.rows[row_key] = [nbytes, packets, start, end, 1]
         else:
             row[BYTES] += nbytes
             row[PACKETS] += packets

@@ -204,6 +204,8 @@ class ScannedText:
         done = Reduction(into.topology, into.window)
         for name, count in self.scanner.stats().items():
             setattr(done.stats, name, count)
+        for key, (records, nbytes) in self.scanner.unclassified().items():
+            done.stats.unclassified_by_key[key] = [records, nbytes]
         times = self.scanner.times()
         if times is not None:
             done.first_time, done.last_time = times
@@ -217,6 +219,7 @@ class _Topology:
 
     eni_names: tuple[str, ...]
     nat_enis: tuple[tuple[bytes, int], ...]
+    regional: tuple[tuple[bytes, int], ...]
     nat_addresses: tuple[tuple[int, int], ...]
     inside: tuple[tuple[int, int], ...]
 
@@ -228,25 +231,28 @@ def _topology(topology: NatTopology) -> _Topology:
     known = _prepared.get(id(topology))
     if known is not None and known[0] is topology:
         return known[1]
-    names = sorted(set(topology.natgw_by_eni) | {eni for eni in topology.eni_by_nat_ip.values() if eni})
-    index = {name: position for position, name in enumerate(names)}
-    # An ENI id that is not a plain printable-ASCII token can never equal one the scanner reads.
-    nat_enis = tuple(
-        (eni.encode(), index[eni])
-        for eni in topology.natgw_by_eni
-        if eni and eni.isascii() and eni.isprintable() and " " not in eni
+    names = sorted(
+        set(topology.natgw_by_eni) | {eni for eni in topology.eni_by_nat_ip.values() if eni} | topology.regional
     )
+    index = {name: position for position, name in enumerate(names)}
+    # An id that is not a plain printable-ASCII token can never equal one the scanner reads.
+    nat_enis = tuple((eni.encode(), index[eni]) for eni in topology.natgw_by_eni if _token(eni))
+    regional = tuple((gateway.encode(), index[gateway]) for gateway in sorted(topology.regional) if _token(gateway))
     # Only addresses written as the scanner reads them: other text never equals a dotted quad it takes.
     nat_addresses = tuple(
         (int(ipaddress.IPv4Address(ip)), index[eni] if eni else -1)
         for ip, eni in topology.eni_by_nat_ip.items()
         if _dotted_quad(ip)
     )
-    prepared = _Topology(tuple(names), nat_enis, nat_addresses, tuple(topology.inside.ipv4_ranges()))
+    prepared = _Topology(tuple(names), nat_enis, regional, nat_addresses, tuple(topology.inside.ipv4_ranges()))
     if len(_prepared) >= 8:
         _prepared.clear()
     _prepared[id(topology)] = (topology, prepared)
     return prepared
+
+
+def _token(text: str) -> bool:
+    return bool(text) and text.isascii() and text.isprintable() and " " not in text
 
 
 def _dotted_quad(text: str) -> bool:
@@ -277,6 +283,7 @@ def scanner_for(
         layout.end,
         layout.action,
         layout.status,
+        layout.resource,
     )
     times = [value for pair in (window, fallback) if pair for value in pair]
     if layout.width > 64 or not all(value in _INT64 for value in times):
@@ -293,4 +300,5 @@ def scanner_for(
         window,
         fallback,
         (MAX_RECORD_PACKETS, MAX_RECORD_BYTES, earliest, latest, MAX_LINE_BYTES),
+        seen.regional,
     )

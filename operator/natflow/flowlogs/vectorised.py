@@ -125,7 +125,13 @@ def _portable(topology: NatTopology) -> NatTopology:
     known = _portable_topologies.get(id(topology))
     if known is not None and known[0] is topology:
         return known[1]
-    portable = NatTopology(dict(topology.natgw_by_eni), dict(topology.eni_by_nat_ip), CidrSet(topology.inside.cidrs))
+    portable = NatTopology(
+        dict(topology.natgw_by_eni),
+        dict(topology.eni_by_nat_ip),
+        CidrSet(topology.inside.cidrs),
+        topology.regional,
+        dict(topology.regional_nat_ips),
+    )
     if len(_portable_topologies) >= 8:
         _portable_topologies.clear()
     _portable_topologies[id(topology)] = (topology, portable)
