@@ -26,10 +26,10 @@ from typing import IO, Any
 from natflow.aws.flowsource import OBJECT_SLACK_SECONDS
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs._textscan import filter_lines
-from natflow.flowlogs.fields import FormatError, LogFormat, canonical_name, header_format
-from natflow.flowlogs.readers import DAMAGE, FormatChoices, NeedsReference
+from natflow.flowlogs.fields import MAX_LINE_BYTES, FormatError, LogFormat, canonical_name, header_format
+from natflow.flowlogs.readers import DAMAGE, FormatChoices, NeedsReference, text_lines
 from natflow.flowlogs.sources import FileKind, FlowLogFile
-from natflow.flowlogs.textscan import INFLATE_ERROR, _decompressed, _first_line
+from natflow.flowlogs.textscan import INFLATE_ERROR, _decompressed, _first_line, _raw_lines, line_spans
 from natflow.jsonstream import JsonStreamError, iter_member_elements
 from natflow.net import CidrSet, normalize_address
 from natflow.trace.records import ADDRESS_FIELDS, TRACE_FIELDS, FlowRecord, MalformedRecord, record_of, record_of_tokens
@@ -209,7 +209,17 @@ class _Reader:
                 spans = [(0, len(blob))]
             else:
                 _, _, found, _ = filter_lines(
-                    blob, 0, len(blob), len(fmt.fields), positions, chooser.ipv4, chooser.other, (), b"", b""
+                    blob,
+                    0,
+                    len(blob),
+                    len(fmt.fields),
+                    positions,
+                    chooser.ipv4,
+                    chooser.other,
+                    (),
+                    b"",
+                    b"",
+                    MAX_LINE_BYTES,
                 )
                 spans = [(span_start, span_end) for _, span_start, span_end in found]
             for span_start, span_end in spans:
@@ -255,7 +265,7 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
         if start == end:
             return
         if not fast:
-            _python_lines(data[start:end], line + 1)
+            _python_lines(data, start, end, line + 1)
             line += data.count(b"\n", start, end)
             return
         lines, rejected, spans, collected = filter_lines(
@@ -269,37 +279,36 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
             collect_positions,
             collect_ipv4,
             collect_inside,
+            MAX_LINE_BYTES,
         )
         stats.records_read += rejected
         if collected:
             reader.blobs.append((fmt, collected))
         for index, span_start, span_end in spans:
-            _python_lines(data[span_start:span_end], line + 1 + index)
+            _python_lines(data, span_start, span_end, line + 1 + index)
         line += lines
 
-    def _python_lines(chunk: bytes, number: int) -> None:
+    def _python_lines(data: bytes, start: int, end: int, number: int) -> None:
         # Universal newlines, as the reference reader splits: a CR ends a line too.
-        for offset, text in enumerate(io.StringIO(chunk.decode("utf-8", "replace"), newline=None)):
+        for offset, text in enumerate(text_lines(_raw_lines(data, start, end))):
+            if text is None:
+                too_long(number + offset)
+                continue
             tokens = text.split()
             if tokens:
                 stats.records_read += 1
                 reader.add_tokens(fmt, tokens, f"{file.path}:{number + offset}", file.key_time)
 
-    carry = rest
-    for piece in pieces:
-        cut = piece.rfind(b"\n") + 1
-        if not cut:
-            carry += piece
-            continue
-        start = 0
-        if carry:
-            start = piece.find(b"\n") + 1
-            joined = carry + piece[:start]
-            scan(joined, 0, len(joined))
-        scan(piece, start, cut)
-        carry = piece[cut:]
-    if carry:
-        scan(carry + b"\n", 0, len(carry) + 1)
+    def too_long(number: int) -> None:
+        stats.records_read += 1
+        stats.malformed(f"{file.path}:{number}", f"a line longer than any record ({MAX_LINE_BYTES} bytes); skipped")
+
+    for span in line_spans(rest, pieces):
+        if span is None:
+            line += 1
+            too_long(line)
+        else:
+            scan(*span)
 
 
 # -- S3 Parquet ----------------------------------------------------------------------------------------
