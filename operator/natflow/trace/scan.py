@@ -15,8 +15,8 @@ Memory is one decompressed piece (or one Parquet batch) and the records kept.
 
 from __future__ import annotations
 
-import io
 import ipaddress
+import itertools
 from array import array
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +27,7 @@ from natflow.aws.flowsource import OBJECT_SLACK_SECONDS
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs._textscan import filter_lines
 from natflow.flowlogs.fields import MAX_LINE_BYTES, FormatError, LogFormat, canonical_name, header_format
-from natflow.flowlogs.readers import DAMAGE, FormatChoices, NeedsReference, text_lines
+from natflow.flowlogs.readers import DAMAGE, FormatChoices, NeedsReference, raw_lines, text_lines
 from natflow.flowlogs.sources import FileKind, FlowLogFile
 from natflow.flowlogs.textscan import INFLATE_ERROR, _decompressed, _first_line, _raw_lines, line_spans
 from natflow.jsonstream import JsonStreamError, iter_member_elements
@@ -52,6 +52,11 @@ class ScanStats:
         self.malformed_records += 1
         if len(self.malformed_examples) < 5:
             self.malformed_examples.append(f"{where}: {why}")
+
+    def too_long(self, where: str) -> None:
+        """A line longer than any record: one malformed record."""
+        self.records_read += 1
+        self.malformed(where, f"a line longer than any record ({MAX_LINE_BYTES} bytes); skipped")
 
     def merge(self, other: ScanStats) -> None:
         for name, value in vars(other).items():
@@ -292,21 +297,17 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
         # Universal newlines, as the reference reader splits: a CR ends a line too.
         for offset, text in enumerate(text_lines(_raw_lines(data, start, end))):
             if text is None:
-                too_long(number + offset)
+                stats.too_long(f"{file.path}:{number + offset}")
                 continue
             tokens = text.split()
             if tokens:
                 stats.records_read += 1
                 reader.add_tokens(fmt, tokens, f"{file.path}:{number + offset}", file.key_time)
 
-    def too_long(number: int) -> None:
-        stats.records_read += 1
-        stats.malformed(f"{file.path}:{number}", f"a line longer than any record ({MAX_LINE_BYTES} bytes); skipped")
-
     for span in line_spans(rest, pieces):
         if span is None:
             line += 1
-            too_long(line)
+            stats.too_long(f"{file.path}:{line}")
         else:
             scan(*span)
 
@@ -454,20 +455,26 @@ def read_file(file: FlowLogFile, choices: FormatChoices, wanted: Wanted, window:
 
 
 def _read_text_plain(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> None:
+    """What the gzip module reads (a gzip of several members), line by line as the reference reader
+    splits: a line longer than any record is one malformed record, read past without being kept."""
     import gzip
 
     with open(file.path, "rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
-    raw = gzip.open(file.path, "rb") if gzipped else open(file.path, "rb")  # noqa: SIM115
-    with io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None) as handle:
-        first = handle.readline()
-        header = header_format(first, f"{file.path} header")
+    with gzip.open(file.path, "rb") if gzipped else open(file.path, "rb") as raw:
+        lines = text_lines(raw_lines(raw))
+        first = next(lines, "")
+        header = header_format(first, f"{file.path} header") if first is not None else None
         fmt = choices.text_format(file, header)
-        lines = [(1, first)] if header is None else []
-        for number, text in [*lines, *enumerate(handle, start=2)]:
+        numbered = enumerate(lines, start=2)
+        stats = reader.kept.stats
+        for number, text in itertools.chain([(1, first)] if header is None else [], numbered):
+            if text is None:
+                stats.too_long(f"{file.path}:{number}")
+                continue
             tokens = text.split()
             if tokens:
-                reader.kept.stats.records_read += 1
+                stats.records_read += 1
                 reader.add_tokens(fmt, tokens, f"{file.path}:{number}", file.key_time)
 
 
