@@ -632,12 +632,13 @@ static inline __attribute__((always_inline)) Py_ssize_t split_lines(const char *
             /* the newline: the line text[line_begin : line_end] is complete */
             Py_ssize_t line_end = base + __builtin_ctzll(newline) + 1;
             if (odd) count = split_odd_line(text + line_begin, starts);
-            int kind = LINE_BLANK;
-            if (count < 0 || (count != width && count != 0) || line_end - line_begin - 1 > max_line)
-                kind = LINE_UNSURE;
-            else if (count) {
-                starts[count] = text + line_end;
-                kind = LINE_FIELDS;
+            int kind = LINE_UNSURE;
+            if (line_end - line_begin - 1 <= max_line) {
+                if (count == width) {
+                    starts[count] = text + line_end;
+                    kind = LINE_FIELDS;
+                } else if (count == 0)
+                    kind = LINE_BLANK;
             }
             if (handle(context, kind, starts, index, line_begin, line_end) < 0) return -1;
             index++;
