@@ -167,6 +167,16 @@ class _Reader:
             return
         self._keep(record, chosen)
 
+    def add_line(self, fmt: LogFormat, text: str | None, where: str) -> None:
+        """A text line: a record (counted as read), blank, or None for a line longer than any record."""
+        if text is None:
+            self.kept.stats.too_long(where)
+            return
+        tokens = text.split()
+        if tokens:
+            self.kept.stats.records_read += 1
+            self.add_tokens(fmt, tokens, where, self.file.key_time)
+
     def add_tokens(
         self, fmt: LogFormat, tokens: Sequence[str], where: str, fallback: tuple[int, int] | None, chosen: bool = False
     ) -> None:
@@ -255,9 +265,8 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
     fmt = choices.text_format(file, header)
     stats = reader.kept.stats
     line = 1
-    if header is None and first.strip():
-        stats.records_read += 1
-        reader.add_tokens(fmt, first.split(), f"{file.path}:1", file.key_time)
+    if header is None:
+        reader.add_line(fmt, first, f"{file.path}:1")
     subject, collect = reader.wanted.subject, reader.wanted.collect
     positions = subject.positions(fmt)
     collect_positions = collect.positions(fmt) if collect is not None else ()
@@ -296,13 +305,7 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
     def _python_lines(data: bytes, start: int, end: int, number: int) -> None:
         # Universal newlines, as the reference reader splits: a CR ends a line too.
         for offset, text in enumerate(text_lines(_raw_lines(data, start, end))):
-            if text is None:
-                stats.too_long(f"{file.path}:{number + offset}")
-                continue
-            tokens = text.split()
-            if tokens:
-                stats.records_read += 1
-                reader.add_tokens(fmt, tokens, f"{file.path}:{number + offset}", file.key_time)
+            reader.add_line(fmt, text, f"{file.path}:{number + offset}")
 
     for span in line_spans(rest, pieces):
         if span is None:
@@ -467,15 +470,8 @@ def _read_text_plain(file: FlowLogFile, choices: FormatChoices, reader: _Reader)
         header = header_format(first, f"{file.path} header") if first is not None else None
         fmt = choices.text_format(file, header)
         numbered = enumerate(lines, start=2)
-        stats = reader.kept.stats
         for number, text in itertools.chain([(1, first)] if header is None else [], numbered):
-            if text is None:
-                stats.too_long(f"{file.path}:{number}")
-                continue
-            tokens = text.split()
-            if tokens:
-                stats.records_read += 1
-                reader.add_tokens(fmt, tokens, f"{file.path}:{number}", file.key_time)
+            reader.add_line(fmt, text, f"{file.path}:{number}")
 
 
 def read_files(
