@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from natflow.flowlogs._textscan import filter_lines
+from natflow.flowlogs.fields import MAX_LINE_BYTES
 
 WIDTH = 6  # interface-id srcaddr dstaddr pkt-srcaddr pkt-dstaddr bytes
 FIELDS, COLLECT = (1, 2, 3, 4), (1, 2)
@@ -92,7 +93,7 @@ def call(text: bytes, many: bool) -> tuple[int, int, list[tuple[int, int, int]],
     )
     texts = tuple(a.encode() for a in WANTED if ":" in a)
     collect = array("I", [int(ipaddress.IPv4Address(a)) for a in COLLECTED])
-    return filter_lines(text, 0, len(text), WIDTH, FIELDS, ipv4, texts, COLLECT, collect, INSIDE)
+    return filter_lines(text, 0, len(text), WIDTH, FIELDS, ipv4, texts, COLLECT, collect, INSIDE, MAX_LINE_BYTES)
 
 
 @settings(max_examples=300, deadline=None)
@@ -118,11 +119,26 @@ def test_the_filter_keeps_what_the_rule_keeps(generated: list[str], many: bool) 
 
 def test_a_range_that_does_not_end_a_line_is_refused() -> None:
     with pytest.raises(ValueError, match="whole lines"):
-        filter_lines(b"a b\nc", 0, 5, 2, (0,), array("I"), (), (), b"", b"")
+        filter_lines(b"a b\nc", 0, 5, 2, (0,), array("I"), (), (), b"", b"", MAX_LINE_BYTES)
 
 
 def test_unsorted_addresses_and_fields_outside_the_layout_are_refused() -> None:
     with pytest.raises(ValueError, match="sorted"):
-        filter_lines(b"a b\n", 0, 4, 2, (0,), array("I", [5, 1]), (), (), b"", b"")
+        filter_lines(b"a b\n", 0, 4, 2, (0,), array("I", [5, 1]), (), (), b"", b"", MAX_LINE_BYTES)
     with pytest.raises(ValueError, match="outside the layout"):
-        filter_lines(b"a b\n", 0, 4, 2, (2,), array("I"), (), (), b"", b"")
+        filter_lines(b"a b\n", 0, 4, 2, (2,), array("I"), (), (), b"", b"", MAX_LINE_BYTES)
+
+
+def test_a_line_longer_than_max_line_is_kept_for_python_to_judge() -> None:
+    """Even a line of the right width and no address looked for: the reader counts it malformed."""
+    short = b"eni-1 192.0.2.1 192.0.2.2 - - 10\n"
+    long = b"eni-1 192.0.2.1 192.0.2.2 - - " + b"9" * 40 + b"\n"
+    blank = b" " * 50 + b"\n"
+    text = short + long + blank + short
+    count, rejected, spans, _ = filter_lines(text, 0, len(text), WIDTH, FIELDS, array("I"), (), (), b"", b"", 48)
+    assert count == 4
+    assert rejected == 2
+    assert [text[start:end] for _, start, end in spans] == [long, blank]
+    assert [index for index, _, _ in spans] == [1, 2]
+    with pytest.raises(ValueError, match="max_line"):
+        filter_lines(text, 0, len(text), WIDTH, FIELDS, array("I"), (), (), b"", b"", -1)

@@ -634,13 +634,24 @@ static int split_odd_line(const char *p, const char **starts) {
     }
 }
 
+/* What split_lines makes of a line: no fields; `width` fields (starts[width] one past its newline);
+ * or unsure, for the reference to read (odd bytes it cannot split, another number of fields, longer
+ * than the longest record). */
+enum { LINE_BLANK, LINE_FIELDS, LINE_UNSURE };
+
+/* Told each line text[begin:end] (end one past its newline), `index` counted from 0; 0, or -1 to stop. */
+typedef int (*LineHandler)(void *context, int kind, const char *const *starts, Py_ssize_t index, Py_ssize_t begin,
+                           Py_ssize_t end);
+
 /* Every line of text[0:size] (whole lines, the last ending with a newline), 64 bytes at a time:
- * a line's tokens start where a token byte follows a non-token byte. */
-static int scan_lines(Scanner *s, const char *text, Py_ssize_t size, Py_ssize_t first_line, Handback *handback,
-                      Py_ssize_t *lines) {
+ * a line's tokens start where a token byte follows a non-token byte. Always inlined, so that each
+ * caller's `handle` is inlined into its loop. The number of lines, or -1 when `handle` stopped. */
+static inline __attribute__((always_inline)) Py_ssize_t split_lines(const char *text, Py_ssize_t size, int width,
+                                                                    Py_ssize_t max_line, LineHandler handle,
+                                                                    void *context) {
     const char *starts[MAX_FIELDS + 1];
     unsigned char tail[64];
-    Py_ssize_t line = first_line, line_begin = 0;
+    Py_ssize_t index = 0, line_begin = 0;
     int count = 0, odd = 0;
     uint64_t token_before = 0; /* the last byte of the previous 64 was a token byte */
     for (Py_ssize_t base = 0; base < size; base += 64) {
@@ -666,17 +677,16 @@ static int scan_lines(Scanner *s, const char *text, Py_ssize_t size, Py_ssize_t 
             /* the newline: the line text[line_begin : line_end] is complete */
             Py_ssize_t line_end = base + __builtin_ctzll(newline) + 1;
             if (odd) count = split_odd_line(text + line_begin, starts);
-            int outcome = TAKEN;
-            if (count < 0 || (count != s->width && count != 0) || line_end - line_begin - 1 > s->max_line)
-                outcome = HAND_BACK;
-            else if (count) {
-                starts[count] = text + line_end;
-                Record record = {starts, NULL, NULL, NULL};
-                outcome = add_record(s, &record);
+            int kind = LINE_UNSURE;
+            if (line_end - line_begin - 1 <= max_line) {
+                if (count == width) {
+                    starts[count] = text + line_end;
+                    kind = LINE_FIELDS;
+                } else if (count == 0)
+                    kind = LINE_BLANK;
             }
-            if (outcome == NO_MEMORY) return -1;
-            if (outcome == HAND_BACK && handback_add(handback, (Py_ssize_t[]){line, line_begin, line_end}, 3) < 0) return -1;
-            line++;
+            if (handle(context, kind, starts, index, line_begin, line_end) < 0) return -1;
+            index++;
             line_begin = line_end;
             count = odd = 0;
             uint64_t done = before | (newline & -newline);
@@ -685,8 +695,38 @@ static int scan_lines(Scanner *s, const char *text, Py_ssize_t size, Py_ssize_t 
             newline &= ~done;
         }
     }
-    *lines = line - first_line;
+    return index;
+}
+
+typedef struct {
+    Scanner *s;
+    Handback *handback;
+    Py_ssize_t first_line;
+} ScanContext;
+
+/* A line of the scanner: counted, or handed back with its line number. */
+static inline int scan_line(void *context, int kind, const char *const *starts, Py_ssize_t index, Py_ssize_t begin,
+                            Py_ssize_t end) {
+    ScanContext *c = context;
+    int outcome = HAND_BACK;
+    if (kind == LINE_BLANK)
+        outcome = TAKEN;
+    else if (kind == LINE_FIELDS) {
+        Record record = {starts, NULL, NULL, NULL};
+        outcome = add_record(c->s, &record);
+    }
+    if (outcome == NO_MEMORY) return -1;
+    if (outcome == HAND_BACK && handback_add(c->handback, (Py_ssize_t[]){c->first_line + index, begin, end}, 3) < 0)
+        return -1;
     return 0;
+}
+
+/* Every line of text[0:size] (whole lines, the last ending with a newline), counted or handed back. */
+static int scan_lines(Scanner *s, const char *text, Py_ssize_t size, Py_ssize_t first_line, Handback *handback,
+                      Py_ssize_t *lines) {
+    ScanContext context = {s, handback, first_line};
+    *lines = split_lines(text, size, s->width, s->max_line, scan_line, &context);
+    return *lines < 0 ? -1 : 0;
 }
 
 /* -- Parquet columns ------------------------------------------------------------------------------ */
@@ -1511,61 +1551,38 @@ static int gathered_add(Gathered *g, const char *text, size_t size) {
     return 0;
 }
 
-/* The lines of text[0:size] (whole lines) that match `f`, or that this code cannot split with
- * certainty (odd bytes, another number of fields): (start, end) pairs into `kept`; the other lines
- * that match `collect` are copied whole into `collected`. */
-static int filter_text(const AddressFilter *f, const AddressFilter *collect, const char *text, Py_ssize_t size,
-                       Handback *kept, Gathered *collected, Py_ssize_t *lines, Py_ssize_t *rejected) {
-    const char *starts[MAX_FIELDS + 1];
-    unsigned char tail[64];
-    Py_ssize_t line_begin = 0, count_lines = 0, count_rejected = 0;
-    int count = 0, odd = 0;
-    uint64_t token_before = 0;
-    for (Py_ssize_t base = 0; base < size; base += 64) {
-        const unsigned char *chunk = (const unsigned char *)text + base;
-        if (size - base < 64) {
-            memset(tail, ' ', sizeof tail);
-            memcpy(tail, chunk, (size_t)(size - base));
-            chunk = tail;
-        }
-        uint64_t token, newline, other;
-        classify64(chunk, &token, &newline, &other);
-        uint64_t token_starts = token & ~((token << 1) | token_before);
-        token_before = token >> 63;
-        for (;;) {
-            uint64_t before = newline ? (newline & -newline) - 1 : ~0ULL;
-            for (uint64_t bits = token_starts & before; bits; bits &= bits - 1) {
-                if (count < MAX_FIELDS) starts[count] = text + base + __builtin_ctzll(bits);
-                count++;
-            }
-            odd |= (other & before) != 0;
-            if (!newline) break;
-            Py_ssize_t line_end = base + __builtin_ctzll(newline) + 1;
-            if (odd) count = split_odd_line(text + line_begin, starts);
-            int keep = 0;
-            if (count < 0 || (count != f->width && count != 0))
-                keep = 1;
-            else if (count) {
-                starts[count] = text + line_end;
-                keep = line_matches(f, starts);
-            }
-            if (keep && handback_add(kept, (Py_ssize_t[]){count_lines, line_begin, line_end}, 3) < 0) return -1;
-            if (!keep && count && collect->field_count && line_collected(collect, starts) &&
-                gathered_add(collected, text + line_begin, (size_t)(line_end - line_begin)) < 0)
-                return -1;
-            count_rejected += !keep && count;
-            count_lines++;
-            line_begin = line_end;
-            count = odd = 0;
-            uint64_t done = before | (newline & -newline);
-            token_starts &= ~done;
-            other &= ~done;
-            newline &= ~done;
-        }
-    }
-    *lines = count_lines;
-    *rejected = count_rejected;
+typedef struct {
+    const AddressFilter *f, *collect;
+    const char *text;
+    Handback *kept;
+    Gathered *collected;
+    Py_ssize_t rejected;
+} FilterContext;
+
+/* A line of the filter: kept (matching, or unsure), collected, or passed over. */
+static inline int filter_line(void *context, int kind, const char *const *starts, Py_ssize_t index, Py_ssize_t begin,
+                              Py_ssize_t end) {
+    FilterContext *c = context;
+    int keep = kind == LINE_UNSURE || (kind == LINE_FIELDS && line_matches(c->f, starts));
+    if (keep) return handback_add(c->kept, (Py_ssize_t[]){index, begin, end}, 3);
+    if (kind != LINE_FIELDS) return 0;
+    c->rejected++;
+    if (c->collect->field_count && line_collected(c->collect, starts) &&
+        gathered_add(c->collected, c->text + begin, (size_t)(end - begin)) < 0)
+        return -1;
     return 0;
+}
+
+/* The lines of text[0:size] (whole lines) that match `f`, or that this code cannot split with
+ * certainty (odd bytes, another number of fields, longer than max_line): (index, start, end) triples
+ * in `kept`; the other lines that match `collect` are copied whole into `collected`. */
+static int filter_text(const AddressFilter *f, const AddressFilter *collect, const char *text, Py_ssize_t size,
+                       Py_ssize_t max_line, Handback *kept, Gathered *collected, Py_ssize_t *lines,
+                       Py_ssize_t *rejected) {
+    FilterContext context = {f, collect, text, kept, collected, 0};
+    *lines = split_lines(text, size, f->width, max_line, filter_line, &context);
+    *rejected = context.rejected;
+    return *lines < 0 ? -1 : 0;
 }
 
 /* Fields and addresses of one AddressFilter from Python: a tuple of field positions (each below
@@ -1606,11 +1623,12 @@ static int filter_read(AddressFilter *f, int width, PyObject *fields, Py_buffer 
     return 0;
 }
 
-/* filter_lines(buffer, start, end, width, fields, ipv4, texts, collect_fields, collect_ipv4, collect_inside)
- *   -> (lines, rejected, kept, collected)
+/* filter_lines(buffer, start, end, width, fields, ipv4, texts, collect_fields, collect_ipv4, collect_inside,
+ *              max_line) -> (lines, rejected, kept, collected)
  * The lines of buffer[start:end] (whole lines, the last ending with a newline) of `width` fields
  * whose fields at the positions `fields` hold one of the addresses (`ipv4`: a bytes of sorted native
- * uint32; `texts`: a tuple of bytes, compared whole), and the lines it cannot split with certainty:
+ * uint32; `texts`: a tuple of bytes, compared whole), and the lines it cannot split with certainty
+ * (or longer than `max_line` bytes before the newline):
  * `kept` lists their (line index from 0, start, end), offsets into buffer, for the caller to read
  * again. Of the other lines, those where one of `collect_fields` holds one of `collect_ipv4` and
  * another an address outside the ranges `collect_inside` (native uint32 first, last pairs) are
@@ -1618,11 +1636,12 @@ static int filter_read(AddressFilter *f, int width, PyObject *fields, Py_buffer 
  * were not kept (records read and passed over, collected or not). */
 static PyObject *filter_lines(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer view, addresses, collect_addresses, collect_inside;
-    Py_ssize_t start, end;
+    Py_ssize_t start, end, max_line;
     int width;
     PyObject *fields, *texts, *collect_fields;
-    if (!PyArg_ParseTuple(args, "y*nniO!y*O!O!y*y*", &view, &start, &end, &width, &PyTuple_Type, &fields, &addresses,
-                          &PyTuple_Type, &texts, &PyTuple_Type, &collect_fields, &collect_addresses, &collect_inside))
+    if (!PyArg_ParseTuple(args, "y*nniO!y*O!O!y*y*n", &view, &start, &end, &width, &PyTuple_Type, &fields, &addresses,
+                          &PyTuple_Type, &texts, &PyTuple_Type, &collect_fields, &collect_addresses, &collect_inside,
+                          &max_line))
         return NULL;
     PyObject *result = NULL;
     int positions[MAX_FIELDS], collect_positions[MAX_FIELDS];
@@ -1634,8 +1653,8 @@ static PyObject *filter_lines(PyObject *Py_UNUSED(module), PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "filter_lines: the range must hold whole lines, the last ending with a newline");
         goto done;
     }
-    if (width < 1 || width > MAX_FIELDS || PyTuple_GET_SIZE(texts) > 64) {
-        PyErr_SetString(PyExc_ValueError, "filter_lines: unsupported layout or too many texts");
+    if (width < 1 || width > MAX_FIELDS || PyTuple_GET_SIZE(texts) > 64 || max_line < 0) {
+        PyErr_SetString(PyExc_ValueError, "filter_lines: unsupported layout, too many texts or a negative max_line");
         goto done;
     }
     if (filter_read(&f, width, fields, &addresses, positions) < 0 ||
@@ -1662,7 +1681,8 @@ static PyObject *filter_lines(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_ssize_t lines = 0, rejected = 0;
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = filter_text(&f, &collect, (const char *)view.buf + start, end - start, &kept, &collected, &lines, &rejected);
+    status = filter_text(&f, &collect, (const char *)view.buf + start, end - start, max_line, &kept, &collected, &lines,
+                         &rejected);
     Py_END_ALLOW_THREADS
     if (status < 0) {
         PyErr_NoMemory();

@@ -49,4 +49,5 @@ def filter_lines(
     collect_fields: tuple[int, ...],
     collect_ipv4: Buffer,
     collect_inside: Buffer,
+    max_line: int,
 ) -> tuple[int, int, list[tuple[int, int, int]], bytes]: ...

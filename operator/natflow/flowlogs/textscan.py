@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -66,6 +66,20 @@ def read_text(file: FlowLogFile, choices: FormatChoices, part: Reduction, diagno
     layout = begin_text(file, head.decode("utf-8", "replace"), choices, part, diagnostics, where)
     scanner = scanner_for(layout, part.topology, part.window, file.key_time)
     reader = _LineReader(scanner, layout, part, where, file.key_time)
+    for span in line_spans(rest, pieces):
+        if span is None:
+            reader.too_long()
+        else:
+            reader.read(*span)
+    return ScannedText(scanner)
+
+
+def line_spans(rest: bytes, pieces: Iterable[bytes]) -> Iterator[tuple[bytes, int, int] | None]:
+    """The lines of `rest` and then `pieces` (one text, a piece at a time) as spans (buffer, start, end)
+    of whole lines, the last ending with a newline (a last line without one gets one); None in place of
+    a line longer than `MAX_LINE_BYTES` that does not fit in one piece, which is read past to its
+    newline without joining the pieces, so memory stays one piece and one line at most. (A long line
+    inside one piece comes in a span: the consumer checks complete lines.)"""
     carry, skipping = b"", False  # the start of a line that continues in the next piece; or passing one by
     for piece in itertools.chain((rest,), pieces):
         start = 0
@@ -75,23 +89,22 @@ def read_text(file: FlowLogFile, choices: FormatChoices, part: Reduction, diagno
                 if not skipping and len(carry) + len(piece) <= MAX_LINE_BYTES:
                     carry += piece
                 elif not skipping:
-                    reader.too_long()
+                    yield None
                     carry, skipping = b"", True
                 continue
             start = newline + 1
             if not skipping:  # the line that spans two pieces
-                reader.read(carry + piece[:start], 0, len(carry) + start)
+                yield carry + piece[:start], 0, len(carry) + start
             carry, skipping = b"", False
         cut = piece.rfind(b"\n") + 1
         if cut > start:
-            reader.read(piece, start, cut)
+            yield piece, start, cut
         carry = piece[max(cut, start) :]
         if len(carry) > MAX_LINE_BYTES:
-            reader.too_long()
+            yield None
             carry, skipping = b"", True
     if carry:
-        reader.read(carry + b"\n", 0, len(carry) + 1)  # a last line without newline splits the same
-    return ScannedText(scanner)
+        yield carry + b"\n", 0, len(carry) + 1  # a last line without newline splits the same
 
 
 def _first_line(pieces: Iterator[bytes]) -> tuple[bytes, bytes]:

@@ -15,8 +15,8 @@ Memory is one decompressed piece (or one Parquet batch) and the records kept.
 
 from __future__ import annotations
 
-import io
 import ipaddress
+import itertools
 from array import array
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,10 +26,10 @@ from typing import IO, Any
 from natflow.aws.flowsource import OBJECT_SLACK_SECONDS
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs._textscan import filter_lines
-from natflow.flowlogs.fields import FormatError, LogFormat, canonical_name, header_format
-from natflow.flowlogs.readers import DAMAGE, FormatChoices, NeedsReference
+from natflow.flowlogs.fields import MAX_LINE_BYTES, FormatError, LogFormat, canonical_name, header_format
+from natflow.flowlogs.readers import DAMAGE, FormatChoices, NeedsReference, raw_lines, text_lines
 from natflow.flowlogs.sources import FileKind, FlowLogFile
-from natflow.flowlogs.textscan import INFLATE_ERROR, _decompressed, _first_line
+from natflow.flowlogs.textscan import INFLATE_ERROR, _decompressed, _first_line, _raw_lines, line_spans
 from natflow.jsonstream import JsonStreamError, iter_member_elements
 from natflow.net import CidrSet, normalize_address
 from natflow.trace.records import ADDRESS_FIELDS, TRACE_FIELDS, FlowRecord, MalformedRecord, record_of, record_of_tokens
@@ -52,6 +52,11 @@ class ScanStats:
         self.malformed_records += 1
         if len(self.malformed_examples) < 5:
             self.malformed_examples.append(f"{where}: {why}")
+
+    def too_long(self, where: str) -> None:
+        """A line longer than any record: one malformed record."""
+        self.records_read += 1
+        self.malformed(where, f"a line longer than any record ({MAX_LINE_BYTES} bytes); skipped")
 
     def merge(self, other: ScanStats) -> None:
         for name, value in vars(other).items():
@@ -162,6 +167,16 @@ class _Reader:
             return
         self._keep(record, chosen)
 
+    def add_line(self, fmt: LogFormat, text: str | None, where: str) -> None:
+        """A text line: a record (counted as read), blank, or None for a line longer than any record."""
+        if text is None:
+            self.kept.stats.too_long(where)
+            return
+        tokens = text.split()
+        if tokens:
+            self.kept.stats.records_read += 1
+            self.add_tokens(fmt, tokens, where, self.file.key_time)
+
     def add_tokens(
         self, fmt: LogFormat, tokens: Sequence[str], where: str, fallback: tuple[int, int] | None, chosen: bool = False
     ) -> None:
@@ -209,7 +224,17 @@ class _Reader:
                 spans = [(0, len(blob))]
             else:
                 _, _, found, _ = filter_lines(
-                    blob, 0, len(blob), len(fmt.fields), positions, chooser.ipv4, chooser.other, (), b"", b""
+                    blob,
+                    0,
+                    len(blob),
+                    len(fmt.fields),
+                    positions,
+                    chooser.ipv4,
+                    chooser.other,
+                    (),
+                    b"",
+                    b"",
+                    MAX_LINE_BYTES,
                 )
                 spans = [(span_start, span_end) for _, span_start, span_end in found]
             for span_start, span_end in spans:
@@ -240,9 +265,8 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
     fmt = choices.text_format(file, header)
     stats = reader.kept.stats
     line = 1
-    if header is None and first.strip():
-        stats.records_read += 1
-        reader.add_tokens(fmt, first.split(), f"{file.path}:1", file.key_time)
+    if header is None:
+        reader.add_line(fmt, first, f"{file.path}:1")
     subject, collect = reader.wanted.subject, reader.wanted.collect
     positions = subject.positions(fmt)
     collect_positions = collect.positions(fmt) if collect is not None else ()
@@ -255,7 +279,7 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
         if start == end:
             return
         if not fast:
-            _python_lines(data[start:end], line + 1)
+            _python_lines(data, start, end, line + 1)
             line += data.count(b"\n", start, end)
             return
         lines, rejected, spans, collected = filter_lines(
@@ -269,37 +293,26 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
             collect_positions,
             collect_ipv4,
             collect_inside,
+            MAX_LINE_BYTES,
         )
         stats.records_read += rejected
         if collected:
             reader.blobs.append((fmt, collected))
         for index, span_start, span_end in spans:
-            _python_lines(data[span_start:span_end], line + 1 + index)
+            _python_lines(data, span_start, span_end, line + 1 + index)
         line += lines
 
-    def _python_lines(chunk: bytes, number: int) -> None:
+    def _python_lines(data: bytes, start: int, end: int, number: int) -> None:
         # Universal newlines, as the reference reader splits: a CR ends a line too.
-        for offset, text in enumerate(io.StringIO(chunk.decode("utf-8", "replace"), newline=None)):
-            tokens = text.split()
-            if tokens:
-                stats.records_read += 1
-                reader.add_tokens(fmt, tokens, f"{file.path}:{number + offset}", file.key_time)
+        for offset, text in enumerate(text_lines(_raw_lines(data, start, end))):
+            reader.add_line(fmt, text, f"{file.path}:{number + offset}")
 
-    carry = rest
-    for piece in pieces:
-        cut = piece.rfind(b"\n") + 1
-        if not cut:
-            carry += piece
-            continue
-        start = 0
-        if carry:
-            start = piece.find(b"\n") + 1
-            joined = carry + piece[:start]
-            scan(joined, 0, len(joined))
-        scan(piece, start, cut)
-        carry = piece[cut:]
-    if carry:
-        scan(carry + b"\n", 0, len(carry) + 1)
+    for span in line_spans(rest, pieces):
+        if span is None:
+            line += 1
+            stats.too_long(f"{file.path}:{line}")
+        else:
+            scan(*span)
 
 
 # -- S3 Parquet ----------------------------------------------------------------------------------------
@@ -445,21 +458,20 @@ def read_file(file: FlowLogFile, choices: FormatChoices, wanted: Wanted, window:
 
 
 def _read_text_plain(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> None:
+    """What the gzip module reads (a gzip of several members), line by line as the reference reader
+    splits: a line longer than any record is one malformed record, read past without being kept."""
     import gzip
 
     with open(file.path, "rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
-    raw = gzip.open(file.path, "rb") if gzipped else open(file.path, "rb")  # noqa: SIM115
-    with io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None) as handle:
-        first = handle.readline()
-        header = header_format(first, f"{file.path} header")
+    with gzip.open(file.path, "rb") if gzipped else open(file.path, "rb") as raw:
+        lines = text_lines(raw_lines(raw))
+        first = next(lines, "")
+        header = header_format(first, f"{file.path} header") if first is not None else None
         fmt = choices.text_format(file, header)
-        lines = [(1, first)] if header is None else []
-        for number, text in [*lines, *enumerate(handle, start=2)]:
-            tokens = text.split()
-            if tokens:
-                reader.kept.stats.records_read += 1
-                reader.add_tokens(fmt, tokens, f"{file.path}:{number}", file.key_time)
+        numbered = enumerate(lines, start=2)
+        for number, text in itertools.chain([(1, first)] if header is None else [], numbered):
+            reader.add_line(fmt, text, f"{file.path}:{number}")
 
 
 def read_files(
