@@ -15,6 +15,7 @@ import pytest
 
 from natflow.cli import main
 from natflow.flowlogs import decoders, vectorised
+from tests.conftest import UNDER_ASAN
 from tests.parquet_damage import DAMAGES, ROWS, damaged, table, write
 
 NAME = "123456789012_vpcflowlogs_us-east-1_fl-0abc_20261121T1000Z_{}.log.parquet"
@@ -135,6 +136,7 @@ def test_a_decoder_that_overruns_its_time_is_stopped(
     ]  # not read again: the reference would take as long
 
 
+@pytest.mark.skipif(UNDER_ASAN, reason="AddressSanitizer's shadow memory does not fit a capped address space")
 def test_the_pool_replaces_dead_decoders() -> None:
     pool = decoders.DecoderPool(address_space=1 << 30)
     try:
