@@ -19,7 +19,7 @@ from natflow.flowlogs.fields import FormatError, parse_log_format
 from natflow.flowlogs.readers import read_all
 from natflow.flowlogs.reduce import Reduction
 from natflow.flowlogs.sources import discover
-from natflow.flowlogs.vectorised import read_all_parallel
+from natflow.flowlogs.vectorised import read_all_parallel, warm_decoders
 from natflow.pipeline import PlanError, WindowPlan, WindowSettings, run_window
 from natflow.settings import Settings, SettingsError
 from natflow.timeutil import parse_time
@@ -108,9 +108,15 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
     if args.price_per_gb is not None and args.price_per_gb < 0:
         raise UsageError("--price-per-gb must not be negative")
 
+    # The flow-log files first, so that Parquet decoders start while the other inputs are read; their
+    # warnings follow the cluster's and AWS's, in the order the inputs are given.
+    found = Diagnostics()
+    files, passed_over = discover(args.flow_logs, found)
+    if args.reader == "vectorised":
+        warm_decoders(files, args.workers)
     state, dump_stats = load_cluster(args.cluster, diagnostics)
     inventory, aws_files = load_inventory(args.aws, diagnostics)
-    files, passed_over = discover(args.flow_logs, diagnostics)
+    diagnostics.extend(found)
 
     def read(plan: WindowPlan, diagnostics: Diagnostics) -> Reduction:
         if not files:

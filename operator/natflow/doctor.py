@@ -35,7 +35,6 @@ from natflow.aws.inventory import FlowLog, Inventory, NatGateway
 from natflow.cluster.objects import ObjectError, describe
 from natflow.cluster.snat import LOOKED_FOR, SnatDecision, source_kind
 from natflow.cluster.state import ClusterState
-from natflow.controller import AwsClients
 from natflow.flowlogs.fields import RECOMMENDED_FORMAT, default_format
 from natflow.settings import Settings
 
@@ -370,6 +369,8 @@ def add_parser(commands: Any) -> None:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
+    from natflow.controller import AwsClients  # boto3 and the kubernetes client: loaded only to run doctor
+
     try:
         aws = AwsClients.create(settings.aws_max_attempts, settings.aws_region)
         checks = run_checks(_kube(args.impersonate), aws, args.vpc_id or settings.vpc_id, int(time.time()))

@@ -81,7 +81,7 @@ STDERR_SHOWN_BYTES = 300
 
 
 class _Child:
-    def __init__(self, address_space: int) -> None:
+    def __init__(self, address_space: int, preload: str = "") -> None:
         # Its stderr goes to an unlinked file, not to the run's: what it said before dying is shown
         # on the object's warning line instead.
         self.stderr, path = tempfile.mkstemp(prefix="natflow-decoder-")
@@ -90,7 +90,7 @@ class _Child:
         ours, theirs = socket.socketpair()
         with ours, theirs:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno()), str(address_space)],
+                [sys.executable, "-m", __name__, str(theirs.fileno()), str(address_space), preload],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 stderr=self.stderr,
@@ -159,6 +159,13 @@ class DecoderPool:
             raise DecoderFailed(f"decoder failed ({value})")
         return value
 
+    def warm(self, count: int, preload: str) -> None:
+        """Start decoders ahead, up to `count` idle, each importing `preload` (a module) while the
+        caller does other work: a decoder's start-up is mostly importing the decoding library."""
+        with self.lock:
+            missing = min(count, self.keep) - len(self.idle)
+            self.idle.extend(_Child(self.address_space, preload) for _ in range(max(missing, 0)))
+
     def _take(self) -> _Child:
         with self.lock:
             while self.idle:
@@ -203,7 +210,9 @@ def pool() -> DecoderPool:
         return _pool
 
 
-if __name__ == "__main__":  # a decoder process: the connection's descriptor, the address space cap
+if __name__ == "__main__":  # a decoder process: the connection's descriptor, the address space cap, a module
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]), int(sys.argv[2])))
+    if sys.argv[3]:
+        importlib.import_module(sys.argv[3])
     _serve(Connection(int(sys.argv[1])))

@@ -340,18 +340,22 @@ class Reduction:
             self.last_time = end
 
     def merge(self, other: Reduction) -> None:
-        """Fold another reduction (e.g. from a worker process) into this one."""
-        rows = self.rows
-        for key, value in other.rows.items():
-            row = rows.get(key)
-            if row is None:
-                rows[key] = list(value)
-            else:
-                row[BYTES] += value[BYTES]
-                row[PACKETS] += value[PACKETS]
-                row[FIRST_START] = min(row[FIRST_START], value[FIRST_START])
-                row[LAST_END] = max(row[LAST_END], value[LAST_END])
-                row[RECORDS] += value[RECORDS]
+        """Fold another reduction (one object's, a decoder's, a query's) into this one. Its rows are
+        taken, not copied: `other` is not used afterwards. Objects of other minutes share few keys, so
+        only the shared ones are folded one by one, into the larger of the two dicts."""
+        rows, taken = self.rows, other.rows
+        if len(taken) > len(rows):
+            rows, taken = taken, rows
+            self.rows = rows
+        other.rows = {}
+        for key in taken.keys() & rows.keys():
+            row, value = rows[key], taken.pop(key)
+            row[BYTES] += value[BYTES]
+            row[PACKETS] += value[PACKETS]
+            row[FIRST_START] = min(row[FIRST_START], value[FIRST_START])
+            row[LAST_END] = max(row[LAST_END], value[LAST_END])
+            row[RECORDS] += value[RECORDS]
+        rows.update(taken)
         self.stats.merge(other.stats)
         for fields, origin in other.formats.items():
             self.formats.setdefault(fields, origin)

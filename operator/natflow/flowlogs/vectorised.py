@@ -119,6 +119,14 @@ def _read_parquet(
 _portable_topologies: dict[int, tuple[NatTopology, NatTopology]] = {}  # by id(): NatTopology holds dicts
 
 
+def warm_decoders(files: Iterable[FlowLogFile], workers: int) -> None:
+    """Start the decoder processes the Parquet objects among `files` will need, so that they load
+    their library while the caller reads the cluster and AWS inputs."""
+    parquet = sum(1 for file in files if file.kind is FileKind.PARQUET)
+    if parquet:
+        decoders.pool().warm(min(parquet, workers), PARQUET_READERS[0].split(":")[0])
+
+
 def _portable(topology: NatTopology) -> NatTopology:
     """The topology as plain dicts and a fresh CidrSet (without its memo of addresses looked up),
     to be sent to the decoder with each object."""
