@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,8 +186,9 @@ def generate(
 
     Object i holds five-minute slot i % `slots`: beyond `slots` objects, more objects cover the
     same time (as a busy flow log delivers several per slot), so the reduced rows stay the same.
-    With `distinct` (a multiple of `slots`), object i from `distinct` on is a hard link to object
-    i % `distinct`, of the same slot: a large data set at no cost in time or disk.
+    With `distinct` (a multiple of `slots`), object i from `distinct` on is a copy of object
+    i % `distinct`, of the same slot: a large data set at the cost of a copy, not of generating it
+    (a copy, not a hard link: natflow reads each file once, and a link is the same file).
     An object appears under its final name only once complete, so an interrupted run resumes.
     """
     series = root / f"seed{seed}-{records_per_file}x{slots}"
@@ -214,8 +216,13 @@ def generate(
             future.result()
     originals = {(path.parent, index): path for _, index, path in jobs if distinct is not None and index < distinct}
     for index, path in copies:
+        original = originals[(path.parent, index % (distinct or 1))]
+        if path.exists() and os.path.samefile(path, original):  # a hard link of an earlier bench
+            path.unlink()
         if not path.exists():
-            os.link(originals[(path.parent, index % (distinct or 1))], path)
+            partial = path.with_name(path.name + ".partial")
+            shutil.copyfile(original, partial)
+            partial.rename(path)
     text = [path for write, _, path in jobs if write is _write_text]
     parquets = [path for write, _, path in jobs if write is _write_parquet]
     dataset = Dataset(files * records_per_file, text, parquets, series / "aws.json", series / "cluster.json")

@@ -14,7 +14,7 @@ sum of the RSS of the child and its descendants, sampled from /proc every 20 ms.
         and natflow decoding in its own process (no decoder processes: the cost of the process hop);
         the document must be the reference reader's on the same objects;
     (d) peak memory of (a) at the main size and at ten times it (it must not grow); the larger
-        data set repeats the main one's objects under other names (hard links), so it costs no time.
+        data set repeats the main one's objects under other names (copies: natflow reads each file once).
     (e) cluster dumps: a 150,000-pod `kubectl get pods -A -o json` through load_cluster (bench.dumps);
         `--only dumps` runs this figure alone.
 
