@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs.fields import RECOMMENDED_FORMAT, parse_log_format
@@ -74,12 +75,12 @@ def _files(directory: Path, records: int, regional: bool) -> dict[str, Path]:
     parquet = directory / (NAME.format(f"{int(regional)}p") + ".log.parquet")
     numbers = ("packets", "bytes", "start", "end")
     columns = {
-        f.replace("-", "_"): pl.Series([None if r[f] == "-" else int(r[f]) for r in rows], dtype=pl.Int64)
+        f.replace("-", "_"): pa.array([None if r[f] == "-" else int(r[f]) for r in rows], pa.int64())
         if f in numbers
-        else pl.Series([None if r[f] == "-" else r[f] for r in rows], dtype=pl.String)
+        else pa.array([None if r[f] == "-" else r[f] for r in rows], pa.string())
         for f in FIELDS
     }
-    pl.DataFrame(columns).write_parquet(parquet, compression="gzip", row_group_size=1 << 17)
+    pq.write_table(pa.table(columns), parquet, compression="gzip", row_group_size=1 << 17)
     return {"text": text, "parquet": parquet}
 
 
