@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -272,3 +273,32 @@ def test_columns_of_other_types_go_to_the_reference(tmp_path: Path, kinds: dict[
         table = table.set_column(table.schema.get_field_index("action"), "action", pa.array(range(rows), pa.int64()))
         pq.write_table(table, file.path, row_group_size=16)
     assert_same(bulk_read(file, TOPOLOGY), reference_read(file, TOPOLOGY))
+
+
+def test_a_dictionary_entry_number_out_of_range_is_refused_not_read() -> None:
+    """Dictionary columns reach the scanner as the dictionary and each row's entry number; a number
+    outside the dictionary (a damaged page) is refused, and a null row's number is never read."""
+    from natflow.flowlogs.fields import LogFormat
+    from natflow.flowlogs.readers import Layout
+    from natflow.flowlogs.textscan import scanner_for
+
+    layout = Layout(LogFormat(("interface-id", "srcaddr", "dstaddr", "bytes"), "test"))
+    scanner = scanner_for(layout, TOPOLOGY, None, None)
+    enis, _ = columnar._views(pa.array(["eni-0nat1"]))
+    addresses, _ = columnar._views(pa.array(["10.0.2.5", "10.0.1.10"]))
+    nbytes = np.array([100, 200], np.int64)
+
+    def columns(entries: list[int], validity: Any = None) -> tuple[tuple[Any, ...], ...]:
+        numbers = np.array(entries, np.int32)
+        return ((0, 0, None, enis, (), np.zeros(len(entries), np.int32)),
+                (0, 0, None, addresses, (), np.zeros(len(entries), np.int32)),
+                (0, 0, None, addresses, (), np.ones(len(entries), np.int32)),
+                (1, 0, validity, nbytes, (), numbers))  # fmt: skip
+
+    scanner.scan_columns(columns([0, 1]), 2)
+    with pytest.raises(ValueError, match="outside"):
+        scanner.scan_columns(columns([0, 2]), 2)
+    with pytest.raises(ValueError, match="outside"):
+        scanner.scan_columns(columns([-1, 0]), 2)
+    null = np.packbits(np.array([True, False]), bitorder="little")  # row 1's bytes are null
+    scanner.scan_columns(columns([0, 1 << 30], null), 2)  # its entry number is not read

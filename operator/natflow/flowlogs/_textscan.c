@@ -741,6 +741,10 @@ typedef struct {
     Py_buffer validity, values; /* validity.obj NULL: no nulls */
     Py_buffer *data;
     Py_ssize_t data_count;
+    /* A dictionary column: each row's entry number (int32) in `values`, which then holds the
+     * dictionary's `entries`; indices.obj NULL: `values` holds the rows themselves. */
+    Py_buffer indices;
+    Py_ssize_t entries;
 } Column;
 
 enum { VALUE_TOKEN = 1, VALUE_ODD = 0, VALUE_CORRUPT = -1 };
@@ -789,6 +793,12 @@ static inline int column_token(const Column *c, Py_ssize_t row, int check, Token
     if (validity && !((validity[i >> 3] >> (i & 7)) & 1)) {
         *out = dash;
         return VALUE_TOKEN;
+    }
+    if (c->indices.obj) { /* a null's entry number may be anything: read only a valid row's */
+        int32_t entry;
+        memcpy(&entry, (const char *)c->indices.buf + 4 * i, 4);
+        if (entry < 0 || entry >= c->entries) return VALUE_CORRUPT;
+        i = entry;
     }
     if (c->kind == COLUMN_INT64) {
         int64_t value;
@@ -1058,16 +1068,19 @@ static void columns_release(Column *columns, int count) {
     for (int i = 0; i < count; i++) {
         if (columns[i].validity.obj) PyBuffer_Release(&columns[i].validity);
         if (columns[i].values.obj) PyBuffer_Release(&columns[i].values);
+        if (columns[i].indices.obj) PyBuffer_Release(&columns[i].indices);
         for (Py_ssize_t j = 0; columns[i].data && j < columns[i].data_count; j++)
             if (columns[i].data[j].obj) PyBuffer_Release(&columns[i].data[j]);
         PyMem_Free(columns[i].data);
     }
 }
 
-/* One column's buffers from (kind, offset, validity or None, values, data buffers), checked to hold `rows`. */
+/* One column's buffers from (kind, offset, validity or None, values, data buffers[, entry numbers]),
+ * checked to hold `rows`; with entry numbers (int32, one a row), `values` holds a dictionary's entries. */
 static int column_read(PyObject *item, Py_ssize_t rows, Column *c) {
-    PyObject *validity, *values, *data;
-    if (!PyArg_ParseTuple(item, "inOOO!", &c->kind, &c->offset, &validity, &values, &PyTuple_Type, &data)) return -1;
+    PyObject *validity, *values, *data, *indices = Py_None;
+    if (!PyArg_ParseTuple(item, "inOOO!|O", &c->kind, &c->offset, &validity, &values, &PyTuple_Type, &data, &indices))
+        return -1;
     if ((c->kind != COLUMN_TEXT && c->kind != COLUMN_INT64) || c->offset < 0) {
         PyErr_SetString(PyExc_ValueError, "scan_columns: unknown column kind or offset");
         return -1;
@@ -1082,8 +1095,11 @@ static int column_read(PyObject *item, Py_ssize_t rows, Column *c) {
     }
     for (Py_ssize_t j = 0; j < c->data_count; j++)
         if (PyObject_GetBuffer(PyTuple_GET_ITEM(data, j), &c->data[j], PyBUF_SIMPLE) < 0) return -1;
-    Py_ssize_t end = c->offset + rows;
-    if (c->values.len < end * (c->kind == COLUMN_TEXT ? 16 : 8) || (c->validity.obj && c->validity.len < (end + 7) / 8)) {
+    Py_ssize_t end = c->offset + rows, width = c->kind == COLUMN_TEXT ? 16 : 8;
+    if (indices != Py_None && PyObject_GetBuffer(indices, &c->indices, PyBUF_SIMPLE) < 0) return -1;
+    c->entries = c->values.len / width;
+    Py_ssize_t held = c->indices.obj ? c->indices.len / 4 : c->entries;
+    if (held < end || (c->validity.obj && c->validity.len < (end + 7) / 8)) {
         PyErr_SetString(PyExc_ValueError, "scan_columns: a column holds fewer values than rows");
         return -1;
     }
