@@ -23,7 +23,7 @@ from natflow.trace.legs import (
     conversations,
     match_internet_legs,
 )
-from natflow.trace.network import GatewayZones, build_network
+from natflow.trace.network import build_network
 from natflow.trace.records import FlowRecord
 
 POD, NODE_ENI, NAT_ENI, NAT_IP, PUBLIC, REMOTE = (
@@ -48,6 +48,7 @@ def network():  # type: ignore[no-untyped-def]
             ),
             NatGateway(
                 NatGatewayId=REGIONAL,
+                AvailabilityMode="regional",
                 NatGatewayAddresses=[NatGatewayAddress(NetworkInterfaceId="eni-0reg", PublicIp=REGIONAL_PUBLIC)],
             ),
         ]
@@ -62,8 +63,7 @@ def network():  # type: ignore[no-untyped-def]
             )
         ]
     )
-    zones = {REGIONAL: GatewayZones(NatGatewayId=REGIONAL, AvailabilityMode="regional")}
-    return build_network(inventory, CidrSet(["10.0.0.0/16"]), zones, [])
+    return build_network(inventory, CidrSet(["10.0.0.0/16"]), [])
 
 
 def record(

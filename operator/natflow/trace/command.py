@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable
 from contextlib import ExitStack
 from typing import Any
 
@@ -18,13 +17,11 @@ from natflow.cluster.dump import load_cluster
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs.fields import FormatError, LogFormat
 from natflow.flowlogs.sources import discover
-from natflow.jsonstream import Element, JsonStreamError, iter_stream
-from natflow.paths import walk_files
 from natflow.pipeline import format_choices, inside_cidrs
 from natflow.settings import Settings
 from natflow.timeutil import parse_time
 from natflow.trace.engine import Filters, TraceInputs, render_table, run_trace
-from natflow.trace.network import GatewayZones, build_network, gateway_zones
+from natflow.trace.network import build_network
 from natflow.trace.subject import Subject, SubjectError, address_subject, pod_subject, workload_subject
 
 LIVE_DEFAULT_SECONDS = 3600
@@ -133,27 +130,14 @@ def _subject(args: argparse.Namespace, state: Any, window: tuple[int | None, int
     return address_subject(args.address)
 
 
-def raw_nat_gateways(paths: list[str]) -> Iterable[Any]:
-    """The NatGateways entries of describe-nat-gateways outputs, as written (for members the inventory
-    does not keep); unreadable files were reported by load_inventory already."""
-    for path, _ in walk_files(paths):
-        try:
-            with open(path, "rb") as handle:
-                for found in iter_stream(handle, ("NatGateways",)):
-                    if isinstance(found, Element) and found.member == "NatGateways":
-                        yield found.value
-        except (JsonStreamError, OSError):
-            continue
-
-
-def network_inputs(state: Any, inventory: Inventory, zones: dict[str, GatewayZones], diagnostics: Diagnostics) -> Any:
+def network_inputs(state: Any, inventory: Inventory, diagnostics: Diagnostics) -> Any:
     if not inventory.nat_gateways:
         diagnostics.warn(
             "NoNatGateways", "no NAT gateways in the inventory: only the interfaces' own legs can be shown"
         )
     state.set_interfaces(inventory.instance_interfaces())
     instances = [node.instance_id for node in state.nodes.values() if node.instance_id]
-    return build_network(inventory, inside_cidrs(inventory, diagnostics), zones, instances)
+    return build_network(inventory, inside_cidrs(inventory, diagnostics), instances)
 
 
 def offline_inputs(cluster: list[str], aws: list[str], flow_logs: list[str], override: LogFormat | None) -> TraceInputs:
@@ -161,7 +145,7 @@ def offline_inputs(cluster: list[str], aws: list[str], flow_logs: list[str], ove
     diagnostics = Diagnostics()
     state, dump_stats = load_cluster(cluster, diagnostics)
     inventory, aws_files = load_inventory(aws, diagnostics)
-    network = network_inputs(state, inventory, gateway_zones(raw_nat_gateways(aws)), diagnostics)
+    network = network_inputs(state, inventory, diagnostics)
     files, _ = discover(flow_logs, diagnostics)
     if not files:
         raise TraceUsageError("--flow-logs: no flow-log files found (.log.gz, .log, .parquet or CloudWatch .json)")

@@ -24,7 +24,6 @@ from natflow.pipeline import format_choices
 from natflow.settings import Settings
 from natflow.trace.command import TraceUsageError, network_inputs
 from natflow.trace.engine import TraceInputs
-from natflow.trace.network import gateway_zones
 from natflow.trace.subject import Subject
 
 LIST_LIMIT = 1000  # objects per page of a list
@@ -95,8 +94,7 @@ def live_inputs(
         if not vpc:
             raise TraceUsageError("cannot tell the cluster's VPC: no node ENIs found and NATFLOW_VPC_ID is unset")
         inventory = discover_inventory(aws.ec2, vpc)
-        raw = aws.ec2.describe_nat_gateways(Filter=[{"Name": "vpc-id", "Values": [vpc]}]).get("NatGateways", [])
-        network = network_inputs(state, inventory, gateway_zones(raw), diagnostics)
+        network = network_inputs(state, inventory, diagnostics)
         on_path = _interfaces_on_path(inventory, subject, network.eni_of_address)
         _add_interface_flow_logs(aws.ec2, inventory, on_path)
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="natflow-trace-")))

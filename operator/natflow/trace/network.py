@@ -6,12 +6,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from natflow.aws.discovery import covering_flow_logs
-from natflow.aws.inventory import Inventory
+from natflow.aws.inventory import Inventory, NatGateway
 from natflow.flowlogs.fields import RECOMMENDED_FORMAT
 from natflow.net import CidrSet
 
@@ -25,49 +22,13 @@ MAX_REMEMBERED = 1 << 20
 TRACE_FORMAT = f"{RECOMMENDED_FORMAT} ${{tcp-flags}} ${{az-id}} ${{reject-reason}} ${{resource-id}}"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class _ZoneAddress(_Model):
-    NetworkInterfaceId: str | None = None
-    PrivateIp: str | None = None
-    PublicIp: str | None = None
-    AvailabilityZone: str | None = None
-    AvailabilityZoneId: str | None = None
-
-
-class GatewayZones(_Model):
-    """What DescribeNatGateways says of a gateway's mode and per-address zones (regional gateways,
-    issue 12), read here from the raw output: the inventory's model does not keep these members."""
-
-    NatGatewayId: str
-    AvailabilityMode: str | None = None
-    SubnetId: str | None = None
-    NatGatewayAddresses: list[_ZoneAddress] = Field(default_factory=list)
-
-    @property
-    def regional(self) -> bool:
-        if self.AvailabilityMode:
-            return self.AvailabilityMode.lower() == "regional"
-        # Before AvailabilityMode was read: no subnet and no private IPs is a regional gateway.
-        return (
-            not self.SubnetId
-            and bool(self.NatGatewayAddresses)
-            and not any(a.PrivateIp for a in self.NatGatewayAddresses)
-        )
-
-
-def gateway_zones(raw: Iterable[Any]) -> dict[str, GatewayZones]:
-    """Validate raw NatGateways entries; entries that do not validate are left out (the inventory warns)."""
-    found: dict[str, GatewayZones] = {}
-    for item in raw:
-        try:
-            zones = GatewayZones.model_validate(item)
-        except ValidationError:
-            continue
-        found[zones.NatGatewayId] = zones
-    return found
+def regional_gateway(gateway: NatGateway) -> bool:
+    """A regional NAT Gateway (issue 12): by its AvailabilityMode, or, in output written before that
+    member existed, by having no subnet and no private IP on any address."""
+    if gateway.AvailabilityMode:
+        return gateway.regional
+    addresses = gateway.NatGatewayAddresses
+    return not gateway.SubnetId and bool(addresses) and not any(a.PrivateIp for a in addresses)
 
 
 @dataclass(frozen=True)
@@ -159,17 +120,14 @@ class Network:
         )
 
 
-def build_network(
-    inventory: Inventory, inside: CidrSet, zones: Mapping[str, GatewayZones], node_instances: Iterable[str]
-) -> Network:
-    """The network from the inventory; `zones` adds regional gateways' modes and zones; interfaces of
-    `node_instances` are node ENIs, branch ENIs pod ENIs, any other one `other`."""
+def build_network(inventory: Inventory, inside: CidrSet, node_instances: Iterable[str]) -> Network:
+    """The network from the inventory; interfaces of `node_instances` are node ENIs, branch ENIs pod
+    ENIs, any other one `other`."""
     network = Network(inside=inside, inventory=inventory)
     nodes = set(node_instances)
     for nat in inventory.nat_gateways.values():
-        facts = zones.get(nat.NatGatewayId)
-        regional = facts.regional if facts else False
-        addresses = facts.NatGatewayAddresses if facts else []
+        regional = regional_gateway(nat)
+        addresses = nat.NatGatewayAddresses
         enis = tuple(dict.fromkeys(a.NetworkInterfaceId for a in nat.NatGatewayAddresses if a.NetworkInterfaceId))
         zone = next((inventory.interfaces[e].AvailabilityZone for e in enis if e in inventory.interfaces), None)
         zone_id = None
