@@ -1,7 +1,7 @@
 """The Parquet bulk path (`columnar`, read here in this process, as a decoder process runs it) on
 what the broader tests in test_vectorised.py do not reach: topologies whose ENI or NAT IP is
 written '-' or "None", values a text line never holds (empty, spaces, non-ASCII, negative or
-19-digit integers, long strings in Arrow's view buffers), rows handed to the reference code one at
+19-digit integers, long strings, every Arrow layout of a column), rows handed to the reference code one at
 a time, batches of one file, and what sends a file to the reference reader.
 """
 
@@ -181,8 +181,8 @@ def test_values_no_text_line_holds_read_as_the_reference_reads_them(changes: lis
             assert_same(bulk_read(file, topology, window), reference_read(file, topology, window))
 
 
-def test_long_values_in_view_buffers(tmp_path: Path, reference_calls: list[int]) -> None:
-    """Values longer than 12 bytes live in Arrow's data buffers, not in the views."""
+def test_long_values(tmp_path: Path, reference_calls: list[int]) -> None:
+    """Values longer than a string view holds inline (12 bytes)."""
     topology = NatTopology({"eni-0natgateway00000000001": "nat-1"}, {"10.0.1.10": "eni-0natgateway00000000001"}, INSIDE)
     columns = (*COLUMNS, "pkt_dst_aws_service")
     rows = [
@@ -275,30 +275,69 @@ def test_columns_of_other_types_go_to_the_reference(tmp_path: Path, kinds: dict[
     assert_same(bulk_read(file, TOPOLOGY), reference_read(file, TOPOLOGY))
 
 
-def test_a_dictionary_entry_number_out_of_range_is_refused_not_read() -> None:
-    """Dictionary columns reach the scanner as the dictionary and each row's entry number; a number
-    outside the dictionary (a damaged page) is refused, and a null row's number is never read."""
+def scanned(arrays: dict[str, pa.Array], topology: NatTopology = TOPOLOGY) -> Reduction:
+    """Arrow arrays (one per used field) through `columnar._column` and `scan_columns`, as a batch."""
     from natflow.flowlogs.fields import LogFormat
     from natflow.flowlogs.readers import Layout
-    from natflow.flowlogs.textscan import scanner_for
+    from natflow.flowlogs.textscan import ScannedText, scanner_for
 
-    layout = Layout(LogFormat(("interface-id", "srcaddr", "dstaddr", "bytes"), "test"))
-    scanner = scanner_for(layout, TOPOLOGY, None, None)
-    enis, _ = columnar._views(pa.array(["eni-0nat1"]))
-    addresses, _ = columnar._views(pa.array(["10.0.2.5", "10.0.1.10"]))
-    nbytes = np.array([100, 200], np.int64)
+    scanner = scanner_for(Layout(LogFormat(tuple(arrays), "test")), topology, None, None)
+    kinds = [columnar._INT64 if name in ("packets", "bytes", "start", "end") else columnar._TEXT for name in arrays]
+    columns = tuple(columnar._column(kind, array) for kind, array in zip(kinds, arrays.values(), strict=True))
+    assert scanner.scan_columns(columns, len(next(iter(arrays.values())))) == []
+    part = Reduction(topology, None)
+    ScannedText(scanner).finish(part)
+    return part
 
-    def columns(entries: list[int], validity: Any = None) -> tuple[tuple[Any, ...], ...]:
-        numbers = np.array(entries, np.int32)
-        return ((0, 0, None, enis, (), np.zeros(len(entries), np.int32)),
-                (0, 0, None, addresses, (), np.zeros(len(entries), np.int32)),
-                (0, 0, None, addresses, (), np.ones(len(entries), np.int32)),
-                (1, 0, validity, nbytes, (), numbers))  # fmt: skip
 
-    scanner.scan_columns(columns([0, 1]), 2)
-    with pytest.raises(ValueError, match="outside"):
-        scanner.scan_columns(columns([0, 2]), 2)
-    with pytest.raises(ValueError, match="outside"):
-        scanner.scan_columns(columns([-1, 0]), 2)
-    null = np.packbits(np.array([True, False]), bitorder="little")  # row 1's bytes are null
-    scanner.scan_columns(columns([0, 1 << 30], null), 2)  # its entry number is not read
+def dictionary(numbers: list[int], entries: list[Any], valid: list[bool] | None = None) -> pa.DictionaryArray:
+    """A dictionary column as a damaged page may give it: entry numbers are not checked."""
+    bitmap = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
+    indices = pa.Array.from_buffers(pa.int32(), len(numbers), [bitmap, pa.py_buffer(np.array(numbers, np.int32))])
+    return pa.DictionaryArray.from_arrays(indices, pa.array(entries), safe=False)
+
+
+def test_a_dictionary_entry_number_out_of_range_is_refused_not_read() -> None:
+    """A dictionary entry number outside the dictionary (a damaged page) is refused where its row is
+    read; a null row's number is never read, nor are the values of a row on another interface."""
+    enis = dictionary([0, 0], ["eni-0nat1"])
+    sources = dictionary([0, 0], ["10.0.2.5"])
+    nat_ip = dictionary([0, 0], ["10.0.1.10"])
+
+    def arrays(numbers: list[int], valid: list[bool] | None = None, on: pa.Array = enis) -> dict[str, pa.Array]:
+        return {"interface-id": on, "srcaddr": sources, "dstaddr": nat_ip,
+                "bytes": dictionary(numbers, [100, 200], valid), "start": pa.array([FIRST, FIRST])}  # fmt: skip
+
+    assert scanned(arrays([0, 1])).stats.records_counted == 2
+    for numbers in ([0, 2], [-1, 0]):
+        with pytest.raises(ValueError, match="outside"):
+            scanned(arrays(numbers))
+    assert scanned(arrays([0, 1 << 30], [True, False])).stats.records_counted == 2  # row 1's bytes are null
+    other = dictionary([0, 1], ["eni-0nat1", "eni-0other"])
+    assert scanned(arrays([0, 1 << 30], on=other)).stats.other_interface_records == 1  # row 1's bytes never read
+
+
+@pytest.mark.parametrize("layout", ["string", "large_string", "string_view", "sliced", "sliced-dictionary"])
+def test_every_arrow_layout_of_a_column_reads_alike(layout: str) -> None:
+    """Text columns as plain strings, large strings, string views (long values in data buffers)
+    and dictionaries, sliced or not, and integers of other widths, all give the same reduction."""
+    rows = client_rows(40)
+    for index in range(0, 40, 3):
+        rows[index] = ("eni-0other", *rows[index][1:])
+    names = ("interface-id", "srcaddr", "dstaddr", "pkt-dstaddr", "packets", "bytes", "start")
+    text = {name: pa.array([row[i] for row in rows]) for i, name in enumerate(names) if name not in ("packets", "bytes", "start")}
+    numbers = {name: pa.array([row[i] for row in rows], pa.int64()) for i, name in enumerate(names) if name in ("packets", "bytes", "start")}
+    expected = scanned({**text, **numbers})
+    assert expected.stats.records_counted == 26 and expected.stats.other_interface_records == 14
+    if layout in ("string", "large_string", "string_view"):
+        kind = {"string": pa.string(), "large_string": pa.large_string(), "string_view": pa.string_view()}[layout]
+        changed = {name: array.cast(kind) for name, array in text.items()}
+        wide = {name: array.cast(pa.int32()) for name, array in numbers.items()}
+        assert_same(scanned({**changed, **wide}), expected)
+        return
+    padded = {name: pa.concat_arrays([array.slice(0, 5), array]) for name, array in {**text, **numbers}.items()}
+    if layout == "sliced-dictionary":  # the dictionary sliced too
+        padded = {name: array.dictionary_encode() if name in text else array for name, array in padded.items()}
+        padded = {name: pa.DictionaryArray.from_arrays(array.indices, pa.concat_arrays([pa.array(["x"] * 3), array.dictionary]).slice(3))
+                  if name in text else array for name, array in padded.items()}  # fmt: skip
+    assert_same(scanned({name: array.slice(5) for name, array in padded.items()}), expected)

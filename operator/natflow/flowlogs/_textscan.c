@@ -393,10 +393,15 @@ static inline Token field(const Scanner *s, const Record *r, int slot) {
     return (Token){r->starts[index], end - r->starts[index]};
 }
 
-/* A record's regional NAT Gateway (its eni_names index) by its resource-id, or -1. */
+/* The regional NAT Gateway (its eni_names index) of a resource-id, or -1. */
+static inline int32_t regional_of_token(const Scanner *s, Token t) {
+    return known_token(s->regional, s->regional_key, s->regional_index, s->regional_count, t);
+}
+
+/* A record's regional NAT Gateway by its resource-id, or -1. */
 static inline int32_t regional_of(const Scanner *s, const Record *r) {
     if (!s->regional_count || s->field[F_RESOURCE] < 0) return -1;
-    return known_token(s->regional, s->regional_key, s->regional_index, s->regional_count, field(s, r, F_RESOURCE));
+    return regional_of_token(s, field(s, r, F_RESOURCE));
 }
 
 /* A number field's token `t` as read_number reads it, or an integer column's value (already checked). */
@@ -731,20 +736,25 @@ static int scan_lines(Scanner *s, const char *text, Py_ssize_t size, Py_ssize_t 
 
 /* -- Parquet columns ------------------------------------------------------------------------------ */
 
-/* A used field's column of one Parquet slice, as Arrow holds it: string views (16 bytes a value:
- * the length, then the text itself up to 12 bytes, else a prefix, a data buffer and an offset) or
- * int64 values; a validity bitmap when there are nulls. */
-enum { COLUMN_TEXT = 0, COLUMN_INT64 = 1 };
+/* A used field's column of one Parquet batch, as Arrow holds it, without a copy: its values are
+ * "entries" (string views: 16 bytes a value, the length, then the text itself up to 12 bytes, else
+ * a prefix, a data buffer and an offset; strings: 32- or 64-bit offsets into one data buffer; or
+ * int64 values), a row's entry is the row's own (a plain column) or its entry number (int32) in
+ * `indices` (a dictionary column: `values` holds the dictionary), and a validity bitmap when there
+ * are nulls. `offset` is row 0's place in the validity bitmap and the entry numbers. */
+enum { COLUMN_VIEWS = 0, COLUMN_INT64 = 1, COLUMN_TEXT32 = 2, COLUMN_TEXT64 = 3 };
 typedef struct {
-    int kind;
-    Py_ssize_t offset; /* the array's first value in its buffers */
-    Py_buffer validity, values; /* validity.obj NULL: no nulls */
+    int kind, slot; /* slot: the field the column holds (F_COUNT: none the rules read) */
+    Py_ssize_t offset;
+    Py_buffer validity, values, indices; /* validity.obj NULL: no nulls; indices.obj NULL: a plain column */
     Py_buffer *data;
-    Py_ssize_t data_count;
-    /* A dictionary column: each row's entry number (int32) in `values`, which then holds the
-     * dictionary's `entries`; indices.obj NULL: `values` holds the rows themselves. */
-    Py_buffer indices;
-    Py_ssize_t entries;
+    Py_ssize_t data_count, entries;
+    /* A dictionary text column's entries, each read once a batch: the token, its VALUE_* and what
+     * the rules derive from it (ENI, resource and status: 1 when it makes its row one to read, see
+     * row_wanted; an address: the IPv4 address or NOT_IPV4). */
+    Token *entry_token;
+    int8_t *entry_value;
+    uint64_t *entry_derived;
 } Column;
 
 enum { VALUE_TOKEN = 1, VALUE_ODD = 0, VALUE_CORRUPT = -1 };
@@ -752,7 +762,7 @@ enum { VALUE_TOKEN = 1, VALUE_ODD = 0, VALUE_CORRUPT = -1 };
  * are parsed strictly, status and action compared whole): an ENI id a printable-ASCII token, as the
  * scanner's NAT ENIs are; a peer or service ASCII, as merge_rows makes its str. */
 enum { CHECK_NONE = 0, CHECK_TOKEN = 1, CHECK_ASCII = 2 };
-static const unsigned char slot_check[F_COUNT] = {
+static const unsigned char slot_check[F_COUNT + 1] = {
     [F_ENI] = CHECK_TOKEN, [F_RESOURCE] = CHECK_TOKEN, [F_PKT_SRC] = CHECK_ASCII, [F_PKT_DST] = CHECK_ASCII,
     [F_SRC_SERVICE] = CHECK_ASCII, [F_DST_SERVICE] = CHECK_ASCII,
 };
@@ -785,65 +795,165 @@ static inline int integer_value(int64_t value, Token *out, uint64_t *number) {
     return VALUE_TOKEN;
 }
 
-/* Row `row` of an Arrow column as add_record reads a line's token (null reads as '-'). */
-static inline int column_token(const Column *c, Py_ssize_t row, int check, Token *out, uint64_t *number) {
+/* Text entry `e` (below c->entries) of a text column, checked to lie inside its buffers. */
+static inline int entry_text(const Column *c, Py_ssize_t e, int check, Token *out) {
+    const char *text;
+    int64_t length;
+    if (c->kind == COLUMN_VIEWS) {
+        const char *view = (const char *)c->values.buf + 16 * e;
+        int32_t short_length;
+        memcpy(&short_length, view, 4);
+        length = short_length;
+        if (length < 0) return VALUE_CORRUPT;
+        if (length <= 12) {
+            text = view + 4;
+        } else {
+            int32_t buffer, at;
+            memcpy(&buffer, view + 8, 4);
+            memcpy(&at, view + 12, 4);
+            if (buffer < 0 || buffer >= c->data_count || at < 0 || (Py_ssize_t)at + length > c->data[buffer].len)
+                return VALUE_CORRUPT;
+            text = (const char *)c->data[buffer].buf + at;
+        }
+    } else {
+        int64_t start, end;
+        if (c->kind == COLUMN_TEXT32) {
+            int32_t bounds[2];
+            memcpy(bounds, (const char *)c->values.buf + 4 * e, 8);
+            start = bounds[0], end = bounds[1];
+        } else {
+            int64_t bounds[2];
+            memcpy(bounds, (const char *)c->values.buf + 8 * e, 16);
+            start = bounds[0], end = bounds[1];
+        }
+        if (start < 0 || end < start || end > c->data[0].len || end - start > INT32_MAX) return VALUE_CORRUPT;
+        text = (const char *)c->data[0].buf + start;
+        length = end - start;
+    }
+    return text_value(text, (Py_ssize_t)length, check, out);
+}
+
+/* What the rules derive from a column's token in `slot` (see Column.entry_derived). */
+static uint64_t derived_of(const Scanner *s, int slot, int value, Token t) {
+    uint32_t address;
+    switch (slot) {
+    case F_ENI: /* an odd text is read by the reference, which decides */
+        return value == VALUE_ODD || (value == VALUE_TOKEN && nat_eni_of(s, t) >= 0);
+    case F_RESOURCE:
+        return s->regional_count && (value == VALUE_ODD || (value == VALUE_TOKEN && regional_of_token(s, t) >= 0));
+    case F_STATUS:
+        return value == VALUE_TOKEN && (token_is(t, "NODATA", 6) || token_is(t, "SKIPDATA", 8));
+    case F_SRC:
+    case F_DST:
+        return value == VALUE_TOKEN && read_ipv4(t, &address) ? address : NOT_IPV4;
+    default:
+        return 0;
+    }
+}
+
+/* Row `row`'s value of a column as add_record reads a line's token (null reads as '-'), and what
+ * the rules derive from it when `derived` is given. */
+static inline int column_token(const Scanner *s, const Column *c, Py_ssize_t row, Token *out, uint64_t *number,
+                               uint64_t *derived) {
     static const Token dash = {"-", 1};
-    Py_ssize_t i = c->offset + row;
+    Py_ssize_t i = c->offset + row, e = row;
     const uint8_t *validity = c->validity.buf;
     if (validity && !((validity[i >> 3] >> (i & 7)) & 1)) {
         *out = dash;
+        if (derived) *derived = derived_of(s, c->slot, VALUE_TOKEN, dash);
         return VALUE_TOKEN;
     }
     if (c->indices.obj) { /* a null's entry number may be anything: read only a valid row's */
         int32_t entry;
         memcpy(&entry, (const char *)c->indices.buf + 4 * i, 4);
         if (entry < 0 || entry >= c->entries) return VALUE_CORRUPT;
-        i = entry;
+        e = entry;
+        if (c->entry_token) {
+            *out = c->entry_token[e];
+            if (derived) *derived = c->entry_derived[e];
+            return c->entry_value[e];
+        }
     }
     if (c->kind == COLUMN_INT64) {
         int64_t value;
-        memcpy(&value, (const char *)c->values.buf + 8 * i, 8);
+        memcpy(&value, (const char *)c->values.buf + 8 * e, 8);
+        if (derived) *derived = c->slot == F_SRC || c->slot == F_DST ? NOT_IPV4 : 0; /* no text */
         return integer_value(value, out, number);
     }
-    const char *view = (const char *)c->values.buf + 16 * i, *text;
-    int32_t length;
-    memcpy(&length, view, 4);
-    if (length < 0) return VALUE_CORRUPT;
-    if (length <= 12) {
-        text = view + 4;
-    } else {
-        int32_t buffer, at;
-        memcpy(&buffer, view + 8, 4);
-        memcpy(&at, view + 12, 4);
-        if (buffer < 0 || buffer >= c->data_count || at < 0 || (Py_ssize_t)at + length > c->data[buffer].len)
-            return VALUE_CORRUPT;
-        text = (const char *)c->data[buffer].buf + at;
+    int value = entry_text(c, e, slot_check[c->slot], out);
+    if (derived) *derived = derived_of(s, c->slot, value, *out);
+    return value;
+}
+
+/* Whether a row is read at all: on a NAT ENI, of a regional NAT Gateway, or NODATA/SKIPDATA (the
+ * others are other interfaces' records, whatever their other fields hold); -2: a corrupt value. */
+static inline int row_wanted(const Scanner *s, const Column *columns, Py_ssize_t row) {
+    static const int slots[] = {F_ENI, F_RESOURCE, F_STATUS};
+    for (int k = 0; k < 3; k++) {
+        int index = s->field[slots[k]];
+        if (index < 0) continue;
+        Token t;
+        uint64_t number, derived = 0;
+        if (column_token(s, &columns[index], row, &t, &number, &derived) == VALUE_CORRUPT) return -2;
+        if (derived == 1) return 1;
     }
-    return text_value(text, length, check, out);
+    return 0;
 }
 
 /* Every row of `columns` (one per field of the layout); the positions of the rows the reference must
- * read go to `handback`. -1: out of memory; -2: a string view outside its buffers. */
+ * read go to `handback`. With an interface-id column, rows on other interfaces are only counted.
+ * -1: out of memory; -2: a value outside its buffers. */
 static int scan_rows(Scanner *s, const Column *columns, Py_ssize_t rows, Handback *handback) {
     static const Token dash = {"-", 1};
     Token tokens[F_COUNT];
-    uint64_t numbers[F_COUNT];
-    Record record = {NULL, tokens, numbers, NULL};
+    uint64_t numbers[F_COUNT], addresses[F_COUNT];
+    Record record = {NULL, tokens, numbers, addresses};
+    int pick = s->field[F_ENI] >= 0;
     for (Py_ssize_t row = 0; row < rows; row++) {
+        if (pick) {
+            int wanted = row_wanted(s, columns, row);
+            if (wanted < 0) return -2;
+            if (!wanted) {
+                s->stats[S_RECORDS_READ]++;
+                s->stats[S_OTHER_INTERFACE]++;
+                continue;
+            }
+        }
         int outcome = TAKEN;
         for (int slot = 0; slot < F_COUNT && outcome == TAKEN; slot++) {
             int index = s->field[slot];
             if (index < 0) {
                 tokens[slot] = dash;
+                addresses[slot] = NOT_IPV4;
                 continue;
             }
-            int value = column_token(&columns[index], row, slot_check[slot], &tokens[slot], &numbers[slot]);
+            int address_slot = slot == F_SRC || slot == F_DST;
+            int value = column_token(s, &columns[index], row, &tokens[slot], &numbers[slot],
+                                     address_slot ? &addresses[slot] : NULL);
             if (value == VALUE_CORRUPT) return -2;
             if (value == VALUE_ODD) outcome = HAND_BACK;
         }
         if (outcome == TAKEN) outcome = add_record(s, &record);
         if (outcome == NO_MEMORY) return -1;
         if (outcome == HAND_BACK && handback_add(handback, &row, 1) < 0) return -1;
+    }
+    return 0;
+}
+
+/* Each entry of a dictionary text column read once (see Column); -1: out of memory. */
+static int column_entries(const Scanner *s, Column *c) {
+    if (!c->indices.obj || c->kind == COLUMN_INT64) return 0;
+    size_t count = (size_t)c->entries + 1;
+    c->entry_token = malloc(count * sizeof(Token));
+    c->entry_value = malloc(count);
+    c->entry_derived = malloc(count * sizeof(uint64_t));
+    if (!c->entry_token || !c->entry_value || !c->entry_derived) return -1;
+    for (Py_ssize_t e = 0; e < c->entries; e++) {
+        Token t = {"-", 1};
+        int value = entry_text(c, e, slot_check[c->slot], &t);
+        c->entry_token[e] = t;
+        c->entry_value[e] = (int8_t)value;
+        c->entry_derived[e] = derived_of(s, c->slot, value, t);
     }
     return 0;
 }
@@ -1072,21 +1182,26 @@ static void columns_release(Column *columns, int count) {
         for (Py_ssize_t j = 0; columns[i].data && j < columns[i].data_count; j++)
             if (columns[i].data[j].obj) PyBuffer_Release(&columns[i].data[j]);
         PyMem_Free(columns[i].data);
+        free(columns[i].entry_token);
+        free(columns[i].entry_value);
+        free(columns[i].entry_derived);
     }
 }
 
-/* One column's buffers from (kind, offset, validity or None, values, data buffers[, entry numbers]),
- * checked to hold `rows`; with entry numbers (int32, one a row), `values` holds a dictionary's entries. */
+/* One column's buffers from (kind, offset, validity or None, values, data buffers, entry numbers or
+ * None, entries), checked to hold `rows` rows and `entries` entries (see Column). */
 static int column_read(PyObject *item, Py_ssize_t rows, Column *c) {
-    PyObject *validity, *values, *data, *indices = Py_None;
-    if (!PyArg_ParseTuple(item, "inOOO!|O", &c->kind, &c->offset, &validity, &values, &PyTuple_Type, &data, &indices))
+    PyObject *validity, *values, *data, *indices;
+    if (!PyArg_ParseTuple(item, "inOOO!On", &c->kind, &c->offset, &validity, &values, &PyTuple_Type, &data, &indices,
+                          &c->entries))
         return -1;
-    if ((c->kind != COLUMN_TEXT && c->kind != COLUMN_INT64) || c->offset < 0) {
-        PyErr_SetString(PyExc_ValueError, "scan_columns: unknown column kind or offset");
+    if (c->kind < COLUMN_VIEWS || c->kind > COLUMN_TEXT64 || c->offset < 0 || c->entries < 0) {
+        PyErr_SetString(PyExc_ValueError, "scan_columns: unknown column kind, or a negative offset or entry count");
         return -1;
     }
     if (validity != Py_None && PyObject_GetBuffer(validity, &c->validity, PyBUF_SIMPLE) < 0) return -1;
     if (PyObject_GetBuffer(values, &c->values, PyBUF_SIMPLE) < 0) return -1;
+    if (indices != Py_None && PyObject_GetBuffer(indices, &c->indices, PyBUF_SIMPLE) < 0) return -1;
     c->data_count = PyTuple_GET_SIZE(data);
     c->data = PyMem_Calloc((size_t)c->data_count + 1, sizeof(Py_buffer));
     if (!c->data) {
@@ -1095,19 +1210,25 @@ static int column_read(PyObject *item, Py_ssize_t rows, Column *c) {
     }
     for (Py_ssize_t j = 0; j < c->data_count; j++)
         if (PyObject_GetBuffer(PyTuple_GET_ITEM(data, j), &c->data[j], PyBUF_SIMPLE) < 0) return -1;
-    Py_ssize_t end = c->offset + rows, width = c->kind == COLUMN_TEXT ? 16 : 8;
-    if (indices != Py_None && PyObject_GetBuffer(indices, &c->indices, PyBUF_SIMPLE) < 0) return -1;
-    c->entries = c->values.len / width;
-    Py_ssize_t held = c->indices.obj ? c->indices.len / 4 : c->entries;
-    if (held < end || (c->validity.obj && c->validity.len < (end + 7) / 8)) {
-        PyErr_SetString(PyExc_ValueError, "scan_columns: a column holds fewer values than rows");
+    Py_ssize_t entries = c->entries, end = c->offset + rows, needed;
+    switch (c->kind) {
+    case COLUMN_VIEWS: needed = 16 * entries; break;
+    case COLUMN_INT64: needed = 8 * entries; break;
+    case COLUMN_TEXT32: needed = entries ? 4 * (entries + 1) : 0; break;
+    default: needed = entries ? 8 * (entries + 1) : 0;
+    }
+    int text_offsets = c->kind == COLUMN_TEXT32 || c->kind == COLUMN_TEXT64;
+    if (c->values.len < needed || (text_offsets && c->data_count != 1) ||
+        (c->indices.obj ? c->indices.len / 4 < end : entries < rows) ||
+        (c->validity.obj && c->validity.len < (end + 7) / 8)) {
+        PyErr_SetString(PyExc_ValueError, "scan_columns: a column holds fewer values than rows or entries");
         return -1;
     }
     return 0;
 }
 
-/* scan_columns(columns, rows) -> handed_back: `rows` rows of a Parquet slice, one column per field of
- * the layout (`width` of them, see column_read); handed_back lists the positions of the rows the
+/* scan_columns(columns, rows) -> handed_back: `rows` rows of a Parquet batch, one column per field
+ * of the layout (`width` of them, see column_read); handed_back lists the positions of the rows the
  * reference must read. */
 static PyObject *Scanner_scan_columns(Scanner *s, PyObject *args) {
     PyObject *items;
@@ -1124,26 +1245,29 @@ static PyObject *Scanner_scan_columns(Scanner *s, PyObject *args) {
     Column columns[MAX_FIELDS];
     memset(columns, 0, sizeof columns);
     for (int i = 0; i < s->width; i++) {
+        columns[i].slot = F_COUNT;
         if (column_read(PyTuple_GET_ITEM(items, i), rows, &columns[i]) < 0) {
             columns_release(columns, i + 1);
             return NULL;
         }
     }
+    for (int slot = 0; slot < F_COUNT; slot++)
+        if (s->field[slot] >= 0) columns[s->field[slot]].slot = slot;
     Handback handback = {NULL, 0, 0};
-    int status;
+    int status = 0;
     Py_BEGIN_ALLOW_THREADS
-    status = scan_rows(s, columns, rows, &handback);
+    for (int i = 0; i < s->width && status == 0; i++) status = column_entries(s, &columns[i]);
+    if (status == 0) status = scan_rows(s, columns, rows, &handback);
     Py_END_ALLOW_THREADS
     columns_release(columns, s->width);
     if (status < 0) {
         free(handback.items);
-        if (status == -2) PyErr_SetString(PyExc_ValueError, "scan_columns: a string view points outside its buffers");
+        if (status == -2) PyErr_SetString(PyExc_ValueError, "scan_columns: a value points outside its buffers");
         else PyErr_NoMemory();
         return NULL;
     }
     return handed_back_list(&handback);
 }
-
 /* Python objects made once per merge and shared by the rows' keys: the same few addresses, peers
  * and services recur in many rows (and a shared str keeps its hash). Keys: an address + 1, or a
  * text's hash with the top bit set; texts are compared whole on a match. */

@@ -5,13 +5,14 @@ does on them (an abort, a crash, a runaway allocation) must not take the run dow
 
 One object, one row group at a time, a batch of rows at a time:
 
-* only the used fields' columns are read (projection), text columns as dictionaries: the rows on
-  a NAT ENI or NODATA/SKIPDATA are picked by marking the few dictionary entries that match, and
-  only those rows are decoded (~20% of a flow log); the others are counted as other interfaces;
-* the picked rows' columns go to `TextScanner.scan_columns` as Arrow string views and int64
-  values, without a copy, and are read as the text a line would hold (null and "None" as '-',
-  integers as their digits). Rows it cannot take with certainty come back by position and go
-  through `readers.add_rows`, in file order, so the malformed examples are the reference's.
+* only the used fields' columns are read (projection), text columns as dictionaries, a whole row
+  group at a time, and handed to `TextScanner.scan_columns` as Arrow holds them, without a copy:
+  the scanner reads each dictionary entry once a batch (is it a NAT ENI, a regional NAT Gateway,
+  NODATA/SKIPDATA, an address?), counts the rows on other interfaces (~80% of a flow log) from
+  their entry numbers alone, and reads the others' values as the text a line would hold (null and
+  "None" as '-', integers as their digits). Rows it cannot take with certainty come back by
+  position and go through `readers.add_rows`, in file order, so the malformed examples are the
+  reference's.
 
 What the file claims is checked against what it delivers: the footer's row count against its row
 groups', each row group's against the rows its pages give (a damaged page header can make a reader
@@ -29,10 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from natflow.flowlogs._textscan import TextScanner
 
 # Rows decoded at a time: the decoder's working memory follows it.
-BATCH_ROWS = 1 << 16
+BATCH_ROWS = 1 << 17
 # A flow log's footer (schema, row groups' column chunks and statistics) is a few kB per row group:
 # a footer claiming more is refused before pyarrow parses it.
 FOOTER_MAX_BYTES = 1 << 24
@@ -58,8 +58,7 @@ THRIFT_STRING_MAX = 1 << 24
 THRIFT_CONTAINER_MAX = 1 << 16
 
 _NUMBER_FIELDS = ("packets", "bytes", "start", "end")
-_TEXT, _INT64 = 0, 1  # TextScanner.scan_columns' column kinds
-_STATUS_KEPT = ("NODATA", "SKIPDATA")
+_TEXT, _INT64 = 0, 1  # how a used column is read: as text, or as integers
 # What a row group's reading may raise on damaged bytes (pyarrow's errors are ArrowException and
 # subclasses of ValueError, OSError, MemoryError, NotImplementedError).
 _DAMAGE = (pa.ArrowException, ValueError, OSError, MemoryError, NotImplementedError, UnicodeError, EOFError)
@@ -245,148 +244,55 @@ class _BatchReader:
         self, parquet: _ParquetObject, scanner: TextScanner, layout: Layout, kinds: list[int], part: Reduction
     ) -> None:
         self.scanner, self.layout, self.kinds, self.part = scanner, layout, kinds, part
-        self.used = parquet.used
         self.where = Where(parquet.file.path)
         self.fallback = parquet.file.key_time
         self.first = 0  # the file's row number of the next batch's first row
-        topology = part.topology
-        self.enis = _TextSet(topology.natgw_by_eni) if "interface-id" in self.used else None
-        # A regional NAT Gateway's rows are found by resource-id, whatever their interface-id.
-        self.regional = _TextSet(topology.regional) if topology.regional and "resource-id" in self.used else None
-        self.statuses = _TextSet(_STATUS_KEPT) if "log-status" in self.used else None
 
     def read(self, batch: pa.RecordBatch) -> None:
         rows = batch.num_rows
-        picked = self._picked(batch)
-        count = rows if picked is None else len(picked)
-        self.part.stats.records_read += rows - count  # other interfaces
-        self.part.stats.other_interface_records += rows - count
-        if count:
-            columns = tuple(self._column(index, batch.column(index), picked) for index in range(batch.num_columns))
-            handed_back = self.scanner.scan_columns(columns, count)
-            for position in handed_back:  # rows for the reference code, in file order, numbered as it numbers them
-                row = position if picked is None else int(picked[position])
-                self.where.line = self.first + row
-                values = [[batch.column(index)[row].as_py()] for index in range(batch.num_columns)]
-                add_rows(values, self.layout, self.part, self.where, self.fallback)  # counts the row in
+        columns = tuple(_column(self.kinds[index], batch.column(index)) for index in range(batch.num_columns))
+        handed_back = self.scanner.scan_columns(columns, rows)
+        for row in handed_back:  # rows for the reference code, in file order, numbered as it numbers them
+            self.where.line = self.first + row
+            values = [[batch.column(index)[row].as_py()] for index in range(batch.num_columns)]
+            add_rows(values, self.layout, self.part, self.where, self.fallback)  # counts the row in
         self.first += rows
 
-    def _picked(self, batch: pa.RecordBatch) -> np.ndarray | None:
-        """The positions of the rows the scanner reads: on a NAT ENI, of a regional NAT Gateway or
-        NODATA/SKIPDATA (None: every row; without interface-id, the ENI comes from the addresses)."""
-        if self.enis is None:
-            return None
-        found = self.enis.found(batch.column(self.used.index("interface-id")))
-        if self.regional is not None:
-            found |= self.regional.found(batch.column(self.used.index("resource-id")))
-        if self.statuses is not None:
-            found |= self.statuses.found(batch.column(self.used.index("log-status")))
-        return np.flatnonzero(found)
 
-    def _column(self, index: int, column: pa.Array, picked: np.ndarray | None) -> tuple[Any, ...]:
-        """The picked rows of a column as `scan_columns` takes it: (kind, 0, validity, values, data
-        buffers), and for a dictionary column the dictionary's entries as values and each picked
-        row's entry number (the scanner reads the entry; out of range is damage it refuses). Only the
-        picked rows are touched: a fifth of a flow log's."""
-        kind = self.kinds[index]
-        dictionary_column = isinstance(column, pa.DictionaryArray)
-        valid = _valid(column.indices if dictionary_column else column, picked)
-        validity = None if valid is None or valid.all() else np.packbits(valid, bitorder="little")
-        if dictionary_column:
-            entries = _numbers(column.indices)
-            entries = entries if picked is None else entries[picked]
-            if entries.dtype.itemsize > 4 and len(entries) and (entries.min() < 0 or entries.max() >= 1 << 31):
-                raise ValueError("a dictionary index out of range")
-            dictionary = column.dictionary
-            if not len(dictionary):
-                dictionary = pa.array([0] if kind == _INT64 else [""], dictionary.type)
-            values, data = _integers(dictionary) if kind == _INT64 else _views(dictionary)  # each batch has its own
-            return kind, 0, validity, np.ascontiguousarray(values), data, np.ascontiguousarray(entries, np.int32)
-        if kind == _INT64:
-            numbers = _numbers(column)
-            chosen, data = (numbers if picked is None else numbers[picked]).astype(np.int64), ()
-        else:
-            values, data = _views(column)
-            chosen = values if picked is None else values[picked]
-        return kind, 0, validity, np.ascontiguousarray(chosen), data
-
-_Views = tuple[np.ndarray, tuple[Any, ...]]  # values (int64, or string views: 16 bytes each) and data buffers
+def _column(kind: int, column: pa.Array) -> tuple[Any, ...]:
+    """A column as `scan_columns` takes it, without a copy: (kind, offset, validity, entries' values,
+    data buffers, entry numbers, entry count). A dictionary column's entries are its dictionary's
+    and each row has an entry number (the scanner reads each entry once a batch and refuses a
+    number out of range); a plain column's entries are its rows. Integers of other widths are
+    widened to int64 (a copy; flow logs' numbers are int64)."""
+    if isinstance(column, pa.DictionaryArray):
+        indices = column.indices if column.indices.type == pa.int32() else column.indices.cast(pa.int32())
+        validity, numbers = indices.buffers()
+        dictionary = column.dictionary
+        if kind == _INT64 and dictionary.type != pa.int64():
+            dictionary = dictionary.cast(pa.int64())
+        return (*_entries(kind, dictionary, validity if indices.null_count else None, indices.offset),
+                numbers, len(dictionary))  # fmt: skip
+    if kind == _INT64 and column.type != pa.int64():
+        column = column.cast(pa.int64())
+    return (*_entries(kind, column, column.buffers()[0] if column.null_count else None, column.offset),
+            None, len(column))  # fmt: skip
 
 
-def _valid(column: pa.Array, rows: np.ndarray | None = None) -> np.ndarray | None:
-    """The validity of each value, or of the values at `rows` (None: no nulls)."""
-    bitmap = column.buffers()[0]
-    if bitmap is None or not column.null_count:
-        return None
-    bits = np.frombuffer(bitmap, np.uint8)
-    at: np.ndarray = column.offset + (np.arange(len(column)) if rows is None else rows)
-    valid: np.ndarray = ((bits[at >> 3] >> (at & 7)) & 1).astype(bool)
-    return valid
+# TextScanner.scan_columns' kinds of entries: string views, int64, strings with 32- or 64-bit offsets.
+_VIEWS, _INT64_VALUES, _TEXT32, _TEXT64 = 0, 1, 2, 3
+_EMPTY = pa.py_buffer(b"")
 
 
-def _numbers(column: pa.Array) -> np.ndarray:
-    """An integer array's values as numpy (any at a null)."""
-    dtype = np.dtype(column.type.to_pandas_dtype())
-    values = np.frombuffer(column.buffers()[1], dtype)
-    return values[column.offset : column.offset + len(column)]
-
-
-def _integers(column: pa.Array) -> _Views:
-    return _numbers(column).astype(np.int64), ()
-
-
-_INLINE = 12  # the bytes a string view holds itself
-
-
-def _views(column: pa.Array) -> _Views:
-    """A string array as Arrow string views (16 bytes a value: the length, then the text itself up
-    to 12 bytes, else its first 4 bytes, buffer 0 and its offset there) and its data buffer."""
-    if pa.types.is_string_view(column.type):
-        _, views, *data = column.buffers()
-        values = np.frombuffer(views, np.uint8).reshape(-1, 16)[column.offset : column.offset + len(column)]
-        return values, tuple(buffer for buffer in data if buffer is not None)
-    _, offsets_buffer, data_buffer = column.buffers()
-    width = np.int64 if pa.types.is_large_string(column.type) else np.int32
-    offsets = np.frombuffer(offsets_buffer, width)[column.offset : column.offset + len(column) + 1].astype(np.int64)
-    empty = data_buffer is None or not data_buffer.size
-    data = np.zeros(1, np.uint8) if empty else np.frombuffer(data_buffer, np.uint8)
-    starts, lengths = offsets[:-1], offsets[1:] - offsets[:-1]
-    if len(offsets) and (offsets[-1] >= 1 << 31 or lengths.max(initial=0) >= 1 << 31):
-        raise NeedsReference  # not what a view can point at
-    values = np.zeros((len(lengths), 16), np.uint8)
-    values[:, 0:4] = lengths.astype("<i4").view(np.uint8).reshape(-1, 4)
-    places = np.minimum(starts[:, None] + np.arange(_INLINE), len(data) - 1)
-    text = np.where(np.arange(_INLINE) < lengths[:, None], data[places], 0).astype(np.uint8)
-    long = lengths > _INLINE
-    values[:, 4:16] = text
-    values[long, 8:12] = 0  # buffer 0
-    values[long, 12:16] = starts[long].astype("<i4").view(np.uint8).reshape(-1, 4)
-    return values, (data,)
-
-
-class _TextSet:
-    """Texts a column is compared with, as the reference reads a value: null and "None" as '-'."""
-
-    def __init__(self, values: Collection[str]) -> None:
-        self.values = set(values) - {"None"}
-        self.null_matches = "-" in values
-
-    def found(self, column: pa.Array) -> np.ndarray:
-        """Whether each value of a text column reads as one of the texts (a dictionary column's
-        entries are compared once each)."""
-        valid = _valid(column.indices if isinstance(column, pa.DictionaryArray) else column)
-        if isinstance(column, pa.DictionaryArray):
-            entries = np.array([self._matches(text) for text in column.dictionary.to_pylist()] + [False])
-            indices = _numbers(column.indices).astype(np.int64)
-            indices = np.where((indices < 0) | (indices >= len(entries) - 1), len(entries) - 1, indices)
-            found = entries[indices]
-        else:
-            found = np.array([self._matches(text) for text in column.to_pylist()], dtype=bool)
-        if valid is not None:
-            found = np.where(valid, found, self.null_matches)
-        return found
-
-    def _matches(self, text: str | None) -> bool:
-        if text is None:
-            return self.null_matches
-        return text in self.values or (text == "None" and self.null_matches)
+def _entries(kind: int, values: pa.Array, validity: pa.Buffer | None, offset: int) -> tuple[Any, ...]:
+    """(kind, offset, validity, values, data buffers) of an array's values as entries 0, 1, ...
+    (the array's own offset applied to its buffers)."""
+    buffers = [_EMPTY if buffer is None else buffer for buffer in values.buffers()]
+    first = values.offset
+    if kind == _INT64:
+        return _INT64_VALUES, offset, validity, buffers[1].slice(8 * first), ()
+    if pa.types.is_string_view(values.type):
+        return _VIEWS, offset, validity, buffers[1].slice(16 * first), tuple(buffers[2:])
+    if pa.types.is_large_string(values.type):
+        return _TEXT64, offset, validity, buffers[1].slice(8 * first), (buffers[2],)
+    return _TEXT32, offset, validity, buffers[1].slice(4 * first), (buffers[2],)
