@@ -383,10 +383,21 @@ class ObjectReading:
     def of(cls, part: Reduction, notes: Diagnostics) -> ObjectReading:
         return cls(marshal.dumps(part.rows), part.stats, part.first_time, part.last_time, part.formats, notes.items)
 
-    def into(self, topology: NatTopology, window: tuple[int, int] | None) -> tuple[Reduction, Diagnostics]:
-        part, notes = Reduction(topology, window), Diagnostics()
-        part.rows, part.stats, part.formats = marshal.loads(self.rows), self.stats, self.formats
-        part.first_time, part.last_time = self.first_time, self.last_time
+    def notes(self) -> Diagnostics:
+        notes = Diagnostics()
         for item in self.warnings:
             notes.warn(item.reason, item.message, **item.details)
-        return part, notes
+        return notes
+
+    def finish(self, into: Reduction) -> None:
+        """Fold the reduction into `into` (a `vectorised.BulkRead`): its rows are loaded here, by the
+        thread that folds, not by the one that waits for the next object's decoder."""
+        part = Reduction(into.topology, into.window)
+        part.rows, part.stats, part.formats = marshal.loads(self.rows), self.stats, self.formats
+        part.first_time, part.last_time = self.first_time, self.last_time
+        into.merge(part)
+
+    def into(self, topology: NatTopology, window: tuple[int, int] | None) -> tuple[Reduction, Diagnostics]:
+        part = Reduction(topology, window)
+        self.finish(part)
+        return part, self.notes()

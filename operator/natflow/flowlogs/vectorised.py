@@ -70,8 +70,7 @@ def _read_file(
     # Nothing is kept before the file has been read to its end: a damaged file is re-read by the
     # reference reader, which keeps what comes before the damage and warns.
     if file.kind is FileKind.PARQUET:
-        part, notes = _read_parquet(file, choices, topology, window)
-        return part, None, notes
+        return _read_parquet(file, choices, topology, window)
     part, notes = Reduction(topology, window), Diagnostics()
     reader = _FAST.get(file.kind)
     if reader is not None:
@@ -85,7 +84,7 @@ def _read_file(
 
 def _read_parquet(
     file: FlowLogFile, choices: FormatChoices, topology: NatTopology, window: tuple[int, int] | None
-) -> tuple[Reduction, Diagnostics]:
+) -> tuple[Reduction, BulkRead | None, Diagnostics]:
     """A Parquet object in a decoder process: the fast way, and when the decoder dies on it the
     reference reader in a fresh one; when that dies too (or time runs out), none of it counts."""
     try:
@@ -102,18 +101,18 @@ def _read_parquet(
             if failure.timed_out:
                 break
             continue
-        part, notes = reading.into(topology, window)
+        part, notes = Reduction(topology, window), reading.notes()
         if failures:
-            if not part.stats.damaged_files:
+            if not reading.stats.damaged_files:
                 part.stats.damaged_files += 1
             notes.warn("DamagedFlowLog", f"{file.path}: {failures[0]}; read again by the reference reader",
                        file=file.path)  # fmt: skip
-        return part, notes
+        return part, reading, notes
     part, notes = Reduction(topology, window), Diagnostics()
     part.stats.damaged_files += 1
     notes.warn("DamagedFlowLog", f"{file.path}: {'; then '.join(failures)}; none of its records are counted",
                file=file.path)  # fmt: skip
-    return part, notes
+    return part, None, notes
 
 
 _portable_topologies: dict[int, tuple[NatTopology, NatTopology]] = {}  # by id(): NatTopology holds dicts
