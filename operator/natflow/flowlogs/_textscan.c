@@ -900,42 +900,63 @@ static inline int row_wanted(const Scanner *s, const Column *columns, Py_ssize_t
     return 0;
 }
 
+/* Rows read together: their values are gathered a column at a time (independent loads, many in
+ * flight, where a row at a time waits on each column's), their client legs classified and their row
+ * slots fetched ahead before they are summed. */
+#define SCAN_BLOCK 64
+
 /* Every row of `columns` (one per field of the layout); the positions of the rows the reference must
- * read go to `handback`. With an interface-id column, rows on other interfaces are only counted.
- * -1: out of memory; -2: a value outside its buffers. */
+ * read go to `handback`, in row order. With an interface-id column, rows on other interfaces are only
+ * counted. -1: out of memory; -2: a value outside its buffers. */
 static int scan_rows(Scanner *s, const Column *columns, Py_ssize_t rows, Handback *handback) {
     static const Token dash = {"-", 1};
-    Token tokens[F_COUNT];
-    uint64_t numbers[F_COUNT], addresses[F_COUNT];
-    Record record = {NULL, tokens, numbers, addresses};
+    Token tokens[SCAN_BLOCK][F_COUNT];
+    uint64_t numbers[SCAN_BLOCK][F_COUNT], addresses[SCAN_BLOCK][F_COUNT];
+    Py_ssize_t picked[SCAN_BLOCK];
+    int outcome[SCAN_BLOCK];
+    Leg legs[SCAN_BLOCK];
     int pick = s->field[F_ENI] >= 0;
-    for (Py_ssize_t row = 0; row < rows; row++) {
-        if (pick) {
-            int wanted = row_wanted(s, columns, row);
-            if (wanted < 0) return -2;
-            if (!wanted) {
-                s->stats[S_RECORDS_READ]++;
-                s->stats[S_OTHER_INTERFACE]++;
-                continue;
+    for (Py_ssize_t row = 0; row < rows;) {
+        int count = 0;
+        for (; row < rows && count < SCAN_BLOCK; row++) {
+            if (pick) {
+                int wanted = row_wanted(s, columns, row);
+                if (wanted < 0) return -2;
+                if (!wanted) {
+                    s->stats[S_RECORDS_READ]++;
+                    s->stats[S_OTHER_INTERFACE]++;
+                    continue;
+                }
+            }
+            picked[count] = row;
+            outcome[count++] = TAKEN;
+        }
+        for (int slot = 0; slot < F_COUNT; slot++) {
+            int index = s->field[slot], address_slot = slot == F_SRC || slot == F_DST;
+            for (int k = 0; k < count; k++) {
+                if (index < 0) {
+                    tokens[k][slot] = dash;
+                    addresses[k][slot] = NOT_IPV4;
+                    continue;
+                }
+                if (outcome[k] != TAKEN) continue; /* odd already: the reference reads the row */
+                int value = column_token(s, &columns[index], picked[k], &tokens[k][slot], &numbers[k][slot],
+                                         address_slot ? &addresses[k][slot] : NULL);
+                if (value == VALUE_CORRUPT) return -2;
+                if (value == VALUE_ODD) outcome[k] = HAND_BACK;
             }
         }
-        int outcome = TAKEN;
-        for (int slot = 0; slot < F_COUNT && outcome == TAKEN; slot++) {
-            int index = s->field[slot];
-            if (index < 0) {
-                tokens[slot] = dash;
-                addresses[slot] = NOT_IPV4;
-                continue;
-            }
-            int address_slot = slot == F_SRC || slot == F_DST;
-            int value = column_token(s, &columns[index], row, &tokens[slot], &numbers[slot],
-                                     address_slot ? &addresses[slot] : NULL);
-            if (value == VALUE_CORRUPT) return -2;
-            if (value == VALUE_ODD) outcome = HAND_BACK;
+        for (int k = 0; k < count; k++) {
+            if (outcome[k] != TAKEN) continue;
+            Record record = {NULL, tokens[k], numbers[k], addresses[k]};
+            outcome[k] = classify_record(s, &record, &legs[k]);
+            if (outcome[k] == CLIENT_LEG && s->slots) __builtin_prefetch(&s->slots[legs[k].hash & (s->slot_count - 1)]);
         }
-        if (outcome == TAKEN) outcome = add_record(s, &record);
-        if (outcome == NO_MEMORY) return -1;
-        if (outcome == HAND_BACK && handback_add(handback, &row, 1) < 0) return -1;
+        for (int k = 0; k < count; k++) {
+            int done = outcome[k] == CLIENT_LEG ? add_leg(s, &legs[k]) : outcome[k];
+            if (done == NO_MEMORY) return -1;
+            if (done == HAND_BACK && handback_add(handback, &picked[k], 1) < 0) return -1;
+        }
     }
     return 0;
 }
