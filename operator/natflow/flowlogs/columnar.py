@@ -79,8 +79,6 @@ def read_object(
         parquet.read(part, notes).finish(part)
     except NeedsReference:
         return read_reference(file, choices, topology, window, parquet.claimed_rows)
-    finally:
-        pa.default_memory_pool().release_unused()  # an idle decoder keeps only what pyarrow needs
     return ObjectReading.of(part, notes)
 
 

@@ -11,7 +11,9 @@ run goes on.
 
 A child serves one object at a time and stays for the next: the pool holds as many children as
 there are callers at once (reader threads), so the start-up (~0.2 s, mostly importing pyarrow) is
-paid once per reader thread, not per object.
+paid once per reader thread, not per object. Between objects it keeps the memory it freed for the
+next one (returning it to the system and faulting it in again cost a sixth of an object's time);
+the callers stop idle decoders at the end of each reading pass (`stop_idle`).
 """
 
 from __future__ import annotations
