@@ -341,3 +341,12 @@ def test_every_arrow_layout_of_a_column_reads_alike(layout: str) -> None:
         padded = {name: pa.DictionaryArray.from_arrays(array.indices, pa.concat_arrays([pa.array(["x"] * 3), array.dictionary]).slice(3))
                   if name in text else array for name, array in padded.items()}  # fmt: skip
     assert_same(scanned({name: array.slice(5) for name, array in padded.items()}), expected)
+
+
+def test_a_dictionary_with_null_entries_goes_to_the_reference() -> None:
+    """Parquet's dictionaries hold no nulls; an Arrow one that does is not read by the scanner."""
+    from natflow.flowlogs.readers import NeedsReference
+
+    with pytest.raises(NeedsReference):
+        columnar._column(columnar._INT64, dictionary([0, 1], [100, None]))
+    assert columnar._column(columnar._INT64, dictionary([0, 1], [100, 200]))[-1] == 2

@@ -267,6 +267,8 @@ def _column(kind: int, column: pa.Array) -> tuple[Any, ...]:
         indices = column.indices if column.indices.type == pa.int32() else column.indices.cast(pa.int32())
         validity, numbers = indices.buffers()
         dictionary = column.dictionary
+        if dictionary.null_count:  # a null entry: not what the scanner reads (Parquet's have none)
+            raise NeedsReference
         if kind == _INT64 and dictionary.type != pa.int64():
             dictionary = dictionary.cast(pa.int64())
         return (*_entries(kind, dictionary, validity if indices.null_count else None, indices.offset),
