@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# Only what parsing the arguments and starting the Parquet decoders need is imported with this
+# module; each command imports the rest when it runs (see find_flow_logs).
 from natflow.attribution import GROUP_BY_CHOICES
 from natflow.collector import no_cycle_collection
 from natflow.diagnostics import Diagnostics
@@ -17,9 +19,6 @@ from natflow.flowlogs.fields import FormatError, parse_log_format
 from natflow.flowlogs.parquet_decoders import warm_decoders
 from natflow.flowlogs.sources import FlowLogFile, discover
 from natflow.timeutil import parse_time
-
-# Only what parsing the arguments and starting the Parquet decoders need is imported with this
-# module; each command imports the rest when it runs (see find_flow_logs).
 
 
 class UsageError(Exception):
