@@ -7,24 +7,18 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from natflow import doctor
-from natflow.attribution.engine import GROUP_BY_CHOICES
-from natflow.attribution.report import RunContext, build_document, human_bytes
-from natflow.aws.files import load_inventory
-from natflow.cluster.dump import load_cluster
+# Only what parsing the arguments and starting the Parquet decoders need is imported with this
+# module; each command imports the rest when it runs (see find_flow_logs).
+from natflow.attribution import GROUP_BY_CHOICES
 from natflow.collector import no_cycle_collection
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs.fields import FormatError, parse_log_format
-from natflow.flowlogs.readers import read_all
-from natflow.flowlogs.reduce import Reduction
-from natflow.flowlogs.sources import discover
-from natflow.flowlogs.vectorised import read_all_parallel, warm_decoders
-from natflow.pipeline import PlanError, WindowPlan, WindowSettings, run_window
-from natflow.settings import Settings, SettingsError
+from natflow.flowlogs.parquet_decoders import warm_decoders
+from natflow.flowlogs.sources import FlowLogFile, discover
 from natflow.timeutil import parse_time
-from natflow.trace import command as trace_command
 
 
 class UsageError(Exception):
@@ -75,8 +69,45 @@ def _parser() -> argparse.ArgumentParser:
     attribute.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                            help="threads reading flow-log files (vectorised reader; default: the CPUs)")  # fmt: skip
 
-    trace_command.add_parser(commands)
-    doctor.add_parser(commands)
+    trace = commands.add_parser(
+        "trace",
+        help="follow one pod's, workload's or address's conversations leg by leg",
+        description="Follow conversations through the flow logs of every interface on their path: where "
+        "they are translated, which NAT gateway carries each direction, where they are rejected or die. "
+        "Offline with --cluster/--aws/--flow-logs (as natflow attribute); live without them.",
+    )
+    subject = trace.add_mutually_exclusive_group(required=True)
+    subject.add_argument("--pod", metavar="NAMESPACE/NAME")
+    subject.add_argument("--workload", metavar="NAMESPACE/KIND/NAME")
+    subject.add_argument("--address", metavar="IP")
+    trace.add_argument("--remote", metavar="IP", help="only conversations with this remote address")
+    trace.add_argument("--port", type=int, metavar="N", help="only conversations to this remote port")
+    trace.add_argument("--protocol", type=int, metavar="N", help="only this IP protocol number (6 tcp, 17 udp)")
+    trace.add_argument("--start", help="ISO 8601; records starting at or after it (live default: an hour ago)")
+    trace.add_argument("--end", help="ISO 8601; records starting before it (live default: now)")
+    trace.add_argument("--cluster", nargs="+", metavar="PATH", help="kubectl get -o json outputs (offline)")
+    trace.add_argument("--aws", nargs="+", metavar="PATH", help="describe-* JSON outputs (offline)")
+    trace.add_argument("--flow-logs", nargs="+", metavar="PATH", help="flow-log objects and exports (offline)")
+    trace.add_argument("--log-format", metavar="FMT", help="flow-log format, e.g. '${version} ${account-id} ...'")
+    trace.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="threads reading flow-log files (default: the CPUs)",
+    )
+    trace.add_argument("-o", "--output", choices=("table", "json"), default="table")
+
+    doctor = commands.add_parser(
+        "doctor", help="check what natflow needs (flow logs, SNAT, permissions); read-only",
+        description="``natflow doctor``: a read-only preflight that tells a new user what to fix before natflow "
+        "can be exact.",
+    )  # fmt: skip
+    doctor.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    doctor.add_argument("--vpc-id", help="the cluster's VPC (default: found from the nodes' ENIs, or NATFLOW_VPC_ID)")
+    doctor.add_argument("--as", dest="impersonate", metavar="USER",
+                        help="check this identity's Kubernetes permissions, e.g. "
+                        "system:serviceaccount:natflow-system:natflow (needs impersonate rights)")  # fmt: skip
 
     run = commands.add_parser("run", help="run the operator (kopf) in the cluster")
     run.add_argument("--once", action="store_true", help="run one report pass over --window and exit")
@@ -95,7 +126,40 @@ def _window(args: argparse.Namespace) -> tuple[int | None, int | None]:
     return start, end
 
 
-def attribute(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass(frozen=True)
+class FlowLogFiles:
+    """What ``--flow-logs`` names: the files to read, those passed over, and the warnings saying why."""
+
+    files: list[FlowLogFile]
+    passed_over: list[str]
+    diagnostics: Diagnostics
+
+
+def find_flow_logs(args: argparse.Namespace) -> FlowLogFiles | Exception:
+    """``natflow attribute``'s flow-log files, found before anything else is imported or read, so that
+    the Parquet decoders they need start now and import pyarrow meanwhile. What went wrong finding
+    them is returned, for `attribute` to raise after the checks that come before it."""
+    diagnostics = Diagnostics()
+    try:
+        files, passed_over = discover(args.flow_logs, diagnostics)
+    except Exception as error:
+        return error
+    if args.reader == "vectorised":
+        warm_decoders(files, args.workers)
+    return FlowLogFiles(files, passed_over, diagnostics)
+
+
+def attribute(args: argparse.Namespace, flow_logs: FlowLogFiles | Exception) -> dict[str, Any]:
+    """The document of ``natflow attribute``; `flow_logs` is what find_flow_logs found."""
+    # The engine: imported once the Parquet decoders have started (find_flow_logs).
+    from natflow.attribution.report import RunContext, build_document
+    from natflow.aws.files import load_inventory
+    from natflow.cluster.dump import load_cluster
+    from natflow.flowlogs.readers import read_all
+    from natflow.flowlogs.reduce import Reduction
+    from natflow.flowlogs.vectorised import read_all_parallel
+    from natflow.pipeline import PlanError, WindowPlan, WindowSettings, run_window
+
     diagnostics = Diagnostics()
     window = _window(args)
     override = None
@@ -108,16 +172,12 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--workers must be at least 1")
     if args.price_per_gb is not None and args.price_per_gb < 0:
         raise UsageError("--price-per-gb must not be negative")
-
-    # The flow-log files first, so that Parquet decoders start while the other inputs are read; their
-    # warnings follow the cluster's and AWS's, in the order the inputs are given.
-    found = Diagnostics()
-    files, passed_over = discover(args.flow_logs, found)
-    if args.reader == "vectorised":
-        warm_decoders(files, args.workers)
+    if isinstance(flow_logs, Exception):
+        raise flow_logs
+    files = flow_logs.files
     state, dump_stats = load_cluster(args.cluster, diagnostics)
     inventory, aws_files = load_inventory(args.aws, diagnostics)
-    diagnostics.extend(found)
+    diagnostics.extend(flow_logs.diagnostics)  # after the cluster's and AWS's warnings, as the inputs are given
 
     def read(plan: WindowPlan, diagnostics: Diagnostics) -> Reduction:
         if not files:
@@ -146,7 +206,9 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
     except PlanError as error:
         hint = " (give the output of `aws ec2 describe-nat-gateways`)" if error.reason == "NoNatGateways" else ""
         raise UsageError(f"--aws: {error}{hint}") from None
-    context = RunContext(files_read=len(files), files_skipped=len(passed_over), price_source=done.price_source)
+    context = RunContext(
+        files_read=len(files), files_skipped=len(flow_logs.passed_over), price_source=done.price_source
+    )
     extra = {
         "clusterFilesRead": dump_stats.files_read,
         "clusterObjectsRead": dump_stats.objects_read,
@@ -157,6 +219,8 @@ def attribute(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def render_table(document: dict[str, Any]) -> str:
+    from natflow.attribution.report import human_bytes  # with the engine, loaded by attribute()
+
     rows = sorted(document["attributions"], key=lambda r: (-r["estimatedCostUSD"], -(r["bytesOut"] + r["bytesIn"])))
     header = ("NAT-GW", "NAMESPACE", "WORKLOAD", "SOURCE", "OUT", "IN", "COST", "PODS")
     lines: list[tuple[str, ...]] = [header]
@@ -201,6 +265,9 @@ def render_table(document: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    flow_logs = find_flow_logs(args) if args.command == "attribute" else None
+    from natflow.settings import Settings, SettingsError  # pydantic-settings: after the decoders start
+
     try:
         settings = Settings.load()
     except SettingsError as error:
@@ -215,13 +282,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ValueError as error:
                 raise UsageError(str(error)) from None
         if args.command == "doctor":
+            from natflow import doctor
+
             return doctor.main(args, settings)
         # A batch command: the rows it makes hold no cycles, and it ends when done; the cyclic
         # collector would visit every row made so far, again and again (a tenth of its CPU).
         with no_cycle_collection():
             if args.command == "trace":
+                from natflow.trace import command as trace_command
+
                 return trace_command.main(args, settings)
-            document = attribute(args)
+            assert flow_logs is not None  # found above for attribute
+            document = attribute(args, flow_logs)
         if args.output == "json":
             print(json.dumps(document, indent=2))
         elif args.output == "yaml":

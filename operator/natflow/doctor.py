@@ -356,18 +356,6 @@ def run_checks(api: Any, aws: Any, vpc_id: str | None, now: int) -> list[Check]:
     return checks
 
 
-def add_parser(commands: Any) -> None:
-    doctor = commands.add_parser(
-        "doctor", help="check what natflow needs (flow logs, SNAT, permissions); read-only",
-        description=__doc__.split("\n\n")[0],
-    )  # fmt: skip
-    doctor.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    doctor.add_argument("--vpc-id", help="the cluster's VPC (default: found from the nodes' ENIs, or NATFLOW_VPC_ID)")
-    doctor.add_argument("--as", dest="impersonate", metavar="USER",
-                        help="check this identity's Kubernetes permissions, e.g. "
-                        "system:serviceaccount:natflow-system:natflow (needs impersonate rights)")  # fmt: skip
-
-
 def main(args: argparse.Namespace, settings: Settings) -> int:
     from natflow.controller import AwsClients  # boto3 and the kubernetes client: loaded only to run doctor
 

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
-from natflow.attribution.engine import AttributionResult, Attributor, GroupBy
+from natflow.attribution import GroupBy
+from natflow.attribution.engine import AttributionResult, Attributor
 from natflow.attribution.pricing import price_per_gb
 from natflow.attribution.report import derive_warnings
 from natflow.aws.discovery import covering_flow_logs, create_flow_logs_commands

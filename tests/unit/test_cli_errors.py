@@ -70,6 +70,17 @@ def test_missing_path(inputs: dict[str, Path], capsys: pytest.CaptureFixture[str
     assert one_error_line(capsys) == f"natflow: error: {inputs['flows']}: no such file or directory"
 
 
+def test_a_missing_flow_log_path_is_told_after_the_settings_and_the_options(
+    inputs: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs["flows"] = inputs["flows"].with_name("nope.log")
+    assert main(call(inputs, "--start", "tomorrow")) == 2
+    assert "--start/--end: not an ISO 8601 time: 'tomorrow'" in one_error_line(capsys)
+    monkeypatch.setenv("NATFLOW_TIMER_SECONDS", "soon")
+    assert main(call(inputs)) == 2
+    assert "NATFLOW_TIMER_SECONDS='soon'" in one_error_line(capsys)
+
+
 def test_bad_window_and_format(inputs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(call(inputs, "--start", "tomorrow")) == 2
     assert "--start/--end: not an ISO 8601 time: 'tomorrow'" in one_error_line(capsys)

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from natflow.attribution import GroupBy
 from natflow.attribution.pricing import cost
 from natflow.aws.inventory import AddressOwner
 from natflow.cluster.ipmap import FOREVER, HELD_BY_NOBODY, HELD_BY_NODE, HELD_BY_POD, SPLIT, HolderColumns, distinct
@@ -32,8 +33,6 @@ from natflow.cluster.state import ClusterState
 from natflow.flowlogs.reduce import Reduction, columns_of
 from natflow.net import CidrSet
 
-GroupBy = Literal["workload", "pod", "namespace"]
-GROUP_BY_CHOICES: tuple[GroupBy, ...] = ("workload", "pod", "namespace")
 TOP_DESTINATIONS = 5
 
 SOURCE_POD = "pod"

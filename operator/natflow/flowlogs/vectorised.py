@@ -33,6 +33,7 @@ from typing import Protocol
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs import decoders, textscan
 from natflow.flowlogs.fields import FormatError
+from natflow.flowlogs.parquet_decoders import PARQUET_READERS
 from natflow.flowlogs.readers import DAMAGE, READERS, FormatChoices, NeedsReference
 from natflow.flowlogs.reduce import NatTopology, ObjectReading, Reduction
 from natflow.flowlogs.sources import FileKind, FlowLogFile
@@ -48,9 +49,6 @@ class BulkRead(Protocol):
 
 _FastReader = Callable[[FlowLogFile, FormatChoices, Reduction, Diagnostics], BulkRead]
 _FAST: dict[FileKind, _FastReader] = {FileKind.TEXT: textscan.read_text}
-# A Parquet object's readers in a decoder process: the fast one, then (if the decoder dies on the
-# object) the reference one. By name: the parent never loads pyarrow.
-PARQUET_READERS = ("natflow.flowlogs.columnar:read_object", "natflow.flowlogs.columnar:read_reference")
 # What a fast reader raises when the file must be read by the reference reader instead.
 _TO_REFERENCE = (NeedsReference, FormatError, textscan.INFLATE_ERROR, *DAMAGE)
 
@@ -116,14 +114,6 @@ def _read_parquet(
 
 
 _portable_topologies: dict[int, tuple[NatTopology, NatTopology]] = {}  # by id(): NatTopology holds dicts
-
-
-def warm_decoders(files: Iterable[FlowLogFile], workers: int) -> None:
-    """Start the decoder processes the Parquet objects among `files` will need, so that they load
-    their library while the caller reads the cluster and AWS inputs."""
-    parquet = sum(1 for file in files if file.kind is FileKind.PARQUET)
-    if parquet:
-        decoders.pool().warm(min(parquet, workers), PARQUET_READERS[0].split(":")[0])
 
 
 def _portable(topology: NatTopology) -> NatTopology:

@@ -1,11 +1,10 @@
-"""``natflow trace``: the arguments, the inputs (offline files as ``natflow attribute`` reads them,
-or live: kubeconfig, boto3 and the flow logs of the window), the output."""
+"""``natflow trace`` (its arguments are cli.py's): the inputs (offline files as ``natflow attribute``
+reads them, or live: kubeconfig, boto3 and the flow logs of the window), the output."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from contextlib import ExitStack
@@ -29,38 +28,6 @@ LIVE_DEFAULT_SECONDS = 3600
 
 class TraceUsageError(Exception):
     """A problem with what the user gave; one line, exit status 2."""
-
-
-def add_parser(commands: Any) -> None:
-    """Register ``natflow trace`` on the CLI's subparsers."""
-    trace = commands.add_parser(
-        "trace",
-        help="follow one pod's, workload's or address's conversations leg by leg",
-        description="Follow conversations through the flow logs of every interface on their path: where "
-        "they are translated, which NAT gateway carries each direction, where they are rejected or die. "
-        "Offline with --cluster/--aws/--flow-logs (as natflow attribute); live without them.",
-    )
-    subject = trace.add_mutually_exclusive_group(required=True)
-    subject.add_argument("--pod", metavar="NAMESPACE/NAME")
-    subject.add_argument("--workload", metavar="NAMESPACE/KIND/NAME")
-    subject.add_argument("--address", metavar="IP")
-    trace.add_argument("--remote", metavar="IP", help="only conversations with this remote address")
-    trace.add_argument("--port", type=int, metavar="N", help="only conversations to this remote port")
-    trace.add_argument("--protocol", type=int, metavar="N", help="only this IP protocol number (6 tcp, 17 udp)")
-    trace.add_argument("--start", help="ISO 8601; records starting at or after it (live default: an hour ago)")
-    trace.add_argument("--end", help="ISO 8601; records starting before it (live default: now)")
-    trace.add_argument("--cluster", nargs="+", metavar="PATH", help="kubectl get -o json outputs (offline)")
-    trace.add_argument("--aws", nargs="+", metavar="PATH", help="describe-* JSON outputs (offline)")
-    trace.add_argument("--flow-logs", nargs="+", metavar="PATH", help="flow-log objects and exports (offline)")
-    trace.add_argument("--log-format", metavar="FMT", help="flow-log format, e.g. '${version} ${account-id} ...'")
-    trace.add_argument(
-        "--workers",
-        type=int,
-        default=os.cpu_count() or 1,
-        metavar="N",
-        help="threads reading flow-log files (default: the CPUs)",
-    )
-    trace.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
