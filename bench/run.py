@@ -419,6 +419,9 @@ def in_process_decoding() -> None:
         def call(self, function: str, args: tuple[Any, ...], timeout: float) -> Any:
             return decoders.resolve(function)(*args)
 
+        def warm(self, count: int, preload: str) -> None:
+            """No decoder processes to start."""
+
     pool = InProcess()
     decoders.pool = lambda: pool
 
