@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from natflow.attribution import GroupBy
 from natflow.flowlogs.fields import FormatError, parse_log_format
 
 _DURATION = re.compile(r"^([0-9]+)(s|m|h)$")
@@ -60,7 +61,7 @@ class FlowReportSpec(_Spec):
     interval: str = "15m"
     deliveryDelay: str = "15m"
     period: Literal["Hourly", "Daily", "Monthly"] = "Daily"
-    groupBy: Literal["workload", "pod", "namespace"] = "workload"
+    groupBy: GroupBy = "workload"
     pricePerGB: float | None = Field(default=None, ge=0)
     athena: AthenaSpec | None = None  # absent: never Athena (it costs money and needs extra IAM)
     retention: str = "48h"
