@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import IO, Any, Protocol
 
 from natflow.diagnostics import Diagnostics
@@ -258,27 +260,56 @@ class _Blocks(Protocol):
 _BLOCK_BYTES = 1 << 14
 
 
-def raw_lines(handle: _Blocks) -> Iterator[bytes | None]:
-    """The lines of a binary stream, without their newline (the last may have had none); None for a
-    line longer than `MAX_LINE_BYTES`, which is read past without being kept."""
-    carry, skipping = b"", False
-    while block := handle.read(_BLOCK_BYTES):
-        if skipping:
-            at = block.find(b"\n")
-            if at < 0:
+def line_spans(rest: bytes, pieces: Iterable[bytes]) -> Iterator[tuple[bytes, int, int] | None]:
+    """The lines of `rest` and then `pieces` (one text, a piece at a time) as spans (buffer, start, end)
+    of whole lines, the last ending with a newline (a last line without one gets one); None in place of
+    a line longer than `MAX_LINE_BYTES` that does not fit in one piece, which is read past to its
+    newline without joining the pieces, so memory stays one piece and one line at most. (A long line
+    inside one piece comes in a span: the consumer checks complete lines.)"""
+    carry, skipping = b"", False  # the start of a line that continues in the next piece; or passing one by
+    for piece in itertools.chain((rest,), pieces):
+        start = 0
+        if skipping or carry:
+            newline = piece.find(b"\n")
+            if newline < 0:
+                if not skipping and len(carry) + len(piece) <= MAX_LINE_BYTES:
+                    carry += piece
+                elif not skipping:
+                    yield None
+                    carry, skipping = b"", True
                 continue
-            block, skipping = block[at + 1 :], False
-        lines = (carry + block if carry else block).split(b"\n")
-        carry = lines.pop()
-        if lines and max(map(len, lines)) > MAX_LINE_BYTES:
-            yield from (line if len(line) <= MAX_LINE_BYTES else None for line in lines)
-        else:
-            yield from lines
+            start = newline + 1
+            if not skipping:  # the line that spans two pieces
+                yield carry + piece[:start], 0, len(carry) + start
+            carry, skipping = b"", False
+        cut = piece.rfind(b"\n") + 1
+        if cut > start:
+            yield piece, start, cut
+        carry = piece[max(cut, start) :]
         if len(carry) > MAX_LINE_BYTES:
             yield None
             carry, skipping = b"", True
     if carry:
-        yield carry
+        yield carry + b"\n", 0, len(carry) + 1  # a last line without newline splits the same
+
+
+def span_lines(data: bytes, start: int, end: int) -> Sequence[bytes | None]:
+    """The lines of a span of `line_spans` (data[start:end], whole lines, the last ending with a
+    newline), without their newline; None for a line longer than `MAX_LINE_BYTES`."""
+    lines = data[start : end - 1].split(b"\n") if start < end else []
+    if max(map(len, lines), default=0) <= MAX_LINE_BYTES:
+        return lines
+    return [line if len(line) <= MAX_LINE_BYTES else None for line in lines]
+
+
+def raw_lines(handle: _Blocks) -> Iterator[bytes | None]:
+    """The lines of a binary stream, without their newline (the last may have had none); None for a
+    line longer than `MAX_LINE_BYTES`, which is read past without being kept."""
+    for span in line_spans(b"", iter(partial(handle.read, _BLOCK_BYTES), b"")):
+        if span is None:
+            yield None
+        else:
+            yield from span_lines(*span)
 
 
 def text_lines(lines: Iterable[bytes | None]) -> Iterator[str | None]:

@@ -14,8 +14,7 @@ Memory is one compressed block, one decompressed piece and the file's reduced ro
 from __future__ import annotations
 
 import ipaddress
-import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -35,6 +34,8 @@ from natflow.flowlogs.readers import (
     add_parts,
     add_too_long,
     begin_text,
+    line_spans,
+    span_lines,
     text_lines,
     text_problem,
 )
@@ -72,39 +73,6 @@ def read_text(file: FlowLogFile, choices: FormatChoices, part: Reduction, diagno
         else:
             reader.read(*span)
     return ScannedText(scanner)
-
-
-def line_spans(rest: bytes, pieces: Iterable[bytes]) -> Iterator[tuple[bytes, int, int] | None]:
-    """The lines of `rest` and then `pieces` (one text, a piece at a time) as spans (buffer, start, end)
-    of whole lines, the last ending with a newline (a last line without one gets one); None in place of
-    a line longer than `MAX_LINE_BYTES` that does not fit in one piece, which is read past to its
-    newline without joining the pieces, so memory stays one piece and one line at most. (A long line
-    inside one piece comes in a span: the consumer checks complete lines.)"""
-    carry, skipping = b"", False  # the start of a line that continues in the next piece; or passing one by
-    for piece in itertools.chain((rest,), pieces):
-        start = 0
-        if skipping or carry:
-            newline = piece.find(b"\n")
-            if newline < 0:
-                if not skipping and len(carry) + len(piece) <= MAX_LINE_BYTES:
-                    carry += piece
-                elif not skipping:
-                    yield None
-                    carry, skipping = b"", True
-                continue
-            start = newline + 1
-            if not skipping:  # the line that spans two pieces
-                yield carry + piece[:start], 0, len(carry) + start
-            carry, skipping = b"", False
-        cut = piece.rfind(b"\n") + 1
-        if cut > start:
-            yield piece, start, cut
-        carry = piece[max(cut, start) :]
-        if len(carry) > MAX_LINE_BYTES:
-            yield None
-            carry, skipping = b"", True
-    if carry:
-        yield carry + b"\n", 0, len(carry) + 1  # a last line without newline splits the same
 
 
 def _first_line(pieces: Iterator[bytes]) -> tuple[bytes, bytes]:
@@ -146,15 +114,6 @@ def _decompressed(path: str) -> Iterator[bytes]:
             raise NeedsReference
 
 
-def _raw_lines(data: bytes, start: int, end: int) -> Iterator[bytes | None]:
-    """The lines of data[start:end] (whole lines, the last ending with a newline) as `readers.raw_lines`
-    gives them: without the newline, None for a line longer than `MAX_LINE_BYTES`."""
-    while start < end:
-        stop = data.index(b"\n", start, end)
-        yield data[start:stop] if stop - start <= MAX_LINE_BYTES else None
-        start = stop + 1
-
-
 class _LineReader:
     """Whole lines of one file, numbered from 2 (line 1 is the header or first record)."""
 
@@ -179,7 +138,7 @@ class _LineReader:
             return
         if data.find(b"\r", start, end) >= 0:
             add_lines(
-                text_lines(_raw_lines(data, start, end)),
+                text_lines(span_lines(data, start, end)),
                 self.line,
                 self.layout,
                 self.part,

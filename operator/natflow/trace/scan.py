@@ -27,9 +27,17 @@ from natflow.aws.flowsource import OBJECT_SLACK_SECONDS
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs._textscan import filter_lines
 from natflow.flowlogs.fields import MAX_LINE_BYTES, FormatError, LogFormat, canonical_name, header_format
-from natflow.flowlogs.readers import DAMAGE, FormatChoices, NeedsReference, raw_lines, text_lines
+from natflow.flowlogs.readers import (
+    DAMAGE,
+    FormatChoices,
+    NeedsReference,
+    line_spans,
+    raw_lines,
+    span_lines,
+    text_lines,
+)
 from natflow.flowlogs.sources import FileKind, FlowLogFile
-from natflow.flowlogs.textscan import INFLATE_ERROR, _decompressed, _first_line, _raw_lines, line_spans
+from natflow.flowlogs.textscan import INFLATE_ERROR, _decompressed, _first_line
 from natflow.jsonstream import JsonStreamError, iter_member_elements
 from natflow.net import CidrSet, normalize_address
 from natflow.trace.records import ADDRESS_FIELDS, TRACE_FIELDS, FlowRecord, MalformedRecord, record_of, record_of_tokens
@@ -304,7 +312,7 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
 
     def _python_lines(data: bytes, start: int, end: int, number: int) -> None:
         # Universal newlines, as the reference reader splits: a CR ends a line too.
-        for offset, text in enumerate(text_lines(_raw_lines(data, start, end))):
+        for offset, text in enumerate(text_lines(span_lines(data, start, end))):
             reader.add_line(fmt, text, f"{file.path}:{number + offset}")
 
     for span in line_spans(rest, pieces):
