@@ -2,7 +2,7 @@
 the run ends well (rc 0), the good object's totals are unchanged, the damaged object is named in a
 `DamagedFlowLog` warning, its intact row groups are kept and what it lost is counted; and the
 decoder processes that read them: a decoder that aborts, overruns its time or its memory is
-replaced and the run goes on."""
+replaced and the run goes on; natflow trace reads the same objects in its own decoders."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 from natflow.cli import main
 from natflow.flowlogs import decoders, vectorised
+from natflow.trace import scan
 from tests.conftest import UNDER_ASAN
 from tests.parquet_damage import DAMAGES, ROWS, damaged, table, write
 
@@ -152,3 +153,43 @@ def test_the_pool_replaces_dead_decoders() -> None:
         assert pool.call("builtins:sum", ([1, 2, 3],), 30) == 6  # a fresh decoder
     finally:
         pool.close()
+
+
+def trace(inputs: dict[str, Path], capsys: pytest.CaptureFixture[str], address: str) -> dict[str, Any]:
+    argv = ["trace", "--address", address, "--cluster", str(inputs["cluster"]), "--aws", str(inputs["aws"]),
+            "--flow-logs", str(inputs["flows"]), "-o", "json"]  # fmt: skip
+    assert main(argv) == 0
+    output = capsys.readouterr()
+    assert "Traceback" not in output.err
+    document: dict[str, Any] = json.loads(output.out)
+    return document
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_trace_reads_a_damaged_object_beside_a_good_one(
+    inputs: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path, damage: str
+) -> None:
+    """natflow trace reads Parquet in decoder processes with natflow attribute's checks: every record
+    of the good object and of the damaged one's intact row groups, the damaged one named in one
+    one-line warning (a page whose checksum fails is refused, not read)."""
+    source = write(table("eni-nat2", "10.0.0.222", "10.0.2"), tmp_path / NAME.format("source"))
+    write(table("eni-nat2", "10.0.0.222", "10.0.2"), inputs["flows"] / NAME.format("good"))
+    bad = damaged(damage, source, inputs["flows"] / NAME.format("bad"))
+    document = trace(inputs, capsys, "10.0.2.10")  # the source of rows 0, 50, 100, ...: two a row group
+    messages = damage_warnings(document, bad)
+    assert len(messages) == 1 and messages[0].startswith(f"{bad}: ") and "\n" not in messages[0], messages
+    stats = document["stats"]
+    assert stats["recordsRead"] == ROWS + KEPT[damage]
+    assert stats["recordsMatched"] == (ROWS + KEPT[damage]) // 50
+
+
+def test_trace_survives_a_decoder_that_aborts(
+    inputs: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scan, "PARQUET_READER", "tests.parquet_damage:abort_decoder")
+    document = trace(inputs, capsys, "10.0.1.10")
+    good = inputs["flows"] / NAME.format("good")
+    assert damage_warnings(document, good) == [
+        f"{good}: decoder process killed by SIGABRT; none of its records are counted"
+    ]
+    assert document["stats"]["recordsRead"] == 0

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -71,8 +71,8 @@ def read_object(
     it lacks of what it claims counted and said."""
     part, notes = Reduction(topology, window), Diagnostics()
     try:
-        parquet = _ParquetObject(file)
-    except _Damaged as damage:
+        parquet = ParquetObject(file)
+    except Damaged as damage:
         _warn_damaged(file, notes, part.stats, str(damage), lost=None)
         return ObjectReading.of(part, notes)
     try:
@@ -92,8 +92,8 @@ def read_reference(
     """The object through the reference reader, its rows checked against the row groups' claim
     (the reference stops at damage, and may be given fewer rows than claimed without an error)."""
     if claimed is None:
-        with contextlib.suppress(_Damaged):  # the reference reader says what is wrong
-            claimed = _ParquetObject(file).claimed_rows
+        with contextlib.suppress(Damaged):  # the reference reader says what is wrong
+            claimed = ParquetObject(file).claimed_rows
     part, notes = Reduction(topology, window), Diagnostics()
     readers.read_parquet(file, choices, part, notes)
     read = part.stats.records_read
@@ -106,36 +106,41 @@ def read_reference(
     return ObjectReading.of(part, notes)
 
 
-class _Damaged(Exception):
+class Damaged(Exception):
     """The object cannot be read at all; the message says why."""
 
 
 def _warn_damaged(file: FlowLogFile, notes: Diagnostics, stats: ReductionStats, problem: str, lost: int | None) -> None:
-    """One DamagedFlowLog warning for the object, on one line; `lost`: the records it claims and did
-    not give (None: not known)."""
+    """`warn_damaged`, counted in the reduction's stats."""
     stats.damaged_files += 1
     stats.lost_records += lost or 0
+    warn_damaged(file, notes, problem, lost)
+
+
+def warn_damaged(file: FlowLogFile, notes: Diagnostics, problem: str, lost: int | None) -> None:
+    """One DamagedFlowLog warning for the object, on one line; `lost`: the records it claims and did
+    not give (None: not known)."""
     details: dict[str, Any] = {"file": file.path} if lost is None else {"file": file.path, "lostRecords": lost}
     notes.warn("DamagedFlowLog", " ".join(f"{file.path}: damaged Parquet: {problem}".split()), **details)
 
 
 def _check_footer(path: str) -> None:
-    """_Damaged when the file's tail is not Parquet's or its footer claims more bytes than the file
+    """Damaged when the file's tail is not Parquet's or its footer claims more bytes than the file
     holds or a flow log needs."""
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size < 12:
-            raise _Damaged(f"{size} bytes, too short for Parquet")
+            raise Damaged(f"{size} bytes, too short for Parquet")
         handle.seek(size - 8)
         tail = handle.read(8)
     if tail[4:] != b"PAR1":
-        raise _Damaged("no Parquet magic at its end (truncated, or not Parquet)")
+        raise Damaged("no Parquet magic at its end (truncated, or not Parquet)")
     claimed = int.from_bytes(tail[:4], "little")
     if claimed > size - 12 or claimed > FOOTER_MAX_BYTES:
-        raise _Damaged(f"its footer claims {claimed} bytes of {size} (at most {FOOTER_MAX_BYTES} taken)")
+        raise Damaged(f"its footer claims {claimed} bytes of {size} (at most {FOOTER_MAX_BYTES} taken)")
 
 
-class _ParquetObject:
+class ParquetObject:
     """A Parquet object's footer, read with limits; the used columns' types decide the way in."""
 
     def __init__(self, file: FlowLogFile) -> None:
@@ -143,9 +148,9 @@ class _ParquetObject:
         try:
             _check_footer(file.path)
         except OSError as error:  # not damage: the file cannot be read at all
-            raise _Damaged(f"unreadable ({error.strerror or error})") from error
+            raise Damaged(f"unreadable ({error.strerror or error})") from error
         try:
-            probe = self._open()
+            probe = self.open()
             names = probe.schema_arrow.names
             metadata = probe.metadata
             self.claimed_rows = sum(metadata.row_group(index).num_rows for index in range(metadata.num_row_groups))
@@ -153,12 +158,12 @@ class _ParquetObject:
             self.row_groups = [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)]
             self.encodings = _encodings(metadata)
         except _DAMAGE as error:
-            raise _Damaged(f"unreadable footer ({type(error).__name__}: {error})") from error
+            raise Damaged(f"unreadable footer ({type(error).__name__}: {error})") from error
         self.columns = {canonical_name(name): name for name in names}  # as readers.read_parquet
         self.format = LogFormat(tuple(self.columns), f"{file.path} columns")
         self.used = [name for name in USED_FIELDS if name in self.columns]
 
-    def _open(self, dictionaries: Iterable[str] = ()) -> pq.ParquetFile:
+    def open(self, dictionaries: Iterable[str] = ()) -> pq.ParquetFile:
         return pq.ParquetFile(
             self.file.path,
             read_dictionary=list(dictionaries) or None,
@@ -173,23 +178,32 @@ class _ParquetObject:
         if not self.used:  # no column to count rows by: the reference counts them
             raise NeedsReference
         columns = [self.columns[name] for name in self.used]
-        parquet = self._open(name for name in columns if self.encodings.get(name, set()) <= _DICTIONARY_READ)
+        parquet = self.open(name for name in columns if self.encodings.get(name, set()) <= _DICTIONARY_READ)
         schema = parquet.schema_arrow
         kinds = [_kind(name, schema.field(self.columns[name]).type) for name in self.used]
         part.formats.setdefault(self.format.fields, self.format.origin)
         layout = Layout(LogFormat(tuple(self.used), self.format.origin))  # the reference checks only these
         scanner = scanner_for(layout, part.topology, part.window, self.file.key_time)
         reader = _BatchReader(self, scanner, layout, kinds, part)
+        damage = self.read_batches(parquet, columns, reader.read)
+        if damage is not None:
+            _warn_damaged(self.file, notes, part.stats, *damage)
+        return ScannedText(scanner)
+
+    def read_batches(
+        self, parquet: pq.ParquetFile, columns: list[str], read: Callable[[int, pa.RecordBatch], None]
+    ) -> tuple[str, int] | None:
+        """Every row group's batches of `columns`, each given to `read` with the file's row number of
+        its first row (numbered as the footer places them, whatever came before). A row group that is
+        damaged (pyarrow or `read` raises) or gives fewer rows than it claims is lost and the others
+        are read. Returns what was wrong, as one line, and the records lost; None when nothing was."""
         problems: list[str] = []
-        lost = 0
-        first = 0
+        lost = first = 0
         for index, claimed in enumerate(self.row_groups):
             delivered = 0
-            reader.first = first  # rows are numbered as the footer places them, whatever came before
-            first += claimed
             try:
                 for batch in parquet.iter_batches(BATCH_ROWS, [index], columns, use_threads=False):
-                    reader.read(batch)
+                    read(first + delivered, batch)
                     delivered += batch.num_rows
             except _DAMAGE as error:
                 problems.append(f"row group {index}: {type(error).__name__}: {error} ({delivered} of its rows read)")
@@ -197,14 +211,14 @@ class _ParquetObject:
                 if delivered != claimed:
                     problems.append(f"row group {index} claims {claimed} rows, its pages gave {delivered}")
             lost += max(claimed - delivered, 0)
+            first += claimed
         if self.footer_rows != self.claimed_rows:
             problems.insert(0, f"its footer claims {self.footer_rows} rows, its row groups {self.claimed_rows}")
-        if problems:
-            shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-            read = self.claimed_rows - lost
-            summary = f"{read} of the {self.claimed_rows} records its row groups claim were read (the intact ones)"
-            _warn_damaged(self.file, notes, part.stats, f"{shown}; {summary}", lost)
-        return ScannedText(scanner)
+        if not problems:
+            return None
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        summary = f"{self.claimed_rows - lost} of the {self.claimed_rows} records its row groups claim were read"
+        return f"{shown}; {summary} (the intact ones)", lost
 
 
 # The encodings pyarrow reads into dictionaries (its dictionary reading lacks the DELTA ones).
@@ -239,22 +253,20 @@ class _BatchReader:
     """Batches of one object's used columns into its scanner."""
 
     def __init__(
-        self, parquet: _ParquetObject, scanner: TextScanner, layout: Layout, kinds: list[int], part: Reduction
+        self, parquet: ParquetObject, scanner: TextScanner, layout: Layout, kinds: list[int], part: Reduction
     ) -> None:
         self.scanner, self.layout, self.kinds, self.part = scanner, layout, kinds, part
         self.where = Where(parquet.file.path)
         self.fallback = parquet.file.key_time
-        self.first = 0  # the file's row number of the next batch's first row
 
-    def read(self, batch: pa.RecordBatch) -> None:
-        rows = batch.num_rows
+    def read(self, first: int, batch: pa.RecordBatch) -> None:
+        """A batch whose first row is the file's row `first`."""
         columns = tuple(_column(self.kinds[index], batch.column(index)) for index in range(batch.num_columns))
-        handed_back = self.scanner.scan_columns(columns, rows)
+        handed_back = self.scanner.scan_columns(columns, batch.num_rows)
         for row in handed_back:  # rows for the reference code, in file order, numbered as it numbers them
-            self.where.line = self.first + row
+            self.where.line = first + row
             values = [[batch.column(index)[row].as_py()] for index in range(batch.num_columns)]
             add_rows(values, self.layout, self.part, self.where, self.fallback)  # counts the row in
-        self.first += rows
 
 
 def _column(kind: int, column: pa.Array) -> tuple[Any, ...]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from natflow.diagnostics import Diagnostic
 from natflow.net import normalize_address
 from natflow.timeutil import flow_seconds
 
@@ -100,3 +101,19 @@ def record_of_tokens(
     if len(tokens) != len(fields):
         raise MalformedRecord(f"{len(tokens)} fields, the format has {len(fields)}")
     return record_of(dict(zip(fields, tokens, strict=True)), where, fallback_time)
+
+
+Row = tuple[int, tuple[str | None, ...]]  # a Parquet row's number in its object (from 1) and its values, as text
+
+
+@dataclass
+class ParquetRows:
+    """What a trace keeps of one Parquet object (`trace/parquet.py`, in a decoder process): its rows
+    naming the subject, and of the others those naming an address to collect; the values are those
+    of `names` (the trace fields the object has)."""
+
+    names: tuple[str, ...] = ()
+    records_read: int = 0
+    kept: list[Row] = field(default_factory=list)
+    collected: list[Row] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)

@@ -5,8 +5,9 @@ that name given addresses.
   (`_textscan.filter_lines`): a line is rejected in C unless one of its address fields holds one
   of the addresses; the few lines kept (and any line the C code cannot split with certainty) are
   checked again and parsed here.
-* S3 Parquet: pyarrow reads the address and trace columns a batch at a time and keeps the rows
-  whose address columns hold one of the addresses (`pyarrow.compute.is_in`).
+* S3 Parquet: in a decoder process (`trace/parquet.py`, with natflow attribute's checks), pyarrow
+  reads the trace columns a batch at a time and keeps the rows whose address columns hold one of
+  the addresses (`pyarrow.compute.is_in`); a decoder that dies loses that object, said in a warning.
 * CloudWatch Logs exports: each event's message, checked here.
 
 Damaged objects keep the records read before the damage, with a warning, as `natflow attribute`.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import os
 from array import array
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +27,9 @@ from typing import IO, Any
 
 from natflow.aws.flowsource import OBJECT_SLACK_SECONDS
 from natflow.diagnostics import Diagnostics
+from natflow.flowlogs import decoders
 from natflow.flowlogs._textscan import filter_lines
-from natflow.flowlogs.fields import MAX_LINE_BYTES, FormatError, LogFormat, canonical_name, header_format
+from natflow.flowlogs.fields import MAX_LINE_BYTES, FormatError, LogFormat, header_format
 from natflow.flowlogs.readers import (
     DAMAGE,
     FormatChoices,
@@ -40,9 +43,16 @@ from natflow.flowlogs.sources import FileKind, FlowLogFile
 from natflow.flowlogs.textscan import INFLATE_ERROR, _decompressed, _first_line
 from natflow.jsonstream import JsonStreamError, iter_member_elements
 from natflow.net import CidrSet, normalize_address
-from natflow.trace.records import ADDRESS_FIELDS, TRACE_FIELDS, FlowRecord, MalformedRecord, record_of, record_of_tokens
+from natflow.trace.records import (
+    ADDRESS_FIELDS,
+    FlowRecord,
+    MalformedRecord,
+    ParquetRows,
+    Row,
+    record_of,
+    record_of_tokens,
+)
 
-PARQUET_BATCH_ROWS = 1 << 17
 MAX_TEXT_ADDRESSES = 64  # filter_lines compares at most this many non-IPv4 texts; more go the Python way
 
 
@@ -162,7 +172,7 @@ class _Reader:
         self.kept = Kept()
         self.kept.stats.files_read = 1
         self.blobs: list[tuple[LogFormat, bytes]] = []  # collected text lines
-        self.tables: list[tuple[dict[str, str], Any]] = []  # collected Parquet rows (columns, pyarrow table)
+        self.tables: list[tuple[tuple[str, ...], list[Row]]] = []  # collected Parquet rows (their fields, rows)
         self.pending: list[tuple[LogFormat, Sequence[str], str, tuple[int, int] | None]] = []  # collected, split
 
     def add(
@@ -324,73 +334,40 @@ def _read_text(file: FlowLogFile, choices: FormatChoices, reader: _Reader) -> No
 
 
 # -- S3 Parquet ----------------------------------------------------------------------------------------
-def _mask(batch: Any, names: Sequence[str], columns: dict[str, str], addresses: AddressFilter) -> Any:
-    """Rows whose columns `names` (those the file has) hold one of the addresses; None: no such column."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    value_set = pa.array(sorted(addresses.texts), pa.string())
-    mask = None
-    for name in names:
-        if name not in columns:
-            continue
-        column = batch.column(columns[name])
-        if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-            column = column.cast(pa.string())
-        hit = pc.fill_null(pc.is_in(column, value_set=value_set), False)
-        mask = hit if mask is None else pc.or_(mask, hit)
-    return mask
-
-
-def _add_rows(table: Any, columns: dict[str, str], reader: _Reader, first_row: Any, chosen: bool) -> None:
-    texts = table.to_pydict()
-    wanted = [name for name in TRACE_FIELDS if name in columns]
-    for index in range(table.num_rows):
-        values = {
-            name: None if texts[columns[name]][index] is None else str(texts[columns[name]][index]) for name in wanted
-        }
-        reader.add(values, f"{reader.file.path} row {first_row(index)}", reader.file.key_time, chosen)
+# The reader of a Parquet object in a decoder process (by name: this process never loads pyarrow).
+PARQUET_READER = "natflow.trace.parquet:read_object"
 
 
 def _read_parquet(file: FlowLogFile, reader: _Reader) -> None:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(file.path)
-    columns = {canonical_name(name): name for name in parquet.schema_arrow.names}
-    wanted = [columns[name] for name in TRACE_FIELDS if name in columns]
     subject, collect = reader.wanted.subject, reader.wanted.collect
-    row = 0
-    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted):
-        reader.kept.stats.records_read += batch.num_rows
-        mask = _mask(batch, subject.fields, columns, subject)
-        if mask is not None:
-            positions = pc.indices_nonzero(mask)
-            if len(positions):
-                taken = batch.take(positions)
-                offsets = positions.to_pylist()
-                _add_rows(taken, columns, reader, lambda i, o=offsets, r=row: r + o[i] + 1, False)
-        if collect is not None:
-            others = _mask(batch, collect.fields, columns, collect)
-            if others is not None:
-                if mask is not None:
-                    others = pc.and_(others, pc.invert(mask))
-                rows = pa.array(range(row + 1, row + 1 + batch.num_rows), pa.int64())
-                table = pa.Table.from_batches([batch]).append_column("natflow_row", rows).filter(others)
-                if table.num_rows:
-                    reader.tables.append((columns, table))
-        row += batch.num_rows
-
-
-def _chosen_rows(item: Any, chooser: AddressFilter, reader: _Reader) -> None:
-    columns, table = item
-    mask = _mask(table, chooser.fields, columns, chooser)
-    if mask is None:
+    looked = (subject.texts, subject.fields), (collect.texts, collect.fields) if collect is not None else None
+    try:
+        limit = decoders.time_limit(os.stat(file.path).st_size)
+    except OSError:
+        limit = decoders.time_limit(0)  # the decoder says what is wrong with the file
+    try:
+        rows: ParquetRows = decoders.pool().call(PARQUET_READER, (file, *looked), limit)
+    except decoders.DecoderFailed as failure:
+        reader.kept.notes.warn(
+            "DamagedFlowLog", f"{file.path}: {failure}; none of its records are counted", file=file.path
+        )
         return
-    chosen = table.filter(mask)
-    rows = chosen.column("natflow_row").to_pylist()
-    _add_rows(chosen, columns, reader, lambda i: rows[i], True)
+    reader.kept.stats.records_read += rows.records_read
+    for number, values in rows.kept:
+        reader.add(dict(zip(rows.names, values, strict=True)), f"{file.path} row {number}", file.key_time)
+    if rows.collected:
+        reader.tables.append((rows.names, rows.collected))
+    for item in rows.warnings:
+        reader.kept.notes.warn(item.reason, item.message, **item.details)
+
+
+def _chosen_rows(item: tuple[tuple[str, ...], list[Row]], chooser: AddressFilter, reader: _Reader) -> None:
+    names, collected = item
+    positions = [names.index(name) for name in chooser.fields if name in names]
+    for number, values in collected:
+        if any(values[position] in chooser.texts for position in positions):
+            where = f"{reader.file.path} row {number}"
+            reader.add(dict(zip(names, values, strict=True)), where, reader.file.key_time, True)
 
 
 # -- CloudWatch Logs exports -------------------------------------------------------------------------
@@ -451,14 +428,6 @@ def read_file(file: FlowLogFile, choices: FormatChoices, wanted: Wanted, window:
             "DamagedFlowLog",
             f"{file.path}: truncated or corrupt ({type(error).__name__}: {error}); records read before the "
             "damage are kept",
-            file=file.path,
-        )
-    except Exception as error:  # pyarrow raises many types for damaged Parquet
-        if file.kind is not FileKind.PARQUET:
-            raise
-        reader.kept.notes.warn(
-            "DamagedFlowLog",
-            f"{file.path}: unreadable Parquet ({type(error).__name__}: {error}); rows read before the damage are kept",
             file=file.path,
         )
     reader.finish()
