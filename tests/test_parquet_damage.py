@@ -59,14 +59,19 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
     return {"aws": tmp_path / "aws.json", "cluster": tmp_path / "cluster.json", "flows": flows}
 
 
-def attribute(inputs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    argv = ["attribute", "--cluster", str(inputs["cluster"]), "--aws", str(inputs["aws"]),
+def run(command: list[str], inputs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """`natflow COMMAND` on the inputs: exit 0, no traceback, its JSON document."""
+    argv = [*command, "--cluster", str(inputs["cluster"]), "--aws", str(inputs["aws"]),
             "--flow-logs", str(inputs["flows"]), "-o", "json"]  # fmt: skip
     assert main(argv) == 0
     output = capsys.readouterr()
     assert "Traceback" not in output.err
     document: dict[str, Any] = json.loads(output.out)
     return document
+
+
+def attribute(inputs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    return run(["attribute"], inputs, capsys)
 
 
 def totals(document: dict[str, Any]) -> dict[str, int]:
@@ -156,13 +161,7 @@ def test_the_pool_replaces_dead_decoders() -> None:
 
 
 def trace(inputs: dict[str, Path], capsys: pytest.CaptureFixture[str], address: str) -> dict[str, Any]:
-    argv = ["trace", "--address", address, "--cluster", str(inputs["cluster"]), "--aws", str(inputs["aws"]),
-            "--flow-logs", str(inputs["flows"]), "-o", "json"]  # fmt: skip
-    assert main(argv) == 0
-    output = capsys.readouterr()
-    assert "Traceback" not in output.err
-    document: dict[str, Any] = json.loads(output.out)
-    return document
+    return run(["trace", "--address", address], inputs, capsys)
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
