@@ -1,8 +1,9 @@
 """``python -m bench``: natflow's reading speed and memory against plain baselines, as one table.
 
-Every figure is a separate child process, timed by wall clock; peak memory is the child's
-``ru_maxrss`` from ``os.wait4`` (the largest single process, workers included) and the largest
-sum of the RSS of the child and its descendants, sampled from /proc every 20 ms.
+Every figure is a separate child process, timed by wall clock, its input files read once before
+(untimed: every figure reads from the page cache); peak memory is the child's ``ru_maxrss`` from
+``os.wait4`` (the largest single process, workers included) and the largest sum of the RSS of the
+child and its descendants, sampled from /proc every 20 ms.
 
     (a) gzip text, `natflow attribute` end to end on the vectorised path, against a plain-Python
         gzip + str.split() loop summing one ENI's bytes by source over the same files;
@@ -249,8 +250,23 @@ def child(kind: str, files: list[str]) -> list[str]:
     return [sys.executable, "-m", "bench.run", kind, *files]
 
 
+def read_inputs(command: list[str]) -> None:
+    """Read every file the command names (and those in the folders it names) once, untimed, so that
+    each figure reads its inputs from the page cache: the machine reclaims pages left cold for a few
+    minutes, and a figure that read from disk would measure the disk."""
+    for argument in command:
+        path = Path(argument)
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file():
+                with open(file, "rb") as handle:
+                    while handle.read(1 << 24):
+                        pass
+
+
 def measure(command: list[str], label: str) -> Run:
-    """Run `command` to its end: wall time, peak RSS (one process; all processes) and its stdout."""
+    """Run `command` to its end, its inputs read once before: wall time, peak RSS (one process; all
+    processes) and its stdout."""
+    read_inputs(command)
     print(f"running {label} ...", file=sys.stderr)
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         started = time.perf_counter()
