@@ -5,8 +5,8 @@ does on them (an abort, a crash, a runaway allocation) must not take the run dow
 
 One object, one row group at a time, a batch of rows at a time:
 
-* only the used fields' columns are read (projection), text columns as dictionaries, a whole row
-  group at a time, and handed to `TextScanner.scan_columns` as Arrow holds them, without a copy:
+* only the used fields' columns are read (projection), text columns as dictionaries, and handed
+  to `TextScanner.scan_columns` as Arrow holds them, without a copy:
   the scanner reads each dictionary entry once a batch (is it a NAT ENI, a regional NAT Gateway,
   NODATA/SKIPDATA, an address?), counts the rows on other interfaces (~80% of a flow log) from
   their entry numbers alone, and reads the others' values as the text a line would hold (null and
