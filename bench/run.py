@@ -230,7 +230,9 @@ def other_figures(quick: bool) -> list[Row]:
         label = unit.split(";")[0] if len(unit.split(";")[0]) <= 10 else ""
         found.append(Row(
             figure, f"{shown} {label}".strip(), f"{baseline:,.1f}" if baseline else "-",
-            f"{value / baseline:.2f}x" if baseline else "-", f"{'<=' if lower_is_better else '>='} {target:,.0f}",
+            f"{value / baseline:.2f}x" if baseline else "-",
+            f"{'<=' if lower_is_better else '>='} {target:,.1f}" if target < 100 else
+            f"{'<=' if lower_is_better else '>='} {target:,.0f}",
             verdict,
         ))  # fmt: skip
     return found
