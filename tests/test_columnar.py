@@ -350,3 +350,17 @@ def test_a_dictionary_with_null_entries_goes_to_the_reference() -> None:
     with pytest.raises(NeedsReference):
         columnar._column(columnar._INT64, dictionary([0, 1], [100, None]))
     assert columnar._column(columnar._INT64, dictionary([0, 1], [100, 200]))[-1] == 2
+
+
+def test_column_claims_past_any_buffer_are_refused() -> None:
+    """Entry counts and offsets whose byte sizes would overflow are refused before any buffer is read."""
+    from natflow.flowlogs.fields import LogFormat
+    from natflow.flowlogs.readers import Layout
+    from natflow.flowlogs.textscan import scanner_for
+
+    scanner = scanner_for(Layout(LogFormat(("interface-id",), "test")), TOPOLOGY, None, None)
+    for offset, entries in ((0, 1 << 62), (1 << 62, 1), (-1, 1), (0, -1)):
+        with pytest.raises(ValueError, match="out of range"):
+            scanner.scan_columns(((columnar._TEXT32, offset, None, b"", (b"",), None, entries),), 1)
+    with pytest.raises(ValueError, match="fewer values"):  # 4 offsets bytes cannot hold an entry's two
+        scanner.scan_columns(((columnar._TEXT32, 0, None, b"\0" * 4, (b"",), None, 1),), 1)

@@ -1216,8 +1216,9 @@ static int column_read(PyObject *item, Py_ssize_t rows, Column *c) {
     if (!PyArg_ParseTuple(item, "inOOO!On", &c->kind, &c->offset, &validity, &values, &PyTuple_Type, &data, &indices,
                           &c->entries))
         return -1;
-    if (c->kind < COLUMN_VIEWS || c->kind > COLUMN_TEXT64 || c->offset < 0 || c->entries < 0) {
-        PyErr_SetString(PyExc_ValueError, "scan_columns: unknown column kind, or a negative offset or entry count");
+    if (c->kind < COLUMN_VIEWS || c->kind > COLUMN_TEXT64 || c->offset < 0 || c->entries < 0 ||
+        c->offset > PY_SSIZE_T_MAX / 4 - rows || c->entries > PY_SSIZE_T_MAX / 16 - 1) {
+        PyErr_SetString(PyExc_ValueError, "scan_columns: unknown column kind, or an offset or entry count out of range");
         return -1;
     }
     if (validity != Py_None && PyObject_GetBuffer(validity, &c->validity, PyBUF_SIMPLE) < 0) return -1;
