@@ -15,6 +15,7 @@ from natflow.aws.inventory import Inventory
 from natflow.cluster.dump import load_cluster
 from natflow.diagnostics import Diagnostics
 from natflow.flowlogs.fields import FormatError, LogFormat
+from natflow.flowlogs.parquet_decoders import warm_decoders
 from natflow.flowlogs.sources import discover
 from natflow.pipeline import format_choices, inside_cidrs
 from natflow.settings import Settings
@@ -75,7 +76,7 @@ def trace(args: argparse.Namespace, settings: Settings) -> Any:
     filters = Filters(args.remote, args.port, args.protocol)
     with ExitStack() as stack:  # live: the fetched flow logs' temporary directory
         if offline:
-            inputs = offline_inputs(args.cluster, args.aws, args.flow_logs, override)
+            inputs = offline_inputs(args.cluster, args.aws, args.flow_logs, override, args.workers)
             subject = _subject(args, inputs.state, window)
         else:
             from natflow.trace.live import live_inputs
@@ -107,13 +108,19 @@ def network_inputs(state: Any, inventory: Inventory, diagnostics: Diagnostics) -
     return build_network(inventory, inside_cidrs(inventory, diagnostics), instances)
 
 
-def offline_inputs(cluster: list[str], aws: list[str], flow_logs: list[str], override: LogFormat | None) -> TraceInputs:
-    """The inputs of `natflow attribute`, read by the same loaders."""
-    diagnostics = Diagnostics()
+def offline_inputs(
+    cluster: list[str], aws: list[str], flow_logs: list[str], override: LogFormat | None, workers: int
+) -> TraceInputs:
+    """The inputs of `natflow attribute`, read by the same loaders. The flow-log files are found
+    first, so that the Parquet decoders they need start while the cluster and AWS inputs are read
+    (their warnings still come after those inputs')."""
+    diagnostics, found = Diagnostics(), Diagnostics()
+    files, _ = discover(flow_logs, found)
+    warm_decoders(files, workers)
     state, dump_stats = load_cluster(cluster, diagnostics)
     inventory, aws_files = load_inventory(aws, diagnostics)
     network = network_inputs(state, inventory, diagnostics)
-    files, _ = discover(flow_logs, diagnostics)
+    diagnostics.extend(found)
     if not files:
         raise TraceUsageError("--flow-logs: no flow-log files found (.log.gz, .log, .parquet or CloudWatch .json)")
     extra = {"clusterFilesRead": dump_stats.files_read, "awsFilesRead": aws_files}
