@@ -4,7 +4,8 @@ that pyarrow parsing damaged or hostile bytes can lose that object and never the
 The object is read with `natflow attribute`'s checks (`columnar.ParquetObject`: the footer's size,
 thrift limits, page checksums, row counts against what the pages give; a damaged row group is lost
 and said, the others are read). Of each batch, only the rows whose address columns hold one of the
-addresses looked for are kept (`pyarrow.compute.is_in`), as text, and sent back (`records.ParquetRows`).
+addresses looked for are kept (`pyarrow.compute.is_in`), as text, and sent back (`records.ParquetRows`);
+the rows collected for later (a gateway's internet legs: many) as text lines, as the text path collects them.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def read_object(file: FlowLogFile, subject: Looked, collect: Looked | None) -> P
             if others is not None:
                 if mask is not None:
                     others = pc.and_(others, pc.invert(mask))
-                rows.collected.extend(_rows(batch, first, pc.indices_nonzero(others)))
+                lines, odd = _as_lines(batch.filter(others))
+                rows.collected_lines.append(lines)
+                rows.collected.extend(_rows(batch, first, pc.indices_nonzero(others).take(odd)))
         rows.records_read += batch.num_rows
 
     found = parquet.read_batches(parquet.open(), [parquet.columns[name] for name in names], read)
@@ -79,3 +82,24 @@ def _rows(batch: pa.RecordBatch, first: int, positions: pa.Array) -> list[Row]:
     values = [[None if value is None else str(value) for value in column] for column in columns.values()]
     offsets = positions.to_pylist()
     return [(first + offset + 1, tuple(column[index] for column in values)) for index, offset in enumerate(offsets)]
+
+
+def _as_lines(batch: pa.RecordBatch) -> tuple[bytes, pa.Array]:
+    """The rows as text lines, their values separated by spaces and nulls written '-' (what the
+    text path collects, made in C++: a busy gateway's internet legs are many), and the positions of
+    the rows no line can hold (an empty value, or one with whitespace), which go as rows instead."""
+    if not batch.num_rows:
+        return b"", pa.array([], pa.int64())
+    texts = [pc.fill_null(column.cast(pa.string()), "-") for column in batch.columns]
+    odd = None
+    for text in texts:
+        bad = pc.or_(pc.equal(pc.utf8_length(text), 0), pc.match_substring_regex(text, r"\s"))
+        odd = bad if odd is None else pc.or_(odd, bad)
+    assert odd is not None  # a batch of the trace fields has columns
+    lines = pc.binary_join_element_wise(*texts, " ").filter(pc.invert(odd))
+    ended = pc.binary_join_element_wise(lines, pa.array([""] * len(lines), pa.string()), "\n")
+    _, offsets, data = ended.buffers()
+    if data is None:
+        return b"", pc.indices_nonzero(odd)
+    bounds = memoryview(offsets).cast("i")
+    return data.to_pybytes()[bounds[ended.offset] : bounds[ended.offset + len(ended)]], pc.indices_nonzero(odd)

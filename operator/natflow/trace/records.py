@@ -109,11 +109,13 @@ Row = tuple[int, tuple[str | None, ...]]  # a Parquet row's number in its object
 @dataclass
 class ParquetRows:
     """What a trace keeps of one Parquet object (`trace/parquet.py`, in a decoder process): its rows
-    naming the subject, and of the others those naming an address to collect; the values are those
-    of `names` (the trace fields the object has)."""
+    naming the subject, and of the others those naming an address to collect, as lines of text
+    (values of `names`, the trace fields the object has, separated by spaces) or, where a value
+    holds whitespace or nothing, as rows."""
 
     names: tuple[str, ...] = ()
     records_read: int = 0
     kept: list[Row] = field(default_factory=list)
+    collected_lines: list[bytes] = field(default_factory=list)
     collected: list[Row] = field(default_factory=list)
     warnings: list[Diagnostic] = field(default_factory=list)

@@ -355,6 +355,9 @@ def _read_parquet(file: FlowLogFile, reader: _Reader) -> None:
     reader.kept.stats.records_read += rows.records_read
     for number, values in rows.kept:
         reader.add(dict(zip(rows.names, values, strict=True)), f"{file.path} row {number}", file.key_time)
+    collected = b"".join(rows.collected_lines)
+    if collected:
+        reader.blobs.append((LogFormat(rows.names, f"{file.path} columns"), collected))
     if rows.collected:
         reader.tables.append((rows.names, rows.collected))
     for item in rows.warnings:
