@@ -102,4 +102,4 @@ def _as_lines(batch: pa.RecordBatch) -> tuple[bytes, pa.Array]:
     if data is None:
         return b"", pc.indices_nonzero(odd)
     bounds = memoryview(offsets).cast("i")
-    return data.to_pybytes()[bounds[ended.offset] : bounds[ended.offset + len(ended)]], pc.indices_nonzero(odd)
+    return memoryview(data)[bounds[ended.offset] : bounds[ended.offset + len(ended)]].tobytes(), pc.indices_nonzero(odd)
